@@ -1,0 +1,33 @@
+# The two commands of the README: `make demo` (the main job) and `make test` (the test suite).
+# Both create the virtual environment in .venv and install everything the project needs.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEMO_ARGS ?=
+
+.PHONY: demo test install install-dev lint clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(PY) -m pip install -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/rnnedge demo $(DEMO_ARGS)
+
+test: $(VENV)/.installed-dev
+	$(PY) -m pytest
+
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check keras_rnnedge converters micro_targets tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,1 @@
+"""Converters: Keras model -> lowered model -> TFLite flatbuffer -> C array -> sketch."""

@@ -1,0 +1,242 @@
+"""Low-rank LSTM and GRU cells: the stock tf_keras cells with ``W = W_u W_v`` and
+``U = U_u U_v`` (one factor pair shared by all gates), as in EdgeML's LR-LSTM / LR-GRU baselines
+(Kusupati et al., NeurIPS 2018, Table 2)."""
+
+from __future__ import annotations
+
+from keras_rnnedge._compat import keras, tf
+from keras_rnnedge.cells.base import (
+    CellStats,
+    CompressedCell,
+    activation_name,
+    add_matrix,
+    check_rank,
+    fresh,
+    get_activation,
+    matmul,
+    matrix_cost,
+    register_cell,
+)
+
+__all__ = ["LowRankGRUCell", "LowRankLSTMCell"]
+
+_MATRICES = ("kernel", "kernel_u", "kernel_v", "recurrent_kernel", "recurrent_kernel_u",
+             "recurrent_kernel_v")
+
+
+class _LowRankBase(CompressedCell):
+    prunable_weights = _MATRICES
+    quantizable_weights = _MATRICES
+    _gates = 1
+
+    def __init__(self, units: int, *, rank: int | None = None, recurrent_rank: int | None = None,
+                 activation="tanh", recurrent_activation="sigmoid", use_bias: bool = True,
+                 kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
+                 bias_initializer="zeros", kernel_regularizer=None, recurrent_regularizer=None,
+                 bias_regularizer=None, kernel_constraint=None, recurrent_constraint=None,
+                 bias_constraint=None, **kwargs):
+        super().__init__(units, **kwargs)
+        self.rank = check_rank(rank, "rank")
+        self.recurrent_rank = check_rank(recurrent_rank, "recurrent_rank", limit=self.units)
+        self.activation = get_activation(activation, "activation")
+        self.recurrent_activation = get_activation(recurrent_activation, "recurrent_activation")
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.recurrent_regularizer = keras.regularizers.get(recurrent_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.kernel_constraint = keras.constraints.get(kernel_constraint)
+        self.recurrent_constraint = keras.constraints.get(recurrent_constraint)
+        self.bias_constraint = keras.constraints.get(bias_constraint)
+
+    def build(self, input_shape):
+        input_dim = int(input_shape[-1])
+        if self.rank is not None:
+            check_rank(self.rank, "rank", limit=min(input_dim, self._gates * self.units))
+        self.input_dim = input_dim
+        width = self._gates * self.units
+        add_matrix(self, "kernel", (input_dim, width), self.rank, self.kernel_initializer,
+                   self.kernel_regularizer, self.kernel_constraint)
+        add_matrix(self, "recurrent_kernel", (self.units, width), self.recurrent_rank,
+                   self.recurrent_initializer, self.recurrent_regularizer,
+                   self.recurrent_constraint)
+        self.bias = None
+        if self.use_bias:
+            self.bias = self.add_weight(name="bias", shape=self._bias_shape(),
+                                        initializer=self._bias_initializer(),
+                                        regularizer=self.bias_regularizer,
+                                        constraint=self.bias_constraint)
+        self.built = True
+
+    def _bias_shape(self):
+        return (self._gates * self.units,)
+
+    def _bias_initializer(self):
+        return self.bias_initializer
+
+    def compression_stats(self) -> CellStats:
+        f = self._require_built()
+        h, width = self.units, self._gates * self.units
+        matrices = matrix_cost(f, width, self.rank) + matrix_cost(h, width, self.recurrent_rank)
+        biases = 0
+        if self.use_bias:
+            biases = 1
+            for d in self._bias_shape():
+                biases *= d
+        return CellStats(params=matrices + biases, dense_params=(f + h) * width + biases,
+                         macs_per_step=matrices, state_size=self._state_elements())
+
+    def _state_elements(self) -> int:
+        return self.units
+
+    def get_config(self):
+        ser = keras.initializers.serialize
+        return {
+            **super().get_config(),
+            "rank": self.rank,
+            "recurrent_rank": self.recurrent_rank,
+            "activation": activation_name(self.activation),
+            "recurrent_activation": activation_name(self.recurrent_activation),
+            "use_bias": self.use_bias,
+            "kernel_initializer": ser(self.kernel_initializer),
+            "recurrent_initializer": ser(self.recurrent_initializer),
+            "bias_initializer": ser(self.bias_initializer),
+            "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+            "recurrent_regularizer": keras.regularizers.serialize(self.recurrent_regularizer),
+            "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
+            "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
+            "recurrent_constraint": keras.constraints.serialize(self.recurrent_constraint),
+            "bias_constraint": keras.constraints.serialize(self.bias_constraint),
+        }
+
+
+@register_cell
+class LowRankLSTMCell(_LowRankBase):
+    r"""LSTM cell with low-rank input and recurrent matrices.
+
+    Gates in Keras order ``i, f, c, o``:
+    ``[i, f, c, o] = x_t W + h_{t-1} U + b``, ``c_t = σ(f) c_{t-1} + σ(i) φ(c)``,
+    ``h_t = σ(o) φ(c_t)`` with ``W = W_u W_v`` (rank ``rank``) and ``U = U_u U_v``
+    (rank ``recurrent_rank``). With both ranks ``None`` it computes exactly
+    ``keras.layers.LSTMCell`` given the same weights.
+
+    Parameters: ``r (F + 4H) + r_U (H + 4H) + 4H`` (``F*4H``/``H*4H`` for a full matrix).
+
+    Example:
+        >>> import numpy as np
+        >>> from keras_rnnedge import keras
+        >>> from keras_rnnedge.cells import LowRankLSTMCell
+        >>> keras.layers.RNN(LowRankLSTMCell(32, rank=4, recurrent_rank=8))(
+        ...     np.zeros((1, 5, 9), "float32")).shape
+        TensorShape([1, 32])
+    """
+
+    _gates = 4
+
+    def __init__(self, units: int, *, unit_forget_bias: bool = True, **kwargs):
+        super().__init__(units, **kwargs)
+        self.unit_forget_bias = bool(unit_forget_bias)
+
+    @property
+    def state_size(self):
+        return [self.units, self.units]
+
+    def get_initial_state(self, inputs=None, batch_size=None, dtype=None):
+        dtype = dtype or self.compute_dtype or tf.float32
+        return [tf.zeros([batch_size, self.units], dtype=dtype) for _ in range(2)]
+
+    def _state_elements(self) -> int:
+        return 2 * self.units
+
+    def _bias_initializer(self):
+        if not self.unit_forget_bias:
+            return self.bias_initializer
+        base, units = self.bias_initializer, self.units
+
+        def initializer(shape, *args, **kwargs):
+            return tf.concat([base((units,), *args, **kwargs),
+                              keras.initializers.get("ones")((units,), *args, **kwargs),
+                              fresh(base)((units * 2,), *args, **kwargs)], axis=0)
+
+        return initializer
+
+    def call(self, inputs, states, training=None):
+        h, c = states[0], states[1]
+        z = matmul(self, inputs, "kernel") + matmul(self, h, "recurrent_kernel")
+        if self.use_bias:
+            z = z + self.bias
+        i, f, g, o = tf.split(z, 4, axis=-1)
+        c_new = self.recurrent_activation(f) * c + self.recurrent_activation(i) * self.activation(g)
+        h_new = self.recurrent_activation(o) * self.activation(c_new)
+        return h_new, [h_new, c_new]
+
+    def get_config(self):
+        return {**super().get_config(), "unit_forget_bias": self.unit_forget_bias}
+
+
+@register_cell
+class LowRankGRUCell(_LowRankBase):
+    r"""GRU cell with low-rank input and recurrent matrices.
+
+    Gates in Keras order ``z, r, h``. With ``reset_after=True`` (the Keras default):
+    ``x_z, x_r, x_h = x_t W + b_in``, ``u_z, u_r, u_h = h_{t-1} U + b_rec``,
+    ``z = σ(x_z + u_z)``, ``r = σ(x_r + u_r)``, ``h̃ = φ(x_h + r ⊙ u_h)``,
+    ``h_t = z ⊙ h_{t-1} + (1 - z) ⊙ h̃``; with ``reset_after=False`` the candidate is
+    ``φ(x_h + (r ⊙ h_{t-1}) U_h)``. With both ranks ``None`` it computes exactly
+    ``keras.layers.GRUCell`` given the same weights.
+
+    Parameters: ``r (F + 3H) + r_U (H + 3H) + 3H`` (``6H`` biases with ``reset_after``).
+
+    Example:
+        >>> import numpy as np
+        >>> from keras_rnnedge import keras
+        >>> from keras_rnnedge.cells import LowRankGRUCell
+        >>> keras.layers.RNN(LowRankGRUCell(32, recurrent_rank=8))(
+        ...     np.zeros((1, 5, 9), "float32")).shape
+        TensorShape([1, 32])
+    """
+
+    _gates = 3
+
+    def __init__(self, units: int, *, reset_after: bool = True, **kwargs):
+        super().__init__(units, **kwargs)
+        self.reset_after = bool(reset_after)
+
+    def _bias_shape(self):
+        return (2, 3 * self.units) if self.reset_after else (3 * self.units,)
+
+    def call(self, inputs, states, training=None):
+        h = states[0] if isinstance(states, (list, tuple)) else states
+        units = self.units
+        x = matmul(self, inputs, "kernel")
+        if self.use_bias:
+            x = x + (self.bias[0] if self.reset_after else self.bias)
+        x_z, x_r, x_h = tf.split(x, 3, axis=-1)
+        if self.reset_after:
+            u = matmul(self, h, "recurrent_kernel")
+            if self.use_bias:
+                u = u + self.bias[1]
+            u_z, u_r, u_h = tf.split(u, 3, axis=-1)
+            z = self.recurrent_activation(x_z + u_z)
+            r = self.recurrent_activation(x_r + u_r)
+            candidate = self.activation(x_h + r * u_h)
+        else:
+            if self.recurrent_kernel is not None:
+                u_zr = tf.matmul(h, self.recurrent_kernel[:, : 2 * units])
+                u_h_of = lambda v: tf.matmul(v, self.recurrent_kernel[:, 2 * units:])  # noqa: E731
+            else:
+                hu = tf.matmul(h, self.recurrent_kernel_u)
+                u_zr = tf.matmul(hu, self.recurrent_kernel_v[:, : 2 * units])
+                u_h_of = lambda v: tf.matmul(  # noqa: E731
+                    tf.matmul(v, self.recurrent_kernel_u), self.recurrent_kernel_v[:, 2 * units:])
+            u_z, u_r = tf.split(u_zr, 2, axis=-1)
+            z = self.recurrent_activation(x_z + u_z)
+            r = self.recurrent_activation(x_r + u_r)
+            candidate = self.activation(x_h + u_h_of(r * h))
+        h_new = z * h + (1.0 - z) * candidate
+        return h_new, [h_new]
+
+    def get_config(self):
+        return {**super().get_config(), "reset_after": self.reset_after}

@@ -1,0 +1,1 @@
+"""Microcontroller targets: board catalog, C runtime, host/QEMU/simavr harnesses."""
