@@ -1,0 +1,351 @@
+"""Shared pieces of the dataset loaders: the Dataset container, the validation split, finding and
+reading data files. numpy only."""
+
+from __future__ import annotations
+
+import os
+import types
+import zipfile
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PathLike = str | os.PathLike[str]
+"""A path given as a string or a path object."""
+
+DATA_DIR_ENV = "RNNEDGE_DATA_DIR"
+"""Environment variable naming the directory that holds the data files which are not bundled."""
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A classification dataset split into train, optional validation, and test sets.
+
+    Inputs are float arrays of shape (N, *input_shape); labels are int32 class ids (sparse,
+    ``0 <= y < num_classes``), ready for ``loss="sparse_categorical_crossentropy"``.
+
+    Attributes:
+        x_train: Training inputs.
+        y_train: Training labels.
+        x_val: Validation inputs, taken out of the training set, or None without a split.
+        y_val: Validation labels, or None without a split.
+        x_test: Test inputs.
+        y_test: Test labels.
+        class_names: Name of each class id.
+        extras: Side information, read-only: per-example arrays end in ``_train``, ``_val`` and
+            ``_test`` and are split like the labels (e.g. HAR's ``subject_train``); other entries
+            describe the whole dataset (e.g. ``channel_names``).
+
+    Example:
+        >>> from keras_rnnedge.datasets import load_har
+        >>> ds = load_har(num_classes=2, validation_split=0.1)
+        >>> ds.input_shape, ds.num_classes, ds.y_train.dtype
+        ((128, 9), 2, dtype('int32'))
+        >>> # model.fit(ds.x_train, ds.y_train, validation_data=(ds.x_val, ds.y_val))
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray | None
+    y_val: np.ndarray | None
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: tuple[str, ...]
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if (self.x_val is None) != (self.y_val is None):
+            raise ValueError(
+                "Expected x_val and y_val to be both arrays or both None, but got "
+                f"{type(self.x_val).__name__} and {type(self.y_val).__name__}."
+            )
+        for split in ("train", "val", "test"):
+            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+            if x is not None and len(x) != len(y):
+                raise ValueError(
+                    f"Expected as many labels as inputs in the {split} set, but got "
+                    f"{len(y)} labels for {len(x)} inputs."
+                )
+        object.__setattr__(self, "class_names", tuple(str(name) for name in self.class_names))
+        object.__setattr__(self, "extras", types.MappingProxyType(dict(self.extras)))
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes, ``len(class_names)``."""
+        return len(self.class_names)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input example (without the batch axis), e.g. ``(128, 9)``."""
+        return tuple(int(n) for n in self.x_train.shape[1:])
+
+    def __repr__(self) -> str:
+        def describe(array: np.ndarray | None) -> str:
+            return "None" if array is None else f"{array.dtype}{tuple(array.shape)}"
+
+        arrays = ", ".join(
+            f"{name}={describe(getattr(self, name))}"
+            for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+        )
+        return (
+            f"Dataset({arrays}, class_names={self.class_names!r}, extras={sorted(self.extras)!r})"
+        )
+
+
+def check_validation_split(validation_split: float) -> float:
+    """Return ``validation_split`` as a float, or raise ValueError if it is outside [0, 1)."""
+    try:
+        fraction = float(validation_split)
+    except (TypeError, ValueError):
+        fraction = float("nan")
+    if isinstance(validation_split, bool) or not 0.0 <= fraction < 1.0:
+        raise ValueError(
+            "Expected validation_split to be a number in [0, 1) (the fraction of the training "
+            f"set held out for validation), but got {validation_split!r}."
+        )
+    return fraction
+
+
+def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices of ``y`` into train and validation parts, class by class.
+
+    The validation part holds ``round(fraction * len(y))`` examples, shared out over the classes
+    in proportion to their counts (largest remainders get the leftover examples), each class's
+    examples drawn at random with ``np.random.default_rng(seed)``.
+
+    Args:
+        y: Class labels, shape (N,).
+        fraction: Fraction in (0, 1) to hold out.
+        seed: Seed of the random draw.
+
+    Returns:
+        ``(train_indices, val_indices)``, disjoint, each in increasing order.
+
+    Raises:
+        ValueError: If the split leaves the training or the validation part empty.
+    """
+    classes, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+    n_val_total = int(round(fraction * len(y)))
+    if not 0 < n_val_total < len(y):
+        raise ValueError(
+            f"validation_split={fraction} of {len(y)} training examples leaves "
+            f"{n_val_total} for validation; choose a split that leaves at least one example in "
+            "each part."
+        )
+    exact = fraction * counts
+    n_val = np.floor(exact).astype(np.int64)
+    leftover = n_val_total - int(n_val.sum())
+    n_val[np.argsort(-(exact - n_val), kind="stable")[:leftover]] += 1
+
+    rng = np.random.default_rng(seed)
+    val = np.concatenate(
+        [rng.permutation(np.flatnonzero(inverse == c))[: n_val[c]] for c in range(len(classes))]
+    )
+    is_val = np.zeros(len(y), dtype=bool)
+    is_val[val] = True
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+def make_dataset(
+    *,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    class_names: Sequence[str],
+    validation_split: float,
+    seed: int,
+    per_example: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    info: Mapping[str, Any] | None = None,
+) -> Dataset:
+    """Assemble a Dataset, holding out a stratified validation split of the training set.
+
+    Args:
+        x_train: Training inputs.
+        y_train: Training labels (int32).
+        x_test: Test inputs.
+        y_test: Test labels (int32).
+        class_names: Name of each class id.
+        validation_split: Fraction of the training set to hold out, in [0, 1).
+        seed: Seed of the validation split.
+        per_example: ``{name: (train_values, test_values)}``, stored in ``extras`` as
+            ``name_train`` / ``name_val`` / ``name_test``.
+        info: Dataset-wide entries for ``extras``.
+
+    Returns:
+        The dataset.
+    """
+    fraction = check_validation_split(validation_split)
+    per_example = dict(per_example or {})
+    extras: dict[str, Any] = dict(info or {})
+    x_val = y_val = None
+    if fraction > 0:
+        train, val = stratified_split(y_train, fraction, seed)
+        x_val, y_val = x_train[val], y_train[val]
+        x_train, y_train = x_train[train], y_train[train]
+        for name, (values_train, _) in per_example.items():
+            extras[f"{name}_val"] = values_train[val]
+        per_example = {
+            name: (values_train[train], values_test)
+            for name, (values_train, values_test) in per_example.items()
+        }
+    for name, (values_train, values_test) in per_example.items():
+        extras[f"{name}_train"] = values_train
+        extras[f"{name}_test"] = values_test
+    return Dataset(
+        x_train=x_train,
+        y_train=y_train,
+        x_val=x_val,
+        y_val=y_val,
+        x_test=x_test,
+        y_test=y_test,
+        class_names=tuple(class_names),
+        extras=extras,
+    )
+
+
+def find_data_file(filename: str, path: PathLike | None) -> Path:
+    """Locate a data file that is not bundled with the package.
+
+    Looks at ``path`` (the file itself, or a directory holding ``filename``) when given, else in
+    the directory named by the environment variable ``RNNEDGE_DATA_DIR``.
+
+    Args:
+        filename: Name of the file, e.g. ``"mnist.npz"``.
+        path: The file or the directory holding it, or None.
+
+    Returns:
+        The path of the file.
+
+    Raises:
+        FileNotFoundError: If the file is not there; the message lists every place looked and
+            how to point the loader at the file.
+    """
+    looked: list[str] = []
+    if path is not None:
+        given = Path(os.fspath(path)).expanduser()
+        candidate = given / filename if given.is_dir() else given
+        if candidate.is_file():
+            return candidate
+        looked.append(f"{candidate} (from path={os.fspath(path)!r})")
+        looked.append(f"${DATA_DIR_ENV}: not consulted, because path= was given")
+    else:
+        looked.append("path=None: no path given")
+        env = os.environ.get(DATA_DIR_ENV)
+        if env:
+            candidate = Path(env).expanduser() / filename
+            if candidate.is_file():
+                return candidate
+            looked.append(f"{candidate} (from ${DATA_DIR_ENV}={env!r})")
+        else:
+            looked.append(f"${DATA_DIR_ENV}: not set")
+    places = "\n".join(f"  - {place}" for place in looked)
+    raise FileNotFoundError(
+        f"Could not find {filename}. Looked in:\n{places}\n"
+        f"Pass path= (the file, or the directory holding it), or set the environment variable "
+        f"{DATA_DIR_ENV} to the directory holding {filename}, e.g. "
+        f"`export {DATA_DIR_ENV}=/path/to/data` with /path/to/data/{filename}."
+    )
+
+
+def read_npz(
+    path: PathLike, required: Sequence[str], optional: Sequence[str] = ()
+) -> dict[str, np.ndarray]:
+    """Read the named arrays of an ``.npz`` file, without unpickling anything.
+
+    Args:
+        path: The file.
+        required: Keys that must be present.
+        optional: Keys read when present.
+
+    Returns:
+        ``{key: array}`` for the required keys and the optional keys present.
+
+    Raises:
+        ValueError: If the file is not a readable ``.npz`` archive or lacks a required key.
+        OSError: If the file cannot be opened at all (e.g. no permission).
+    """
+    name = os.fspath(path)
+    unreadable = (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error)
+    hint = f"expected an .npz archive with the keys {list(required)}. Re-create the file."
+    # The file is opened here, not by np.load, which leaks its handle when the zip is damaged.
+    with open(path, "rb") as handle:
+        try:
+            archive = np.load(handle, allow_pickle=False)
+        except unreadable as error:
+            raise ValueError(
+                f"Could not read {name} as an .npz archive ({type(error).__name__}: {error}); "
+                f"{hint}"
+            ) from error
+        if not isinstance(archive, Mapping):
+            raise ValueError(f"{name} holds a single array of shape {archive.shape}, but {hint}")
+        with archive:
+            present = set(archive.files)
+            missing = [key for key in required if key not in present]
+            if missing:
+                raise ValueError(
+                    f"{name} is incomplete: it lacks {missing}; it holds {sorted(present)}, "
+                    f"but {hint}"
+                )
+            wanted = [*required, *(key for key in optional if key in present)]
+            try:
+                return {key: archive[key] for key in wanted}
+            except unreadable as error:
+                raise ValueError(
+                    f"Could not read the arrays of {name} ({type(error).__name__}: {error}); {hint}"
+                ) from error
+
+
+def check_arrays(
+    path: PathLike,
+    arrays: Mapping[str, np.ndarray],
+    *,
+    example_shape: tuple[int, ...],
+    num_classes: int,
+    x_dtype: type[np.generic] | None = None,
+) -> None:
+    """Check the x/y/class_names arrays of a loaded file against the expected layout.
+
+    Args:
+        path: The file, named in error messages.
+        arrays: ``x_train``, ``y_train``, ``x_test``, ``y_test`` and possibly ``class_names``.
+        example_shape: Expected shape of one input example.
+        num_classes: Expected number of classes.
+        x_dtype: Expected dtype of the inputs, or None to accept any real number dtype.
+
+    Raises:
+        ValueError: Naming the file, the array, what it holds and what was expected.
+    """
+    name = os.fspath(path)
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        expected = f"(N, {', '.join(str(n) for n in example_shape)})"
+        if x.shape[1:] != example_shape:
+            raise ValueError(f"{name}: expected x_{split} of shape {expected}, but got {x.shape}.")
+        if x_dtype is not None and x.dtype != x_dtype:
+            raise ValueError(
+                f"{name}: expected x_{split} of dtype {np.dtype(x_dtype)}, but got {x.dtype}."
+            )
+        if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+            raise ValueError(f"{name}: expected x_{split} of real numbers, but got {x.dtype}.")
+        if y.shape != (len(x),):
+            raise ValueError(
+                f"{name}: expected y_{split} of shape ({len(x)},) (one label per example of "
+                f"x_{split}), but got {y.shape}."
+            )
+        if not np.issubdtype(y.dtype, np.integer):
+            raise ValueError(f"{name}: expected integer y_{split}, but got {y.dtype}.")
+        if y.size and (y.min() < 0 or y.max() >= num_classes):
+            raise ValueError(
+                f"{name}: expected y_{split} in 0..{num_classes - 1}, but got values "
+                f"{y.min()}..{y.max()}."
+            )
+    if "class_names" in arrays and arrays["class_names"].shape != (num_classes,):
+        raise ValueError(
+            f"{name}: expected class_names of shape ({num_classes},), but got "
+            f"{arrays['class_names'].shape}."
+        )

@@ -1,0 +1,113 @@
+"""Independent NumPy (float64) oracles of every registered cell.
+
+Written from the papers' equations, not from the Keras code: each function takes the cell's
+weights by their stable names and a batch of sequences, and returns every hidden state.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+ACTIVATIONS = {
+    "sigmoid": sigmoid,
+    "tanh": np.tanh,
+    "relu": lambda x: np.maximum(x, 0.0),
+    "hard_sigmoid": lambda x: np.clip(0.2 * x + 0.5, 0.0, 1.0),
+    "linear": lambda x: x,
+    "quantized_sigmoid": lambda x: np.clip((x + 1.0) / 2.0, 0.0, 1.0),
+    "quantized_tanh": lambda x: np.clip(x, -1.0, 1.0),
+}
+
+
+def _matrix(w, name):
+    if name in w:
+        return w[name]
+    return w[name + "_u"] @ w[name + "_v"]
+
+
+def fastrnn(w, config, x):
+    phi = ACTIVATIONS[config.get("activation", "tanh")]
+    W, U = _matrix(w, "kernel"), _matrix(w, "recurrent_kernel")
+    h = np.zeros((x.shape[0], U.shape[0]))
+    out = []
+    for t in range(x.shape[1]):
+        cand = phi(x[:, t] @ W + h @ U + w["bias"])
+        h = sigmoid(w["alpha"][0]) * cand + sigmoid(w["beta"][0]) * h
+        out.append(h)
+    return np.stack(out, 1)
+
+
+def fastgrnn(w, config, x):
+    phi = ACTIVATIONS[config.get("activation", "tanh")]
+    gate = ACTIVATIONS[config.get("recurrent_activation", "sigmoid")]
+    W, U = _matrix(w, "kernel"), _matrix(w, "recurrent_kernel")
+    h = np.zeros((x.shape[0], U.shape[0]))
+    zeta, nu = sigmoid(w["zeta"][0]), sigmoid(w["nu"][0])
+    out = []
+    for t in range(x.shape[1]):
+        a = x[:, t] @ W + h @ U
+        z = gate(a + w["gate_bias"])
+        cand = phi(a + w["update_bias"])
+        h = (zeta * (1.0 - z) + nu) * cand + z * h
+        out.append(h)
+    return np.stack(out, 1)
+
+
+def lstm(w, config, x):
+    phi = ACTIVATIONS[config.get("activation", "tanh")]
+    gate = ACTIVATIONS[config.get("recurrent_activation", "sigmoid")]
+    W, U = _matrix(w, "kernel"), _matrix(w, "recurrent_kernel")
+    n = U.shape[0]
+    b = w.get("bias", np.zeros(4 * n))
+    h = np.zeros((x.shape[0], n))
+    c = np.zeros_like(h)
+    out = []
+    for t in range(x.shape[1]):
+        z = x[:, t] @ W + h @ U + b
+        i, f, g, o = (z[:, k * n:(k + 1) * n] for k in range(4))
+        c = gate(f) * c + gate(i) * phi(g)
+        h = gate(o) * phi(c)
+        out.append(h)
+    return np.stack(out, 1)
+
+
+def gru(w, config, x):
+    phi = ACTIVATIONS[config.get("activation", "tanh")]
+    gate = ACTIVATIONS[config.get("recurrent_activation", "sigmoid")]
+    reset_after = config.get("reset_after", True)
+    W, U = _matrix(w, "kernel"), _matrix(w, "recurrent_kernel")
+    n = U.shape[0]
+    if "bias" in w:
+        b_in, b_rec = (w["bias"][0], w["bias"][1]) if reset_after else (w["bias"], 0.0)
+    else:
+        b_in, b_rec = 0.0, 0.0
+    h = np.zeros((x.shape[0], n))
+    out = []
+    for t in range(x.shape[1]):
+        xs = x[:, t] @ W + b_in
+        x_z, x_r, x_h = xs[:, :n], xs[:, n:2 * n], xs[:, 2 * n:]
+        if reset_after:
+            us = h @ U + b_rec
+            z = gate(x_z + us[:, :n])
+            r = gate(x_r + us[:, n:2 * n])
+            cand = phi(x_h + r * us[:, 2 * n:])
+        else:
+            z = gate(x_z + h @ U[:, :n])
+            r = gate(x_r + h @ U[:, n:2 * n])
+            cand = phi(x_h + (r * h) @ U[:, 2 * n:])
+        h = z * h + (1.0 - z) * cand
+        out.append(h)
+    return np.stack(out, 1)
+
+
+ORACLES = {
+    "FastRNNCell": fastrnn,
+    "FastGRNNCell": fastgrnn,
+    "LowRankLSTMCell": lstm,
+    "LowRankGRUCell": gru,
+}
