@@ -8,6 +8,7 @@ from keras_rnnedge.cells import (
     LowRankGRUCell,
     LowRankLSTMCell,
 )
+from keras_rnnedge.summary import ModelSummary, summary
 
 __version__ = "0.1.0"
 
@@ -17,7 +18,9 @@ __all__ = [
     "FastRNNCell",
     "LowRankGRUCell",
     "LowRankLSTMCell",
+    "ModelSummary",
     "keras",
+    "summary",
     "tf",
     "__version__",
 ]

@@ -8,7 +8,8 @@ read those declarations, so a new cell only has to list its weights to take part
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, ClassVar
+from collections.abc import Callable
+from typing import ClassVar
 
 from keras_rnnedge._compat import keras, register, tf, tfmot
 
@@ -36,7 +37,7 @@ def quantized_sigmoid(x):
 
 @register
 def quantized_tanh(x):
-    """Piecewise-linear tanh used for integer inference: ``clip(x, -1, 1)`` (EdgeML's ``quantTanh``)."""
+    """Piecewise-linear tanh for integer inference: ``clip(x, -1, 1)`` (EdgeML's ``quantTanh``)."""
     return tf.clip_by_value(x, -1.0, 1.0)
 
 

@@ -72,7 +72,8 @@ class _FastBase(CompressedCell):
         self.built = True
 
     def _bias(self, name):
-        return self.add_weight(name=name, shape=(self.units,), initializer=fresh(self.bias_initializer),
+        return self.add_weight(name=name, shape=(self.units,),
+                               initializer=fresh(self.bias_initializer),
                                regularizer=self.bias_regularizer, constraint=self.bias_constraint)
 
     def _scalar(self, name, value):
