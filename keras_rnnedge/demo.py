@@ -42,7 +42,7 @@ def build_fastgrnn_classifier(input_shape: tuple[int, int], num_classes: int, *,
                               u_rank: int | None = 40, name: str = "fastgrnn") -> keras.Model:
     """``Input -> RNN(FastGRNNCell) -> Dense(num_classes)`` (logits), as in the paper."""
     inputs = keras.Input(input_shape, name="x")
-    h = keras.layers.RNN(FastGRNNCell(units, w_rank=w_rank, u_rank=u_rank), name="fastgrnn")(
+    h = keras.layers.RNN(FastGRNNCell(units, w_rank=w_rank, u_rank=u_rank), name=f"{name}_rnn")(
         inputs)
     outputs = keras.layers.Dense(num_classes, name="classifier")(h)
     return keras.Model(inputs, outputs, name=name)

@@ -1,0 +1,68 @@
+"""tfmot glue for recurrent models: pruning, iterative hard thresholding and QAT.
+
+* :func:`prune_low_magnitude` wraps recurrent layers for magnitude pruning with a target
+  sparsity per weight (tfmot's wrapper has one per layer); train with
+  :class:`UpdatePruningStep`, finish with :func:`strip_pruning`.
+* :class:`HardThresholding` is EdgeML's dense → IHT → sparse fine-tuning recipe for FastGRNN as
+  a Keras callback, with exact non-zero counts.
+* :func:`quantize_model` makes a quantization-aware copy of a model with recurrent layers, which
+  tfmot's own ``quantize_model`` refuses; :class:`CellQuantizeConfig` says what is quantized.
+* :func:`load_model` loads ``.keras`` files with cells, pruning and QAT wrappers (working around
+  tfmot 0.8.1's ``.keras`` loading bug for QAT models).
+* :func:`iter_recurrent_layers` and friends find the recurrent layers and cell weights these act
+  on, through nested models and tfmot wrappers.
+"""
+
+from keras_rnnedge.optimize.pruning import (
+    PerWeightPruning,
+    PruneLowMagnitudePerWeight,
+    UpdatePruningStep,
+    prune_low_magnitude,
+    prune_scope,
+    strip_pruning,
+)
+from keras_rnnedge.optimize.quantization import (
+    CellQuantizeConfig,
+    quantize_annotate,
+    quantize_apply,
+    quantize_model,
+    quantize_scope,
+)
+from keras_rnnedge.optimize.recurrent import (
+    STOCK_CELL_WEIGHTS,
+    is_recurrent,
+    iter_recurrent_layers,
+    recurrent_cell,
+    recurrent_layer_names,
+    select_recurrent_layers,
+    unwrap,
+    weight_names,
+)
+from keras_rnnedge.optimize.saving import load_model, optimize_scope
+from keras_rnnedge.optimize.thresholding import HardThresholding, hard_threshold_mask
+
+__all__ = [
+    "STOCK_CELL_WEIGHTS",
+    "CellQuantizeConfig",
+    "HardThresholding",
+    "PerWeightPruning",
+    "PruneLowMagnitudePerWeight",
+    "UpdatePruningStep",
+    "hard_threshold_mask",
+    "is_recurrent",
+    "iter_recurrent_layers",
+    "load_model",
+    "optimize_scope",
+    "prune_low_magnitude",
+    "prune_scope",
+    "quantize_annotate",
+    "quantize_apply",
+    "quantize_model",
+    "quantize_scope",
+    "recurrent_cell",
+    "recurrent_layer_names",
+    "select_recurrent_layers",
+    "strip_pruning",
+    "unwrap",
+    "weight_names",
+]

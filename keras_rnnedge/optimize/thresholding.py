@@ -1,0 +1,222 @@
+"""EdgeML's three-phase training recipe for sparse FastGRNN, as a Keras callback.
+
+Kusupati et al., "FastGRNN: A Fast, Accurate, Stable and Tiny Kilobyte Sized Gated Recurrent
+Neural Network", NeurIPS 2018, Algorithm 1; EdgeML's ``fastTrainer``:
+
+1. dense training for ``dense_epochs`` epochs;
+2. iterative hard thresholding (IHT) for ``iht_epochs`` epochs: every ``frequency`` batches each
+   targeted weight keeps only its ``round(density * size)`` largest-magnitude entries; between
+   two thresholdings the last support is re-applied after each batch (EdgeML's
+   ``runSparseTraining``), so the weights leave every batch sparse;
+3. sparse fine-tuning for the remaining epochs with the support frozen: the mask at the end of
+   phase 2 is re-applied after every batch, so pruned entries stay exactly zero.
+
+Unlike tfmot pruning it adds no variables and no wrapper: the callback reads the weights and
+assigns thresholded values between batches, outside the (possibly ``jit_compile``d) train step.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from keras_rnnedge._compat import keras, np, tf
+from keras_rnnedge.optimize.recurrent import (
+    cell_variable,
+    recurrent_cell,
+    resolve_weight_values,
+    select_recurrent_layers,
+)
+
+__all__ = ["HardThresholding", "hard_threshold_mask"]
+
+PHASES = ("dense", "iht", "sparse")
+
+
+def hard_threshold_mask(values: np.ndarray, density: float) -> np.ndarray:
+    """Boolean mask of the ``max(1, round(density * size))`` largest-magnitude entries.
+
+    Ties are broken deterministically: among equal magnitudes the lower flat index is kept.
+
+    Args:
+        values: the weight values.
+        density: fraction of entries to keep, in (0, 1].
+
+    Returns:
+        A boolean array of ``values.shape`` with exactly that many ``True`` entries.
+    """
+    flat = np.abs(np.asarray(values)).ravel()
+    keep = max(1, int(round(density * flat.size)))
+    order = np.argsort(-flat, kind="stable")
+    mask = np.zeros(flat.size, dtype=bool)
+    mask[order[:keep]] = True
+    return mask.reshape(np.shape(values))
+
+
+def _check_density(value, argument):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value <= 1:
+        raise ValueError(f"Received {argument}={value!r}, expected a float in (0, 1]: the "
+                         "fraction of entries kept non-zero (EdgeML's s_W / s_U).")
+    return float(value)
+
+
+def _check_epochs(value, argument):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"Received {argument}={value!r}, expected a non-negative integer "
+                         "number of epochs.")
+    return int(value)
+
+
+class _Target:
+    """One thresholded weight: its variable, density, log key and current mask."""
+
+    def __init__(self, layer_name: str, weight: str, variable: tf.Variable, density: float):
+        self.weight = weight
+        self.variable = variable
+        self.density = density
+        self.key = f"sparsity/{layer_name}/{weight}"
+        self.mask: np.ndarray | None = None
+
+
+class HardThresholding(keras.callbacks.Callback):
+    """Dense → iterative hard thresholding → sparse fine-tuning (EdgeML's FastGRNN recipe).
+
+    Phases by epoch index ``e`` (``initial_epoch`` counts): ``e < dense_epochs`` dense,
+    ``e < dense_epochs + iht_epochs`` IHT, later epochs sparse with a frozen support. Give
+    ``fit`` at least ``dense_epochs + iht_epochs`` epochs; the rest are fine-tuning.
+
+    At each epoch end the callback writes ``logs["sparsity/<layer>/<weight>"]`` (fraction of
+    zeros of each targeted weight) and ``logs["iht_phase"]`` (1, 2 or 3), so they appear in
+    ``History.history`` and the progress bar. :attr:`phase` names the current phase.
+
+    Args:
+        density: fraction of non-zeros kept, in (0, 1], for every targeted weight, or a dict from
+            weight (base) names to densities, e.g. ``{"kernel": 0.2, "recurrent_kernel": 0.3}``.
+            A base name covers the full matrix or both of its low-rank factors (EdgeML thresholds
+            ``W1, W2`` with ``s_W`` and ``U1, U2`` with ``s_U``). Weights a dict does not name
+            stay dense. Targeted weights are the prunable weights of each cell
+            (``kernel``/``recurrent_kernel`` or their factors).
+        dense_epochs: epochs of phase 1.
+        iht_epochs: epochs of phase 2.
+        frequency: threshold every ``frequency`` batches in phase 2 (EdgeML's ``k``).
+        layers: names of the recurrent layers to threshold (default: every supported one).
+
+    Raises:
+        ValueError: for a density outside (0, 1], negative epochs, a non-positive frequency;
+            at the start of training, for a weight name a cell lacks or an unknown layer name.
+
+    Example:
+        >>> from keras_rnnedge.optimize import HardThresholding
+        >>> iht = HardThresholding({"kernel": 0.2, "recurrent_kernel": 0.3},
+        ...                        dense_epochs=10, iht_epochs=20)
+        >>> # model.fit(x, y, epochs=40, callbacks=[iht])
+    """
+
+    def __init__(self, density: float | Mapping[str, float], *, dense_epochs: int,
+                 iht_epochs: int, frequency: int = 1, layers: Sequence[str] | None = None):
+        super().__init__()
+        if isinstance(density, Mapping):
+            if not density:
+                raise ValueError("Received density={}, expected a float in (0, 1] or a "
+                                 "non-empty dict of weight names to densities.")
+            for key, value in density.items():
+                _check_density(value, f"density[{key!r}]")
+            self.density: float | dict[str, float] = dict(density)
+        else:
+            self.density = _check_density(density, "density")
+        self.dense_epochs = _check_epochs(dense_epochs, "dense_epochs")
+        self.iht_epochs = _check_epochs(iht_epochs, "iht_epochs")
+        if isinstance(frequency, bool) or not isinstance(frequency, numbers.Integral) \
+                or frequency < 1:
+            raise ValueError(f"Received frequency={frequency!r}, expected a positive integer "
+                             "(threshold every `frequency` batches).")
+        self.frequency = int(frequency)
+        if layers is not None and (isinstance(layers, str) or not isinstance(layers, Sequence)):
+            raise TypeError(f"Received layers={layers!r}, expected a list of layer names or "
+                            "None.")
+        self.layers = None if layers is None else list(layers)
+        self.phase: str = PHASES[0]
+        self.targets: list[_Target] = []
+        self._iht_batches = 0
+        self._frozen = False
+
+    # -- set-up -------------------------------------------------------------------------------
+    def _collect(self) -> list[_Target]:
+        targets = []
+        for outer, rnn in select_recurrent_layers(self.model, self.layers):
+            cell = recurrent_cell(rnn)
+            by_name = resolve_weight_values(cell, self.density, argument="density",
+                                            check=_check_density, layer_name=rnn.name)
+            for name, value in by_name.items():
+                targets.append(_Target(rnn.name, name, cell_variable(cell, name, outer), value))
+        if not targets:
+            raise ValueError(
+                "Received a model without weights to threshold: no supported recurrent layer "
+                f"(layers={self.layers!r}). Expected a model with RNN(cell) layers using "
+                "keras_rnnedge cells, or LSTM/GRU/SimpleRNN layers.")
+        return targets
+
+    def phase_of(self, epoch: int) -> str:
+        """The phase (``"dense"``, ``"iht"`` or ``"sparse"``) of an epoch index."""
+        if epoch < self.dense_epochs:
+            return "dense"
+        if epoch < self.dense_epochs + self.iht_epochs:
+            return "iht"
+        return "sparse"
+
+    # -- thresholding -------------------------------------------------------------------------
+    def _threshold(self) -> None:
+        for t in self.targets:
+            values = t.variable.numpy()
+            t.mask = hard_threshold_mask(values, t.density)
+            t.variable.assign(np.where(t.mask, values, 0).astype(values.dtype))
+
+    def _apply_masks(self) -> None:
+        for t in self.targets:
+            if t.mask is not None:
+                values = t.variable.numpy()
+                t.variable.assign(np.where(t.mask, values, 0).astype(values.dtype))
+
+    def _freeze(self) -> None:
+        self._threshold()
+        self._frozen = True
+
+    # -- Keras hooks --------------------------------------------------------------------------
+    def on_train_begin(self, logs=None):
+        self.targets = self._collect()
+        self._iht_batches = 0
+        self._frozen = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.phase = self.phase_of(epoch)
+        if self.phase == "sparse" and not self._frozen:
+            # No IHT epoch ran in this fit (iht_epochs=0 or a later initial_epoch).
+            self._freeze()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.phase == "iht":
+            self._iht_batches += 1
+            if self._iht_batches % self.frequency == 0:
+                self._threshold()
+            else:
+                self._apply_masks()
+        elif self.phase == "sparse":
+            self._apply_masks()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.phase == "iht" and epoch == self.dense_epochs + self.iht_epochs - 1:
+            self._freeze()
+        if logs is not None:
+            for t in self.targets:
+                logs[t.key] = float(np.mean(t.variable.numpy() == 0))
+            logs["iht_phase"] = PHASES.index(self.phase) + 1
+
+    def sparsity(self) -> dict[str, float]:
+        """Current fraction of zeros of each targeted weight, keyed like the logs."""
+        return {t.key: float(np.mean(t.variable.numpy() == 0)) for t in self.targets}
+
+    def get_config(self) -> dict[str, Any]:
+        return {"density": self.density, "dense_epochs": self.dense_epochs,
+                "iht_epochs": self.iht_epochs, "frequency": self.frequency,
+                "layers": self.layers}
