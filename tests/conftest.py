@@ -19,6 +19,19 @@ except RuntimeError:  # runtime already initialised (e.g. a plugin touched TF fi
     pass
 
 
+@pytest.fixture(scope="session")
+def mirrored_strategy():
+    """One two-replica MirroredStrategy for the whole session.
+
+    A second MirroredStrategy in the same process restarts the collective instance keys, and
+    its all-reduces collide with the first one's ("Shape mismatch in the collective instance").
+    """
+    devices = tf.config.list_logical_devices("CPU")
+    if len(devices) < 2:
+        pytest.skip("needs two logical CPU devices (configured in conftest)")
+    return tf.distribute.MirroredStrategy([d.name for d in devices[:2]])
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     keras.utils.set_random_seed(1234)

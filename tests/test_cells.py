@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import inspect
 
 import numpy as np
@@ -139,16 +138,9 @@ def test_masking_skips_padded_steps(case_id, name, config, rng):
                                atol=tolerances.REORDER_ATOL, rtol=0)
 
 
-@functools.cache
-def _mirrored(devices):
-    # One strategy for the whole session: a second MirroredStrategy in the same process
-    # restarts the collective instance keys and its all-reduces collide with the first's.
-    return tf.distribute.MirroredStrategy(list(devices))
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("case_id,name,config", CASES, ids=IDS)
-def test_mirrored_strategy_matches_one_replica(case_id, name, config, rng):
+def test_mirrored_strategy_matches_one_replica(case_id, name, config, rng, mirrored_strategy):
     """Two replicas train to the same weights as one device.
 
     Without ``jit_compile``: XLA refuses MirroredStrategy over *logical* devices of one CPU
@@ -156,8 +148,6 @@ def test_mirrored_strategy_matches_one_replica(case_id, name, config, rng):
     limitation that does not involve the cells (stock LSTM fails the same way).
     """
     devices = tf.config.list_logical_devices("CPU")
-    if len(devices) < 2:
-        pytest.skip("needs two logical CPU devices (configured in conftest)")
     x = rng.normal(size=(8, T, F)).astype("float32")
     y = rng.integers(0, 2, 8)
 
@@ -172,7 +162,7 @@ def test_mirrored_strategy_matches_one_replica(case_id, name, config, rng):
         return [w.copy() for w in model.get_weights()]
 
     one = train(tf.distribute.OneDeviceStrategy(devices[0].name))
-    two = train(_mirrored(tuple(d.name for d in devices[:2])))
+    two = train(mirrored_strategy)
     for a, b in zip(one, two):
         np.testing.assert_allclose(a, b, atol=tolerances.DISTRIBUTED_ATOL, rtol=0)
 

@@ -216,8 +216,8 @@ def test_prunes_rnn_subclass(rng):
 
 
 @pytest.mark.slow
-def test_prunes_and_thresholds_under_mirrored_strategy(rng):
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+def test_prunes_and_thresholds_under_mirrored_strategy(rng, mirrored_strategy):
+    strategy = mirrored_strategy
     x, y = data(rng)
     with strategy.scope():
         pruned = optimize.prune_low_magnitude(case_model("FastGRNNCell", {"units": 6,
