@@ -1,1 +1,47 @@
-"""Converters: Keras model -> lowered model -> TFLite flatbuffer -> C array -> sketch."""
+"""Converters: a trained Keras model → TFLite flatbuffer → C array → Arduino sketch.
+
+:func:`convert` runs the pipeline (validate → lower → TFLite → audit against the target → C
+array → sketch and PlatformIO project) and returns a :class:`ConversionResult`; nothing is
+written until :meth:`ConversionResult.save`. Every stage is checked against the one before it:
+the lowered model against the trained model, the float flatbuffer against the lowered model.
+
+Example:
+    >>> from keras_rnnedge.converters import convert
+    >>> result = convert(model, target="nano33ble", quantization="int8", mode="step",
+    ...                  representative_data=x_train[:256])      # doctest: +SKIP
+    >>> print(result.report())                                   # doctest: +SKIP
+    >>> result.save("out/har_fastgrnn")                          # doctest: +SKIP
+"""
+
+from keras_rnnedge.converters.lowering import (
+    LOWERINGS,
+    MODES,
+    ConversionError,
+    LoweredModel,
+    lower,
+    supported_layers,
+)
+from keras_rnnedge.converters.pipeline import (
+    ConversionResult,
+    OutputExistsError,
+    convert,
+    load_result,
+)
+from keras_rnnedge.converters.tflite import QUANTIZATIONS, TensorInfo, TFLiteModel, to_tflite
+
+__all__ = [
+    "LOWERINGS",
+    "MODES",
+    "QUANTIZATIONS",
+    "ConversionError",
+    "ConversionResult",
+    "LoweredModel",
+    "OutputExistsError",
+    "TFLiteModel",
+    "TensorInfo",
+    "convert",
+    "load_result",
+    "lower",
+    "supported_layers",
+    "to_tflite",
+]

@@ -2,7 +2,11 @@
 
 Usage::
 
+    rnnedge demo [--epochs N] [--classes 6|2] [--out DIR]
     rnnedge summary MODEL.keras [--format text|markdown|json]
+    rnnedge convert MODEL.keras --target BOARD --quantize int8 [--mode step] --data DATA.npz
+                    --out DIR [--force]
+    rnnedge emulate DIR --data DATA.npz [--runtime tflm|litert] [--limit N]
 
 Each subcommand is one function that adds its parser, decorated with :func:`subcommand`; the
 parser's ``run`` default is the handler, which takes the parsed arguments and returns the exit
@@ -32,7 +36,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from keras_rnnedge import __version__, optimize
-from keras_rnnedge._compat import keras
+from keras_rnnedge._compat import keras, np
 from keras_rnnedge.summary import summary
 
 __all__ = ["SUBCOMMANDS", "CommandError", "build_parser", "load_model", "main", "subcommand"]
@@ -209,6 +213,153 @@ def _run_demo(args: argparse.Namespace) -> int:
           f"{totals.bytes_f32 / 1024:.2f} KB at float32 "
           f"({totals.nonzero_params} of {totals.params} parameters non-zero)")
     print(f"saved             {result.model_path}")
+    return 0
+
+
+def _load_npz(path: Path, kind: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """(x, y) from an .npz: ``x_test``/``y_test`` for evaluation, ``x_train`` for calibration,
+    else ``x``/``y``."""
+    if not path.is_file():
+        raise CommandError(f"cannot read data {str(path)!r}: no such file; expected an .npz "
+                           "with x (N, timesteps, features) and optionally y")
+    order = ("x_test", "x", "x_train") if kind == "eval" else ("x_train", "x", "x_test")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            key = next((k for k in order if k in data.files), None)
+            if key is None:
+                raise CommandError(f"data {str(path)!r} has arrays {sorted(data.files)}; expected "
+                                   f"one of {list(order)}")
+            x = np.asarray(data[key], np.float32)
+            label = key.replace("x", "y", 1)
+            y = np.asarray(data[label]) if label in data.files else None
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise CommandError(f"cannot read data {str(path)!r}: {exc}; expected an .npz file") \
+            from exc
+    if x.ndim != 3:
+        raise CommandError(f"data {str(path)!r}: {key} has shape {x.shape}; expected "
+                           "(N, timesteps, features)")
+    return x, y
+
+
+def _progress(label: str):
+    """A one-line progress bar on stderr, for long loops."""
+    width = 30
+
+    def update(done: int, total: int) -> None:
+        filled = int(width * done / max(total, 1))
+        end = "\n" if done >= total else ""
+        print(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end=end,
+              file=sys.stderr, flush=True)
+
+    return update
+
+
+@subcommand
+def _add_convert(subparsers) -> None:
+    from keras_rnnedge.converters import MODES, QUANTIZATIONS
+
+    parser = subparsers.add_parser(
+        "convert", help="convert a saved model to TFLite, a C array and an Arduino sketch",
+        description="Lower a trained model (step / unrolled / fused), convert it to a TFLite "
+        "flatbuffer, audit it against the target board (TFLite Micro ops, measured arena, "
+        "flash and RAM) and write the flatbuffer, the C array, an Arduino sketch and a "
+        "PlatformIO project to --out.")
+    parser.add_argument("model", type=Path, metavar="MODEL.keras")
+    parser.add_argument("--target", required=True, help="board: nano33ble, uno, due, mkrzero, "
+                        "mkr1000, pico, stm32f746disco, esp32 or host")
+    parser.add_argument("--quantize", default="int8", choices=QUANTIZATIONS,
+                        help="(default: %(default)s)")
+    parser.add_argument("--mode", default="step", choices=MODES, help="(default: %(default)s)")
+    parser.add_argument("--data", type=Path, default=None,
+                        help=".npz with x_train (or x): representative sequences, needed for "
+                        "int8 and int16x8")
+    parser.add_argument("--calibration", type=int, default=64,
+                        help="number of sequences used for calibration (default: %(default)s)")
+    parser.add_argument("--name", default=None, help="C name of the model (default: its name)")
+    parser.add_argument("--class-names", default=None,
+                        help="comma-separated class names printed by the sketch")
+    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    parser.add_argument("--force", action="store_true", help="replace --out if it exists")
+    parser.set_defaults(run=_run_convert)
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    from keras_rnnedge.converters import OutputExistsError, convert
+
+    if args.out.exists() and not args.force:
+        raise CommandError(f"output directory {str(args.out)!r} exists; pass --force to "
+                           "replace it, or choose another --out")
+    model = load_model(args.model)
+    x = None
+    if args.data is not None:
+        x, _ = _load_npz(args.data, "calibrate")
+        x = x[: max(args.calibration, 1)]
+    names = args.class_names.split(",") if args.class_names else None
+    print(f"converting {args.model} for {args.target} ({args.quantize}, {args.mode} mode)...",
+          file=sys.stderr, flush=True)
+    try:
+        result = convert(model, target=args.target, quantization=args.quantize,
+                         mode=args.mode, representative_data=x, name=args.name,
+                         class_names=names)
+        out = result.save(args.out, force=args.force)
+    except OutputExistsError as exc:
+        raise CommandError(str(exc)) from exc
+    except ValueError as exc:  # ConversionError, TargetFitError, UnsupportedOpError, ...
+        raise CommandError(str(exc)) from exc
+    print(result.report())
+    print(f"\nwritten to {out}")
+    return 0
+
+
+@subcommand
+def _add_emulate(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "emulate", help="run a converted model on the host (TFLite Micro or LiteRT)",
+        description="Run the model written by `rnnedge convert` on every sequence of --data, "
+        "step by step as a microcontroller would, and report accuracy, agreement with the "
+        "Keras model and time per step.")
+    parser.add_argument("directory", type=Path, metavar="DIR")
+    parser.add_argument("--data", type=Path, required=True,
+                        help=".npz with x_test/y_test (or x/y)")
+    parser.add_argument("--runtime", default="tflm", choices=("tflm", "litert",
+                                                             "litert-optimized"))
+    parser.add_argument("--limit", type=int, default=None, help="use the first N sequences")
+    parser.set_defaults(run=_run_emulate)
+
+
+def _run_emulate(args: argparse.Namespace) -> int:
+    from keras_rnnedge.converters import ConversionError, load_result
+    from keras_rnnedge.micro_targets.emulate import emulate
+
+    try:
+        converted = load_result(args.directory)
+    except ConversionError as exc:
+        raise CommandError(str(exc)) from exc
+    x, y = _load_npz(args.data, "eval")
+    if args.limit:
+        x, y = x[: args.limit], None if y is None else y[: args.limit]
+    if x.shape[-1] != converted.features:
+        raise CommandError(f"data has {x.shape[-1]} features per step; the model takes "
+                           f"{converted.features}")
+    try:
+        result = emulate(converted, x, runtime=args.runtime,
+                         progress=_progress(f"{args.runtime}"))
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+    keras_out = converted.source_model().predict(x, verbose=0)
+    pred = result.predictions()
+    print(f"model            {converted.name} ({converted.mode}, {converted.quantization}) "
+          f"on {args.runtime}")
+    print(f"sequences        {len(x)} of {x.shape[1]} steps")
+    if y is not None:
+        print(f"accuracy         {100 * np.mean(pred == y):.2f} % (Keras: "
+              f"{100 * np.mean(keras_out.argmax(-1) == y):.2f} %)")
+    print(f"agreement        {100 * np.mean(pred == keras_out.argmax(-1)):.2f} % of predictions "
+          "equal the Keras model's")
+    print(f"max |diff|       {np.max(np.abs(result.outputs - keras_out)):.4g} (outputs vs Keras)")
+    print(f"time per step    {1e6 * result.seconds_per_step:.1f} us (host, median)")
+    if result.arena_bytes:
+        print(f"arena            {result.arena_bytes:,} bytes")
     return 0
 
 

@@ -12,3 +12,30 @@ REORDER_ATOL = 1e-5
 # all-reduced sum of two half-batch gradients instead of one full-batch gradient (reassociation
 # of float32 sums), then scaled by the learning rate.
 DISTRIBUTED_ATOL = 1e-5
+
+# A float32 TFLite model against the Keras model: the same float32 arithmetic, reassociated by
+# the converter (fused matmul + bias, constant folding) over a few time steps.
+FLOAT_TFLITE_ATOL = 1e-5
+
+# int8 LiteRT (reference kernels) vs int8 TFLite Micro, same inputs and state at every step:
+# the two runtimes' LOGISTIC/TANH int8 kernels use different fixed-point approximations, which
+# round differently by one LSB on some inputs; everything else is bit-identical.
+INT8_LITERT_VS_TFLM_LSB = 1
+
+# The same comparison for a model whose gate is hard_sigmoid (lowered to MUL, ADD, MINIMUM,
+# RELU instead of LOGISTIC): measured 2 LSB on the LSTM example. Which kernel rounds
+# differently was not isolated (TFLM's Python runtime does not expose intermediate tensors);
+# the bound is the measured one, kept so that a regression beyond it fails.
+INT8_LITERT_VS_TFLM_CHAINED_LSB = 2
+
+# int8 model rolled out over 6 steps against float Keras, in output LSBs: each step rounds the
+# input, the state and every intermediate to 8 bits, and the state error feeds the next step.
+INT8_VS_FLOAT_OUTPUT_LSB = 8
+
+# float16 weights, int8 dynamic-range weights, or int16 activations against float32: weight
+# rounding of ~1e-3..1e-2 relative on outputs of magnitude ~1.
+REDUCED_PRECISION_ATOL = 5e-2
+
+# Fraction of predictions an int8 model must share with its float Keras model on a toy task:
+# a few samples lie near a decision boundary where 8-bit rounding can flip the argmax.
+INT8_AGREEMENT = 0.9

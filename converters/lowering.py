@@ -1,0 +1,419 @@
+"""Lowering: a trained Keras model → a batch-1 model made only of TFLite builtin ops.
+
+The trained model must be a chain ``Input → [Masking] → RNN … RNN → head``: one or more
+recurrent layers (``keras.layers.RNN`` over a registered cell, or stock ``SimpleRNN``/``GRU``/
+``LSTM``), the last returning its final output, then ``Dense``/``Activation``/``Dropout``
+layers. Pruning and QAT wrappers are stripped: the lowered model carries the float weights
+(pruned zeros included); a QAT model's trained weights are used, and its activation ranges are
+re-calibrated from the representative data.
+
+Three modes:
+
+* ``"step"``: one time step, with every recurrent state as an explicit input (``state_<i>``) and
+  output (``state_<i>_out``); the caller loops over time and feeds the state back.
+* ``"unrolled"``: the whole sequence of a fixed length, unrolled (no control flow).
+* ``"fused"``: stock ``LSTM`` layers as TFLite's ``UNIDIRECTIONAL_SEQUENCE_LSTM``.
+
+Each cell class has a lowering in :data:`LOWERINGS`; low-rank factors are kept factored or
+folded into one matrix, whichever has fewer non-zeros (the smaller to store and to compute).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from keras_rnnedge._compat import keras, np
+from keras_rnnedge.cells import CELL_REGISTRY, CompressedCell
+from keras_rnnedge.optimize import strip_pruning, unwrap
+
+__all__ = [
+    "LOWERINGS",
+    "MODES",
+    "ConversionError",
+    "LoweredModel",
+    "ModelPlan",
+    "is_qat",
+    "lower",
+    "plan_model",
+    "strip_wrappers",
+    "supported_layers",
+]
+
+MODES = ("step", "unrolled", "fused")
+
+
+class ConversionError(ValueError):
+    """The model or an option cannot be converted; the message says what and how to fix it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelPlan:
+    """The trained model read as ``recurrent layers → head``."""
+
+    name: str
+    timesteps: int | None
+    features: int
+    recurrent: tuple[keras.layers.Layer, ...]
+    head: tuple[keras.layers.Layer, ...]
+    num_outputs: int
+
+
+@dataclasses.dataclass(frozen=True)
+class LoweredModel:
+    """A batch-1 Keras model ready for the TFLite converter, and how to drive it.
+
+    Attributes:
+        model: the Keras model.
+        mode: ``"step"``, ``"unrolled"`` or ``"fused"``.
+        inputs: input names in the model's order (``x`` then ``state_<i>``).
+        outputs: output names (``y`` then ``state_<i>_out``).
+        state_sizes: length of each recurrent state vector (step mode).
+        timesteps: sequence length of unrolled/fused models (``None`` in step mode).
+        features: input features per time step.
+        folded: names of factored matrices folded into one (``layer/kernel``...).
+    """
+
+    model: keras.Model
+    mode: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    state_sizes: tuple[int, ...]
+    timesteps: int | None
+    features: int
+    folded: tuple[str, ...] = ()
+
+
+# -- reading the trained model ------------------------------------------------------------------
+
+_HEAD_LAYERS = (keras.layers.Dense, keras.layers.Activation, keras.layers.Dropout)
+_SKIPPED = (keras.layers.InputLayer, keras.layers.Masking, keras.layers.Dropout)
+_STOCK_RNN = {keras.layers.LSTM: keras.layers.LSTMCell, keras.layers.GRU: keras.layers.GRUCell,
+              keras.layers.SimpleRNN: keras.layers.SimpleRNNCell}
+
+
+def supported_layers() -> list[str]:
+    """Names of everything a model to convert may contain."""
+    cells = sorted(CELL_REGISTRY) + ["LSTMCell", "GRUCell", "SimpleRNNCell"]
+    return ([f"RNN({c})" for c in cells] + ["LSTM", "GRU", "SimpleRNN", "Dense", "Activation",
+                                            "Dropout", "Masking", "InputLayer"])
+
+
+def _unsupported(layer, why: str) -> ConversionError:
+    return ConversionError(
+        f"Cannot convert layer {layer.name!r} ({type(layer).__name__}): {why}. Supported: "
+        f"{', '.join(supported_layers())}. Replace the layer, or convert the part of the model "
+        "up to it.")
+
+
+def _flatten(model) -> list[keras.layers.Layer]:
+    layers = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            layers.extend(_flatten(layer))
+        else:
+            layers.append(layer)
+    return layers
+
+
+def _cell_of(layer):
+    layer = unwrap(layer)
+    if type(layer) in _STOCK_RNN or type(layer) is keras.layers.RNN:
+        return layer.cell
+    return None
+
+
+def plan_model(model: keras.Model) -> ModelPlan:
+    """Read a trained model as recurrent layers followed by a head, or explain why not."""
+    if not isinstance(model, keras.Model):
+        raise ConversionError(f"Received {type(model).__name__}, expected a tf_keras Model "
+                              "(keras_rnnedge.keras, i.e. tf_keras, not Keras 3).")
+    if not model.built or not model.inputs:
+        raise ConversionError(f"Model {model.name!r} has no defined input: build it with "
+                              "keras.Input((timesteps, features)) before converting.")
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ConversionError(
+            f"Model {model.name!r} has {len(model.inputs)} inputs and {len(model.outputs)} "
+            "outputs; expected one input (batch, timesteps, features) and one output.")
+    shape = model.inputs[0].shape
+    if shape.rank != 3 or shape[-1] is None:
+        raise ConversionError(f"Model {model.name!r} input shape {tuple(shape)}: expected "
+                              "(batch, timesteps, features) with a known number of features.")
+    recurrent, head = [], []
+    for layer in _flatten(model):
+        inner = unwrap(layer)
+        cell = _cell_of(layer)
+        if cell is not None:
+            if head:
+                raise _unsupported(inner, "a recurrent layer after the head")
+            if isinstance(cell, keras.layers.StackedRNNCells) or not (
+                    isinstance(cell, CompressedCell) or type(cell) in _STOCK_RNN.values()):
+                raise _unsupported(inner, f"no lowering for cell {type(cell).__name__}")
+            if getattr(inner, "go_backwards", False) or getattr(inner, "return_state", False):
+                raise _unsupported(inner, "go_backwards/return_state are not supported")
+            recurrent.append(inner)
+        elif isinstance(inner, _HEAD_LAYERS) or isinstance(inner, _SKIPPED):
+            if isinstance(inner, _HEAD_LAYERS) and not isinstance(inner, keras.layers.Dropout):
+                if not recurrent:
+                    raise _unsupported(inner, "a head layer before the recurrent layers")
+                head.append(inner)
+        else:
+            raise _unsupported(inner, "no lowering for this layer type")
+    if not recurrent:
+        raise ConversionError(f"Model {model.name!r} has no recurrent layer; expected RNN(cell), "
+                              "LSTM, GRU or SimpleRNN followed by Dense layers.")
+    for layer in recurrent[:-1]:
+        if not layer.return_sequences:
+            raise _unsupported(layer, "a stacked recurrent layer must return sequences")
+    if recurrent[-1].return_sequences:
+        raise _unsupported(recurrent[-1], "the last recurrent layer must return only its last "
+                           "output (return_sequences=False)")
+    return ModelPlan(name=model.name, timesteps=shape[1], features=int(shape[-1]),
+                     recurrent=tuple(recurrent), head=tuple(head),
+                     num_outputs=int(model.outputs[0].shape[-1]))
+
+
+# -- lowering each cell --------------------------------------------------------------------------
+
+def _fold_or_keep(cell) -> tuple[dict, dict[str, np.ndarray], list[str]]:
+    """Config and weights of a copy of ``cell`` with each factored matrix folded into one when
+    that has no more non-zeros than its factors (sparse factors usually stay factored)."""
+    config = cell.get_config()
+    weights = {w.name.split("/")[-1].split(":")[0]: w.numpy() for w in cell.weights}
+    folded = []
+    rank_args = {"kernel": ("w_rank", "rank"), "recurrent_kernel": ("u_rank", "recurrent_rank")}
+    for base, args in rank_args.items():
+        u, v = weights.get(f"{base}_u"), weights.get(f"{base}_v")
+        if u is None or v is None:
+            continue
+        product = u @ v
+        if np.count_nonzero(product) <= np.count_nonzero(u) + np.count_nonzero(v):
+            weights[base] = product
+            del weights[f"{base}_u"], weights[f"{base}_v"]
+            for arg in args:
+                if arg in config:
+                    config[arg] = None
+            folded.append(base)
+    return config, weights, folded
+
+
+def _copy_cell(cell):
+    """A fresh cell equal to ``cell`` (low-rank factors folded where smaller)."""
+    if isinstance(cell, CompressedCell):
+        config, weights, folded = _fold_or_keep(cell)
+        config.pop("name", None)
+        copy = type(cell).from_config(config)
+        return copy, weights, folded
+    config = cell.get_config()
+    config.pop("name", None)
+    for key in ("dropout", "recurrent_dropout"):
+        config[key] = 0.0
+    weights = {w.name.split("/")[-1].split(":")[0]: w.numpy() for w in cell.weights}
+    return type(cell).from_config(config), weights, []
+
+
+def _set_cell_weights(copy, weights: dict[str, np.ndarray]) -> None:
+    for var in copy.weights:
+        var.assign(weights[var.name.split("/")[-1].split(":")[0]])
+
+
+def _state_sizes(cell) -> list[int]:
+    return [int(s) for s in np.atleast_1d(cell.state_size)]
+
+
+def lower_cell_step(layer, x, states: list):
+    """Apply one step of ``layer``'s cell to Keras tensors; returns (output, new states, folded)."""
+    copy, weights, folded = _copy_cell(layer.cell)
+    out, new_states = copy(x, states if len(states) > 1 else states[0])
+    _set_cell_weights(copy, weights)
+    if not isinstance(new_states, (list, tuple)):
+        new_states = [new_states]
+    return out, list(new_states), [f"{layer.name}/{f}" for f in folded]
+
+
+#: Cell class → step lowering. A cell class missing here cannot be converted.
+LOWERINGS: dict[type, Callable] = {cls: lower_cell_step for cls in CELL_REGISTRY.values()}
+LOWERINGS.update({keras.layers.LSTMCell: lower_cell_step, keras.layers.GRUCell: lower_cell_step,
+                  keras.layers.SimpleRNNCell: lower_cell_step})
+
+
+def _lowering_for(layer):
+    fn = LOWERINGS.get(type(layer.cell))
+    if fn is None:
+        raise ConversionError(
+            f"No lowering for cell {type(layer.cell).__name__} of layer {layer.name!r}. "
+            f"Cells with a lowering: {', '.join(sorted(c.__name__ for c in LOWERINGS))}.")
+    return fn
+
+
+def _copy_head(plan: ModelPlan, h):
+    for layer in plan.head:
+        if isinstance(layer, keras.layers.Dropout):
+            continue
+        config = layer.get_config()
+        config["name"] = f"head_{layer.name}"
+        copy = type(layer).from_config(config)
+        h = copy(h)
+        copy.set_weights(layer.get_weights())
+    return h
+
+
+def _check_finite(model: keras.Model) -> None:
+    for var in model.weights:
+        values = var.numpy()
+        if not np.all(np.isfinite(values)):
+            bad = int(np.size(values) - np.count_nonzero(np.isfinite(values)))
+            raise ConversionError(
+                f"Weight {var.name!r} has {bad} NaN or Inf values; a model with non-finite "
+                "weights would convert to a model that computes garbage. Retrain (lower the "
+                "learning rate, add gradient clipping) or restore a good checkpoint.")
+
+
+def lower(model: keras.Model, mode: str = "step", *, timesteps: int | None = None
+          ) -> LoweredModel:
+    """Lower a trained model to a batch-1 model for the TFLite converter.
+
+    Args:
+        model: a trained model (pruning and QAT wrappers are stripped).
+        mode: ``"step"``, ``"unrolled"`` or ``"fused"`` (stock LSTM layers only).
+        timesteps: the sequence length of an unrolled/fused model when the trained model's
+            input does not fix it.
+
+    Returns:
+        The :class:`LoweredModel`.
+
+    Raises:
+        ConversionError: for an unsupported layer or cell, a bad mode, non-finite weights.
+    """
+    if mode not in MODES:
+        raise ConversionError(f'Expected mode to be one of {", ".join(map(repr, MODES))}, but '
+                              f"got {mode!r}.")
+    model = strip_wrappers(model)
+    plan = plan_model(model)
+    _check_finite(model)
+    for layer in plan.recurrent:
+        _lowering_for(layer)
+    if mode == "step":
+        return _lower_step(plan)
+    steps = timesteps or plan.timesteps
+    if steps is None:
+        raise ConversionError(f"Mode {mode!r} needs a fixed sequence length: model "
+                              f"{plan.name!r} has input length None; pass timesteps=.")
+    if mode == "fused":
+        bad = [layer for layer in plan.recurrent if type(layer) is not keras.layers.LSTM]
+        if bad:
+            raise ConversionError(
+                f"Mode 'fused' lowers only stock keras.layers.LSTM layers to "
+                f"UNIDIRECTIONAL_SEQUENCE_LSTM; layer {bad[0].name!r} is "
+                f"{type(bad[0]).__name__}({type(bad[0].cell).__name__}). Use mode='step' or "
+                "'unrolled'.")
+    return _lower_sequence(plan, steps, unroll=(mode == "unrolled"), mode=mode)
+
+
+def strip_wrappers(model: keras.Model) -> keras.Model:
+    """The model without tfmot pruning or QAT wrappers (float weights kept)."""
+    if is_qat(model):
+        return _strip_qat(model)
+    return strip_pruning(model)
+
+
+def _qat_weight_values(layer) -> dict[str, np.ndarray]:
+    """Weight values of a QAT-wrapped layer by name, the quantized ones as QAT used them.
+
+    A QAT model computes with fake-quantized weights (on the int8 grid of their trained range);
+    lowering those values makes the converter's weight quantization reproduce them exactly.
+    """
+    values = {}
+    for var in layer.weights:
+        short = var.name.split("/")[-1].split(":")[0]
+        if short.endswith(("_min", "_max")) or short in ("optimizer_step",):
+            continue
+        values[short] = var.numpy()
+    for weight, quantizer, quantizer_vars in getattr(layer, "_weight_vars", []):
+        short = weight.name.split("/")[-1].split(":")[0]
+        values[short] = quantizer(weight, False, weights=quantizer_vars).numpy()
+    return values
+
+
+def _strip_qat(model: keras.Model) -> keras.Model:
+    """Rebuild a QAT model without its wrappers, with the weights QAT computed with."""
+    x = inputs = keras.Input(model.inputs[0].shape[1:], name="x")
+    for layer in _flatten(model):
+        if type(layer).__name__ in ("QuantizeLayer", "InputLayer"):
+            continue
+        inner = unwrap(layer)
+        config = inner.get_config()
+        activation = config.get("activation")
+        if isinstance(activation, dict) and activation.get("class_name") == \
+                "QuantizeAwareActivation":  # tfmot swaps a Dense activation for its wrapper
+            config["activation"] = activation["config"]["activation"]
+        copy = type(inner).from_config(config)
+        x = copy(x)
+        values = _qat_weight_values(layer)
+        for var in copy.weights:
+            var.assign(values[var.name.split("/")[-1].split(":")[0]])
+    return keras.Model(inputs, x, name=model.name)
+
+
+def is_qat(model: keras.Model) -> bool:
+    """Whether the model carries tfmot quantization-aware-training wrappers."""
+    return any(type(layer).__name__ in ("QuantizeWrapperV2", "QuantizeWrapper", "QuantizeLayer")
+               for layer in _flatten(model))
+
+
+def _scope_name(name: str, suffix: str) -> str:
+    """A TensorFlow-safe name (the TFLite converter refuses spaces and other characters)."""
+    safe = "".join(c if c.isalnum() or c in "_.-" else "_" for c in name).lstrip("_.-")
+    return f"{safe or 'model'}_{suffix}"
+
+
+def _lower_step(plan: ModelPlan) -> LoweredModel:
+    x = keras.Input((plan.features,), batch_size=1, name="x")
+    inputs, state_inputs, state_outputs, folded, sizes = [x], [], [], [], []
+    h = x
+    for layer in plan.recurrent:
+        states = []
+        for size in _state_sizes(layer.cell):
+            s = keras.Input((size,), batch_size=1, name=f"state_{len(sizes)}")
+            states.append(s)
+            state_inputs.append(s)
+            sizes.append(size)
+        h, new_states, f = _lowering_for(layer)(layer, h, states)
+        folded += f
+        state_outputs += new_states
+    y = _copy_head(plan, h)
+    y = keras.layers.Activation("linear", name="y")(y)
+    outs = [y] + [keras.layers.Activation("linear", name=f"state_{i}_out")(s)
+                  for i, s in enumerate(state_outputs)]
+    lowered = keras.Model(inputs + state_inputs, outs, name=_scope_name(plan.name, "step"))
+    return LoweredModel(model=lowered, mode="step",
+                        inputs=("x",) + tuple(f"state_{i}" for i in range(len(sizes))),
+                        outputs=("y",) + tuple(f"state_{i}_out" for i in range(len(sizes))),
+                        state_sizes=tuple(sizes), timesteps=None, features=plan.features,
+                        folded=tuple(folded))
+
+
+def _lower_sequence(plan: ModelPlan, steps: int, *, unroll: bool, mode: str) -> LoweredModel:
+    x = keras.Input((steps, plan.features), batch_size=1, name="x")
+    h, folded = x, []
+    for layer in plan.recurrent:
+        if mode == "fused":
+            config = layer.get_config()
+            config.update(name=f"lowered_{layer.name}", unroll=False, dropout=0.0,
+                          recurrent_dropout=0.0, stateful=False)
+            copy = type(layer).from_config(config)
+            h = copy(h)
+            copy.set_weights(layer.get_weights())
+            continue
+        cell, weights, f = _copy_cell(layer.cell)
+        folded += [f"{layer.name}/{name}" for name in f]
+        rnn = keras.layers.RNN(cell, return_sequences=layer.return_sequences, unroll=unroll,
+                               name=f"lowered_{layer.name}")
+        h = rnn(h)
+        _set_cell_weights(cell, weights)
+    y = keras.layers.Activation("linear", name="y")(_copy_head(plan, h))
+    lowered = keras.Model(x, y, name=_scope_name(plan.name, mode))
+    return LoweredModel(model=lowered, mode=mode, inputs=("x",), outputs=("y",),
+                        state_sizes=(), timesteps=steps, features=plan.features,
+                        folded=tuple(folded))
+

@@ -1,0 +1,301 @@
+"""Run a converted model on the host: LiteRT or TFLite Micro, step by step or unrolled.
+
+:func:`emulate` takes anything with the attributes of a
+:class:`keras_rnnedge.converters.ConversionResult` (``flatbuffer``, ``mode``, ``inputs``,
+``outputs``, ``state_sizes``) and a batch of sequences, and returns the float (dequantized)
+outputs, the raw outputs in the model's own dtype and per-step timings. Step models run one time
+step per invoke with the state carried by the caller, as the generated sketch does; the state
+output is re-quantized to the state input's scale when the two differ.
+
+Runtimes:
+
+* ``"litert"``: ``ai_edge_litert`` with the reference kernels (``BUILTIN_REF``): the kernels
+  TFLite Micro ports, so int8 results are comparable LSB for LSB.
+* ``"litert-optimized"``: LiteRT's default (optimized/XNNPACK) kernels.
+* ``"tflm"``: the TFLite Micro interpreter (``tflite_micro.runtime``) with a given or measured
+  arena.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import faulthandler
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from typing import Protocol
+
+import numpy as np
+
+__all__ = ["RUNTIMES", "EmulationResult", "emulate", "measure_arena", "open_runtime",
+           "tflm_interpreter"]
+
+RUNTIMES = ("litert", "litert-optimized", "tflm")
+#: Arena for the first TFLite Micro allocation, before the exact need is measured.
+PROBE_ARENA_BYTES = 4 * 1024 * 1024
+
+
+class _Tensor(Protocol):
+    name: str
+    position: int
+    shape: tuple[int, ...]
+    dtype: str
+    scale: float
+    zero_point: int
+
+    def quantize(self, values: np.ndarray) -> np.ndarray: ...
+    def dequantize(self, values: np.ndarray) -> np.ndarray: ...
+    def requantize(self, values: np.ndarray, source: _Tensor) -> np.ndarray: ...
+
+
+class _Converted(Protocol):
+    flatbuffer: bytes
+    mode: str
+    inputs: tuple[_Tensor, ...]
+    outputs: tuple[_Tensor, ...]
+    state_sizes: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class EmulationResult:
+    """Outputs of an emulated run.
+
+    Attributes:
+        outputs: float outputs (dequantized), shape (N, classes).
+        raw_outputs: outputs in the model's output dtype (int8 for an int8 model).
+        step_seconds: host wall time of each invoke, shape (N, steps) (N, 1 when unrolled).
+        runtime: which interpreter ran.
+        arena_bytes: the TFLite Micro arena used (``None`` for LiteRT).
+    """
+
+    outputs: np.ndarray
+    raw_outputs: np.ndarray
+    step_seconds: np.ndarray
+    runtime: str
+    arena_bytes: int | None = None
+
+    @property
+    def seconds_per_step(self) -> float:
+        return float(np.median(self.step_seconds))
+
+    def predictions(self) -> np.ndarray:
+        return np.argmax(self.outputs, axis=-1)
+
+
+# -- TFLite Micro ----------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _capture_fd(fd: int) -> Iterator[list[str]]:
+    """Capture what C code writes to a file descriptor (TFLM prints allocations to stderr)."""
+    out: list[str] = []
+    saved = os.dup(fd)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), fd)
+        try:
+            yield out
+        finally:
+            os.dup2(saved, fd)
+            os.close(saved)
+            tmp.seek(0)
+            out.append(tmp.read().decode(errors="replace"))
+
+
+def tflm_interpreter(flatbuffer: bytes, arena_bytes: int):
+    """A TFLite Micro interpreter; a clear error when the arena is too small or an op missing."""
+    from tflite_micro import runtime
+
+    try:
+        with _capture_fd(2) as log:
+            interpreter = runtime.Interpreter.from_bytes(flatbuffer, arena_size=int(arena_bytes))
+    except RuntimeError as exc:
+        detail = " ".join(line.strip() for line in "".join(log).splitlines() if line.strip())
+        raise RuntimeError(f"TFLite Micro could not load the model with a {arena_bytes}-byte "
+                           f"arena: {exc}. {detail}".strip()) from exc
+    return interpreter
+
+
+_ARENA_TOTAL = re.compile(r"Arena allocation total (\d+) bytes")
+
+
+def _recorded_total(flatbuffer: bytes) -> int:
+    interpreter = tflm_interpreter(flatbuffer, PROBE_ARENA_BYTES)
+    with _capture_fd(2) as log:
+        interpreter.print_allocations()
+    match = _ARENA_TOTAL.search("".join(log))
+    if match is None:
+        raise RuntimeError("TFLite Micro printed no arena total; output was: " + "".join(log))
+    return int(match.group(1))
+
+
+def _fits(flatbuffer: bytes, arena_bytes: int) -> bool:
+    """Whether TFLite Micro allocates ``flatbuffer`` in ``arena_bytes``.
+
+    Tried in a forked child: some kernels (UNIDIRECTIONAL_SEQUENCE_LSTM) crash the process
+    instead of failing cleanly when the arena is too small.
+    """
+    pid = os.fork()
+    if pid == 0:  # child: never returns
+        code = 1
+        try:
+            faulthandler.disable()
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            tflm_interpreter(flatbuffer, arena_bytes)
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+def measure_arena(flatbuffer: bytes) -> int:
+    """The smallest TFLite Micro arena (to 16 bytes) that ``flatbuffer`` allocates in on this host.
+
+    Starts from the recording allocator's total (what stays allocated) and searches upwards,
+    because planning needs temporary memory beyond that total. On a 32-bit microcontroller the
+    need is the same or smaller (host pointers are 8 bytes).
+    """
+    low = _recorded_total(flatbuffer) - 1  # below the total nothing fits
+    high = low + 1
+    while not _fits(flatbuffer, high):
+        low, high = high, int(high * 1.25) + 16
+        if high > PROBE_ARENA_BYTES:
+            raise RuntimeError(f"TFLite Micro needs more than {PROBE_ARENA_BYTES} bytes of arena")
+    while high - low > 16:
+        mid = (low + high) // 2
+        if _fits(flatbuffer, mid):
+            high = mid
+        else:
+            low = mid
+    return high
+
+
+# -- the runners -----------------------------------------------------------------------------------
+
+class _LiteRT:
+    def __init__(self, flatbuffer: bytes, optimized: bool):
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        resolver = OpResolverType.AUTO if optimized else OpResolverType.BUILTIN_REF
+        self.it = Interpreter(model_content=flatbuffer, experimental_op_resolver_type=resolver)
+        self.it.allocate_tensors()
+        self.inputs = self.it.get_input_details()
+        self.outputs = self.it.get_output_details()
+        self.arena_bytes = None
+
+    def set(self, position: int, value: np.ndarray) -> None:
+        self.it.set_tensor(self.inputs[position]["index"], value)
+
+    def invoke(self) -> None:
+        self.it.invoke()
+
+    def get(self, position: int) -> np.ndarray:
+        return self.it.get_tensor(self.outputs[position]["index"]).copy()
+
+    def reset(self) -> None:
+        self.it.reset_all_variables()
+
+
+class _TFLM:
+    def __init__(self, flatbuffer: bytes, arena_bytes: int):
+        self.it = tflm_interpreter(flatbuffer, arena_bytes)
+        self.arena_bytes = arena_bytes
+
+    def set(self, position: int, value: np.ndarray) -> None:
+        self.it.set_input(value, position)
+
+    def invoke(self) -> None:
+        self.it.invoke()
+
+    def get(self, position: int) -> np.ndarray:
+        return np.array(self.it.get_output(position), copy=True)
+
+    def reset(self) -> None:
+        self.it.reset()
+
+
+def open_runtime(flatbuffer: bytes, runtime: str = "litert", *, arena_bytes: int | None = None):
+    """An interpreter with a uniform ``set(position, value)``, ``invoke()``, ``get(position)``,
+    ``reset()`` interface (positions as in :class:`~keras_rnnedge.converters.TensorInfo`)."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f'Expected runtime to be one of {", ".join(map(repr, RUNTIMES))}, but '
+                         f"got {runtime!r}.")
+    if runtime == "tflm":
+        runner = _TFLM(flatbuffer, arena_bytes or measure_arena(flatbuffer))
+    else:
+        runner = _LiteRT(flatbuffer, optimized=(runtime == "litert-optimized"))
+    return runner
+
+
+def emulate(converted: _Converted, x, *, runtime: str = "litert",
+            arena_bytes: int | None = None,
+            progress: Callable[[int, int], None] | None = None) -> EmulationResult:
+    """Run ``converted`` on every sequence of ``x`` on the host.
+
+    Args:
+        converted: a conversion result (flatbuffer and its I/O map).
+        x: float input sequences, shape (N, T, F); T must equal the model's length unless the
+            model is a step model.
+        runtime: ``"litert"`` (reference kernels), ``"litert-optimized"`` or ``"tflm"``.
+        arena_bytes: TFLite Micro arena; default: the measured need.
+        progress: called with (sequences done, total) after each sequence.
+
+    Returns:
+        An :class:`EmulationResult`.
+    """
+    x = np.asarray(x, np.float32)
+    x_info = next(t for t in converted.inputs if t.name == "x")
+    y_info = next(t for t in converted.outputs if t.name == "y")
+    features = x_info.shape[-1]
+    if x.ndim != 3 or x.shape[-1] != features:
+        raise ValueError(f"Received x with shape {x.shape}; expected (N, timesteps, {features}).")
+    if converted.mode != "step" and x.shape[1] != x_info.shape[1]:
+        raise ValueError(f"Received sequences of {x.shape[1]} steps; the {converted.mode} model "
+                         f"takes exactly {x_info.shape[1]}.")
+    runner = open_runtime(converted.flatbuffer, runtime, arena_bytes=arena_bytes)
+    arena = runner.arena_bytes
+
+    raw, timings = [], []
+    for seq in x:
+        runner.reset()
+        if converted.mode == "step":
+            y, seconds = _run_steps(converted, runner, seq, x_info)
+        else:
+            runner.set(x_info.position, x_info.quantize(seq[None]))
+            start = time.perf_counter()
+            runner.invoke()
+            seconds = [time.perf_counter() - start]
+            y = runner.get(y_info.position)
+        raw.append(y.reshape(-1))
+        timings.append(seconds)
+        if progress is not None:
+            progress(len(raw), len(x))
+    raw_outputs = np.stack(raw)
+    return EmulationResult(outputs=y_info.dequantize(raw_outputs), raw_outputs=raw_outputs,
+                           step_seconds=np.asarray(timings), runtime=runtime,
+                           arena_bytes=arena)
+
+
+def _run_steps(converted: _Converted, runner, seq: np.ndarray, x_info: _Tensor):
+    state_in = [next(t for t in converted.inputs if t.name == f"state_{i}")
+                for i in range(len(converted.state_sizes))]
+    state_out = [next(t for t in converted.outputs if t.name == f"state_{i}_out")
+                 for i in range(len(converted.state_sizes))]
+    y_info = next(t for t in converted.outputs if t.name == "y")
+    states = [info.quantize(np.zeros(info.shape, np.float32)) for info in state_in]
+    seconds = []
+    y = None
+    for t in range(seq.shape[0]):
+        runner.set(x_info.position, x_info.quantize(seq[t:t + 1]))
+        for info, value in zip(state_in, states):
+            runner.set(info.position, value)
+        start = time.perf_counter()
+        runner.invoke()
+        seconds.append(time.perf_counter() - start)
+        states = [inp.requantize(runner.get(out.position), out)
+                  for inp, out in zip(state_in, state_out)]
+        y = runner.get(y_info.position)
+    return y, seconds

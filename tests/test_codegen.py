@@ -1,0 +1,1043 @@
+"""Generated C/C++: the model C array, ``<id>_model_io.h``, the Arduino sketch and the PlatformIO
+project.
+
+Everything generated is compiled with the host ``g++ -Wall -Wextra -Werror``. The sketch is also
+*run* on the host: small stand-ins for the Arduino core and TFLite Micro (headers written by
+these tests, with the real API's names and signatures) feed it serial lines, record what every
+``Invoke`` receives and answer with a toy model. The same toy model driven by the emulator's own
+step loop (``micro_targets.emulate._run_steps``) is the oracle, so the C++ caller is checked
+against the Python caller value for value.
+
+Snapshots live in ``tests/snapshots/``; regenerate them with ``RNNEDGE_UPDATE_SNAPSHOTS=1``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shutil
+import subprocess
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from keras_rnnedge.converters import lowering, sketch
+from keras_rnnedge.converters.carray import BYTES_PER_LINE, c_array, c_identifier
+from keras_rnnedge.converters.sketch import (
+    IOTensor,
+    SketchSpec,
+    arduino_sketch,
+    model_io_header,
+    platformio_project,
+)
+from keras_rnnedge.converters.tflite import TensorInfo
+from keras_rnnedge.micro_targets.emulate import _run_steps
+
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+UPDATE_SNAPSHOTS = os.environ.get("RNNEDGE_UPDATE_SNAPSHOTS") == "1"
+GXX = shutil.which("g++")
+needs_gxx = pytest.mark.skipif(GXX is None, reason="g++ not found: the generated C++ is compiled "
+                               "with the host compiler (apt-get install g++)")
+CXXFLAGS = ["-std=c++17", "-Wall", "-Wextra", "-Werror"]
+
+# Printed scores have 4 decimals: a printed score is within half a unit of the 4th decimal.
+PRINTED_SCORE_ATOL = 5e-5
+
+
+def compile_and_run(tmp_path: Path, sources: list[Path], *, include: list[Path] = (),
+                    flags: list[str] = (), args: list[str] = (), stdin: str = ""
+                    ) -> subprocess.CompletedProcess:
+    exe = tmp_path / "prog"
+    cmd = [GXX, *CXXFLAGS, *flags, *[f"-I{d}" for d in include], *map(str, sources), "-o",
+           str(exe)]
+    built = subprocess.run(cmd, capture_output=True, text=True)
+    assert built.returncode == 0, f"{' '.join(cmd)}\n{built.stderr}"
+    run = subprocess.run([str(exe), *args], input=stdin, capture_output=True, text=True,
+                         timeout=20)
+    assert run.returncode == 0, run.stderr
+    return run
+
+
+def write_files(root: Path, files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+# -- c_identifier ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, expected", [
+    ("my-model 2", "my_model_2"),
+    ("2fast", "model_2fast"),
+    ("int", "int_model"),
+    ("class", "class_model"),
+    ("", "model"),
+    ("---", "model"),
+    ("HAR FastGRNN", "har_fastgrnn"),
+    ("__x__y__", "x_y"),
+    ("Café Ñandú", "cafe_nandu"),
+    ("模型", "model"),
+    ("模型 v2", "v2"),
+    ("Δt-net", "t_net"),
+])
+def test_c_identifier(name, expected):
+    assert c_identifier(name) == expected
+
+
+@pytest.mark.parametrize("name", ["my-model 2", "2fast", "int", "", "模型", "a" * 200,
+                                  "9" * 80, "_Bool", "x\n\t\"y"])
+def test_c_identifier_is_always_a_safe_identifier(name):
+    ident = c_identifier(name)
+    # A C identifier, lowercase, no reserved "__" or leading "_", short enough for a sketch name.
+    assert re.fullmatch(r"[a-z][a-z0-9_]*", ident), ident
+    assert "__" not in ident and not ident.endswith("_") and len(ident) <= 63
+    assert c_identifier(ident) == ident
+
+
+# -- the C array -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def dense_flatbuffer() -> bytes:
+    """A real (tiny) TFLite flatbuffer: one Dense layer."""
+    from keras_rnnedge import keras, tf
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+
+
+DUMP_MAIN = r"""
+#include <stdint.h>
+#include <stdio.h>
+#include "NAME_model_data.h"
+
+int main(int argc, char** argv) {
+  if (argc != 2) return 2;
+  if (reinterpret_cast<uintptr_t>(g_NAME_model_data) % 16 != 0) return 3;
+  FILE* out = fopen(argv[1], "wb");
+  if (out == nullptr) return 4;
+  fwrite(g_NAME_model_data, 1, g_NAME_model_data_len, out);
+  fclose(out);
+  return 0;
+}
+"""
+
+
+def roundtrip(tmp_path: Path, data: bytes, name: str, *, progmem: bool = False,
+              flags: list[str] = (), include: list[Path] = ()) -> bytes:
+    files = c_array(data, name, progmem=progmem, quantization="float32")
+    write_files(tmp_path, files)
+    ident = c_identifier(name)
+    main = tmp_path / "main.cc"
+    main.write_text(DUMP_MAIN.replace("NAME", ident))
+    out = tmp_path / "out.bin"
+    compile_and_run(tmp_path, [main, tmp_path / f"{ident}_model_data.cc"],
+                    include=[tmp_path, *include], flags=flags, args=[str(out)])
+    return out.read_bytes()
+
+
+def test_c_array_files_and_layout():
+    data = bytes(range(25))
+    files = c_array(data, "My Model", model_name="My Model", quantization="int8")
+    assert sorted(files) == ["my_model_model_data.cc", "my_model_model_data.h"]
+    header, source = files["my_model_model_data.h"], files["my_model_model_data.cc"]
+    assert "#ifndef MY_MODEL_MODEL_DATA_H_\n#define MY_MODEL_MODEL_DATA_H_" in header
+    assert "extern const unsigned char g_my_model_model_data[];" in header
+    assert "extern const unsigned int g_my_model_model_data_len;" in header
+    assert '// Model "My Model": 25 bytes, int8 quantization.' in header
+    assert '#include "my_model_model_data.h"' in source
+    assert "alignas(16) const unsigned char g_my_model_model_data[] = {" in source
+    assert "const unsigned int g_my_model_model_data_len = 25;" in source
+    rows = re.findall(r"^    (0x.*?),?$", source, flags=re.M)
+    assert [len(r.split(", ")) for r in rows] == [BYTES_PER_LINE, BYTES_PER_LINE, 1]
+    assert "PROGMEM" not in source
+
+
+@needs_gxx
+def test_c_array_roundtrip_real_flatbuffer(tmp_path, dense_flatbuffer):
+    assert dense_flatbuffer[4:8] == b"TFL3"
+    assert roundtrip(tmp_path, dense_flatbuffer, "dense net") == dense_flatbuffer
+
+
+@needs_gxx
+@pytest.mark.parametrize("size", [1, 12, 13, 1000])
+def test_c_array_roundtrip_any_bytes(tmp_path, size):
+    data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
+    assert roundtrip(tmp_path, data, "2fast") == data
+
+
+@needs_gxx
+def test_c_array_progmem_compiles_on_the_host(tmp_path, dense_flatbuffer):
+    files = c_array(dense_flatbuffer, "uno model", progmem=True)
+    source = files["uno_model_model_data.cc"]
+    assert "#ifdef __AVR__\n#include <avr/pgmspace.h>\n#elif !defined(PROGMEM)\n#define PROGMEM" \
+        in source
+    assert "g_uno_model_model_data[] PROGMEM = {" in source
+    assert roundtrip(tmp_path, dense_flatbuffer, "uno model", progmem=True) == dense_flatbuffer
+
+
+@needs_gxx
+def test_c_array_progmem_avr_branch(tmp_path, dense_flatbuffer):
+    """The __AVR__ branch, with a host stand-in for <avr/pgmspace.h> (a named data section)."""
+    fake = tmp_path / "fake_avr"
+    (fake / "avr").mkdir(parents=True)
+    (fake / "avr" / "pgmspace.h").write_text(
+        '#define PROGMEM __attribute__((section(".progmem.data")))\n')
+    got = roundtrip(tmp_path, dense_flatbuffer, "uno", progmem=True, flags=["-D__AVR__"],
+                    include=[fake])
+    assert got == dense_flatbuffer
+
+
+def test_c_array_rejects_bad_input():
+    with pytest.raises(ValueError, match="empty flatbuffer"):
+        c_array(b"", "m")
+    with pytest.raises(TypeError, match="got str"):
+        c_array("not bytes", "m")
+    with pytest.raises(ValueError, match="32,767 bytes"):
+        c_array(bytes(40000), "m", progmem=True)
+
+
+# -- specs used below ------------------------------------------------------------------------------
+
+METHODS = ("AddFullyConnected", "AddTanh", "AddLogistic", "AddMul", "AddAdd", "AddSoftmax")
+
+
+def step_spec(**changes) -> SketchSpec:
+    """Step mode, int8, two states: state_0_out has state_0's quantization (copied), state_1_out
+    has another scale and zero point (re-quantized). Positions deliberately not in name order."""
+    spec = dict(
+        name="har_fastgrnn", flatbuffer=b"\x1c\x00\x00\x00TFL3" + bytes(24), quantization="int8",
+        mode="step", features=3, timesteps=5, state_sizes=(4, 2),
+        inputs=(TensorInfo("state_1", 0, (1, 2), "int8", 0.0171, 3),
+                TensorInfo("x", 1, (1, 3), "int8", 0.05, -2),
+                TensorInfo("state_0", 2, (1, 4), "int8", 0.0123, -5)),
+        outputs=(TensorInfo("y", 0, (1, 3), "int8", 1 / 256, -128),
+                 TensorInfo("state_0_out", 1, (1, 4), "int8", 0.0123, -5),
+                 TensorInfo("state_1_out", 2, (1, 2), "int8", 0.0123, 1)),
+        resolver_methods=METHODS + ("AddTanh",), arena_bytes=6144,
+        class_names=("rest", "walk", "run"), board_name="Arduino Nano 33 BLE",
+        fqbn="arduino:mbed_nano:nano33ble", platformio_board="nano33ble",
+        platformio_platform="nordicnrf52")
+    spec.update(changes)
+    return SketchSpec(**spec)
+
+
+def fused_spec(**changes) -> SketchSpec:
+    spec = dict(
+        name="kws_lstm", flatbuffer=bytes(range(64)), quantization="int8", mode="fused",
+        features=2, timesteps=4,
+        inputs=(TensorInfo("x", 0, (1, 4, 2), "int8", 0.02, 7),),
+        outputs=(TensorInfo("y", 0, (1, 2), "int8", 1 / 256, -128),),
+        resolver_methods=("AddUnidirectionalSequenceLSTM", "AddFullyConnected", "AddSoftmax"),
+        arena_bytes=4096, class_names=("no", "yes"), board_name="Arduino Nano 33 BLE",
+        fqbn="arduino:mbed_nano:nano33ble", platformio_board="nano33ble",
+        platformio_platform="nordicnrf52")
+    spec.update(changes)
+    return SketchSpec(**spec)
+
+
+def unrolled_float_spec(**changes) -> SketchSpec:
+    spec = dict(
+        name="tiny_rnn", flatbuffer=bytes(range(48)), quantization="float32", mode="unrolled",
+        features=2, timesteps=3,
+        inputs=(TensorInfo("x", 0, (1, 3, 2), "float32", 0.0, 0),),
+        outputs=(TensorInfo("y", 0, (1, 2), "float32", 0.0, 0),),
+        resolver_methods=("AddFullyConnected", "AddTanh", "AddAdd"), arena_bytes=2048,
+        board_name="Raspberry Pi Pico", fqbn="arduino:mbed_rp2040:pico",
+        platformio_board="pico", platformio_platform="raspberrypi")
+    spec.update(changes)
+    return SketchSpec(**spec)
+
+
+def step_int16_spec(**changes) -> SketchSpec:
+    """int16x8: int16 activations with zero point 0; state_0 copied, state_1 re-quantized."""
+    spec = dict(
+        quantization="int16x8",
+        inputs=(TensorInfo("x", 0, (1, 3), "int16", 0.001, 0),
+                TensorInfo("state_0", 1, (1, 4), "int16", 3.1e-5, 0),
+                TensorInfo("state_1", 2, (1, 2), "int16", 2.9e-5, 0)),
+        outputs=(TensorInfo("y", 0, (1, 3), "int16", 3.0517578125e-05, 0),
+                 TensorInfo("state_0_out", 1, (1, 4), "int16", 3.1e-5, 0),
+                 TensorInfo("state_1_out", 2, (1, 2), "int16", 3.7e-5, 0)))
+    spec.update(changes)
+    return step_spec(**spec)
+
+
+SPECS = {"step_int8": step_spec, "step_int16": step_int16_spec, "fused_int8": fused_spec,
+         "unrolled_float32": unrolled_float_spec}
+
+
+# -- the spec --------------------------------------------------------------------------------------
+
+def test_spec_normalizes_its_inputs():
+    spec = step_spec()
+    assert all(isinstance(t, IOTensor) for t in spec.inputs + spec.outputs)
+    assert spec.resolver_methods == METHODS  # the repeated AddTanh is dropped
+    assert spec.num_classes == 3
+    assert spec.input("state_1").scale == float(np.float32(0.0171))
+    assert unrolled_float_spec().class_names == ("class_0", "class_1")
+    dataclasses.replace(spec)  # frozen and re-validatable
+
+
+def test_spec_modes_are_the_lowering_modes():
+    assert sketch._MODES == lowering.MODES
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(name="har-fastgrnn"), "C identifier.*'har_fastgrnn'"),
+    (dict(mode="loop"), "mode.*'loop'"),
+    (dict(timesteps=None), "timesteps.*window length.*None"),
+    (dict(state_sizes=(4,)), "Expected inputs named"),
+    (dict(class_names=("a", "b")), "2 class_names"),
+    (dict(resolver_methods=("FullyConnected",)), "AddFullyConnected"),
+    (dict(arena_bytes=0), "arena_bytes.*0"),
+    (dict(flatbuffer=b""), "empty flatbuffer"),
+])
+def test_spec_rejects_bad_values(changes, message):
+    with pytest.raises(ValueError, match=message):
+        step_spec(**changes)
+
+
+def test_spec_rejects_unsupported_tensors():
+    with pytest.raises(ValueError, match="dtype 'uint8'"):
+        fused_spec(inputs=(TensorInfo("x", 0, (1, 4, 2), "uint8", 0.02, 7),))
+    with pytest.raises(ValueError, match="scale 0.0"):
+        fused_spec(inputs=(TensorInfo("x", 0, (1, 4, 2), "int8", 0.0, 7),))
+    with pytest.raises(ValueError, match="windows of 4 samples, but timesteps=5"):
+        fused_spec(timesteps=5)
+
+
+def test_spec_from_converted():
+    base = step_spec()
+    converted = types.SimpleNamespace(
+        name="HAR FastGRNN", flatbuffer=base.flatbuffer, quantization="int8", mode="step",
+        state_sizes=(4, 2), inputs=base.inputs, outputs=base.outputs)
+    spec = SketchSpec.from_converted(converted, resolver_methods=METHODS, arena_bytes=6144,
+                                     timesteps=5, class_names=("rest", "walk", "run"))
+    assert spec.name == "har_fastgrnn" and spec.features == 3 and spec.num_classes == 3
+    fused = fused_spec()
+    converted = types.SimpleNamespace(flatbuffer=fused.flatbuffer, quantization="int8",
+                                      mode="fused", inputs=fused.inputs, outputs=fused.outputs)
+    spec = SketchSpec.from_converted(converted, resolver_methods=fused.resolver_methods,
+                                     arena_bytes=4096)
+    assert spec.timesteps == 4 and spec.state_sizes == () and spec.name == "model"
+
+
+# -- <id>_model_io.h -------------------------------------------------------------------------------
+
+def io_dump_main(spec: SketchSpec) -> str:
+    lines = ["#include <stdio.h>", f'#include "{spec.name}_model_io.h"',
+             f"namespace io = {spec.name}_model_io;", "int main() {"]
+    ints = ["kArenaSize", "kFeatures", "kTimesteps", "kInputPosition", "kInputZeroPoint",
+            "kOutputPosition", "kOutputZeroPoint", "kNumClasses", "kNumStates"]
+    lines += [f'  printf("{k}=%d\\n", io::{k});' for k in ints]
+    lines += [f'  printf("{k}=%.9g\\n", static_cast<double>(io::{k}));'
+              for k in ("kInputScale", "kOutputScale")]
+    lines += [f'  printf("{k}=%s\\n", io::{k});' for k in ("kModelName", "kQuantization", "kMode")]
+    lines.append('  printf("kStepMode=%d\\n", io::kStepMode ? 1 : 0);')
+    lines.append('  for (int i = 0; i < io::kNumClasses; ++i) '
+                 'printf("kClassNames[%d]=%s\\n", i, io::kClassNames[i]);')
+    if spec.state_sizes:
+        for k in ("kStateSizes", "kStateInputPositions", "kStateInputZeroPoints",
+                  "kStateOutputPositions", "kStateOutputZeroPoints"):
+            lines.append(f'  for (int i = 0; i < io::kNumStates; ++i) '
+                         f'printf("{k}[%d]=%d\\n", i, io::{k}[i]);')
+        for k in ("kStateInputScales", "kStateOutputScales"):
+            lines.append(f'  for (int i = 0; i < io::kNumStates; ++i) '
+                         f'printf("{k}[%d]=%.9g\\n", i, static_cast<double>(io::{k}[i]));')
+    return "\n".join(lines + ["  return 0;", "}", ""])
+
+
+def expected_io(spec: SketchSpec) -> dict[str, str]:
+    x, y = spec.input("x"), spec.output("y")
+    f32 = lambda v: float(np.float32(v))  # noqa: E731 - the header's constants are float32
+    exp = dict(kArenaSize=spec.arena_bytes, kFeatures=spec.features, kTimesteps=spec.timesteps,
+               kInputPosition=x.position, kInputZeroPoint=x.zero_point, kInputScale=f32(x.scale),
+               kOutputPosition=y.position, kOutputZeroPoint=y.zero_point,
+               kOutputScale=f32(y.scale), kNumClasses=spec.num_classes,
+               kNumStates=len(spec.state_sizes), kModelName=spec.name,
+               kQuantization=spec.quantization, kMode=spec.mode,
+               kStepMode=int(spec.mode == "step"))
+    exp.update({f"kClassNames[{i}]": n for i, n in enumerate(spec.class_names)})
+    for i, size in enumerate(spec.state_sizes):
+        tin, tout = spec.input(f"state_{i}"), spec.output(f"state_{i}_out")
+        exp.update({f"kStateSizes[{i}]": size, f"kStateInputPositions[{i}]": tin.position,
+                    f"kStateInputZeroPoints[{i}]": tin.zero_point,
+                    f"kStateOutputPositions[{i}]": tout.position,
+                    f"kStateOutputZeroPoints[{i}]": tout.zero_point,
+                    f"kStateInputScales[{i}]": f32(tin.scale),
+                    f"kStateOutputScales[{i}]": f32(tout.scale)})
+    return exp
+
+
+def parse_dump(text: str) -> dict[str, object]:
+    out = {}
+    for line in text.splitlines():
+        key, value = line.split("=", 1)
+        if "Scale" in key:
+            out[key] = float(np.float32(float(value)))  # %.9g round-trips a float32
+        else:
+            try:
+                out[key] = int(value)
+            except ValueError:
+                out[key] = value
+    return out
+
+
+@needs_gxx
+@pytest.mark.parametrize("std", ["c++11", "c++17"])
+@pytest.mark.parametrize("kind", ["step_int8", "fused_int8", "unrolled_float32", "odd_names"])
+def test_model_io_header_compiles_standalone_and_matches_the_spec(tmp_path, kind, std):
+    if kind == "odd_names":
+        spec = fused_spec(class_names=('say "yes"?', "café\\ñ"))
+    else:
+        spec = SPECS[kind]()
+    (tmp_path / f"{spec.name}_model_io.h").write_text(model_io_header(spec))
+    main = tmp_path / "main.cc"
+    main.write_text(io_dump_main(spec))
+    run = compile_and_run(tmp_path, [main], include=[tmp_path], flags=[f"-std={std}"])
+    assert parse_dump(run.stdout) == expected_io(spec)
+
+
+# -- sketch contents, snapshots --------------------------------------------------------------------
+
+def check_snapshot(name: str, text: str) -> None:
+    path = SNAPSHOTS / name
+    if UPDATE_SNAPSHOTS:
+        SNAPSHOTS.mkdir(exist_ok=True)
+        path.write_text(text)
+    assert path.exists(), f"No snapshot {path}; create it with RNNEDGE_UPDATE_SNAPSHOTS=1."
+    assert text == path.read_text(), (
+        f"{name} differs from its snapshot. If the change is intended, regenerate with "
+        "RNNEDGE_UPDATE_SNAPSHOTS=1 and review the diff.")
+
+
+@pytest.mark.parametrize("kind", ["step_int8", "fused_int8"])
+def test_sketch_snapshot(kind):
+    spec = SPECS[kind]()
+    files = arduino_sketch(spec)
+    check_snapshot(f"{kind}.ino", files[f"{spec.name}/{spec.name}.ino"])
+    check_snapshot(f"{kind}_model_io.h", files[f"{spec.name}/{spec.name}_model_io.h"])
+
+
+@pytest.mark.parametrize("kind", list(SPECS))
+def test_sketch_files(kind):
+    spec = SPECS[kind]()
+    files = arduino_sketch(spec)
+    n = spec.name
+    assert sorted(files) == sorted(f"{n}/{f}" for f in (
+        f"{n}.ino", f"{n}_model_data.h", f"{n}_model_data.cpp", f"{n}_model_io.h", "README.md"))
+    ino = files[f"{n}/{n}.ino"]
+    for include in ("#include <TensorFlowLite.h>",
+                    '#include "tensorflow/lite/micro/micro_interpreter.h"',
+                    '#include "tensorflow/lite/micro/micro_mutable_op_resolver.h"',
+                    '#include "tensorflow/lite/schema/schema_generated.h"',
+                    f'#include "{n}_model_data.h"', f'#include "{n}_model_io.h"'):
+        assert include in ino
+    assert f"tflite::GetModel(g_{n}_model_data)" in ino
+    assert "model->version() != TFLITE_SCHEMA_VERSION" in ino
+    assert "alignas(16) static uint8_t tensor_arena[io::kArenaSize];" in ino
+    assert "AllocateTensors() != kTfLiteOk" in ino and "static bool read_sample(float* x)" in ino
+    assert "#include <Arduino.h>" not in ino
+    assert files[f"{n}/{n}_model_data.cpp"] == c_array(
+        spec.flatbuffer, n, quantization=spec.quantization)[f"{n}_model_data.cc"]
+    assert "PROGMEM" not in files[f"{n}/{n}_model_data.cpp"]
+    readme = files[f"{n}/README.md"]
+    for needle in ("Arduino_TensorFlowLite", "tflite-micro-arduino-examples", spec.fqbn,
+                   f"{spec.arena_bytes:,} bytes", "recording allocator", "margin",
+                   "read_sample()", "Expected output", f"{spec.features} comma-separated"):
+        assert needle in readme, needle
+
+
+@pytest.mark.parametrize("kind", list(SPECS))
+def test_resolver_has_exactly_the_model_ops(kind):
+    spec = SPECS[kind]()
+    ino = arduino_sketch(spec)[f"{spec.name}/{spec.name}.ino"]
+    sizes = re.findall(r"static tflite::MicroMutableOpResolver<(\d+)> resolver;", ino)
+    added = re.findall(r"^  resolver\.(Add\w+)\(\);$", ino, flags=re.M)
+    assert sizes == [str(len(spec.resolver_methods))]
+    assert added == list(spec.resolver_methods)
+    assert len(set(added)) == len(added)
+    assert "AllOpsResolver" not in ino
+
+
+def test_state_handling_matches_the_scales():
+    ino = arduino_sketch(step_spec())["har_fastgrnn/har_fastgrnn.ino"]
+    assert "memcpy(state_0, state_0_output->data.int8, sizeof(state_0));" in ino
+    assert "state_1[i] = quantize_int8(value, io::kStateInputScales[1]" in ino
+    same = step_spec(outputs=(TensorInfo("y", 0, (1, 3), "int8", 1 / 256, -128),
+                              TensorInfo("state_0_out", 1, (1, 4), "int8", 0.0123, -5),
+                              TensorInfo("state_1_out", 2, (1, 2), "int8", 0.0171, 3)))
+    ino = arduino_sketch(same)["har_fastgrnn/har_fastgrnn.ino"]
+    assert "dequantize(state_" not in ino
+    assert "memcpy(state_1, state_1_output->data.int8, sizeof(state_1));" in ino
+    fused = arduino_sketch(fused_spec())["kws_lstm/kws_lstm.ino"]
+    assert "interpreter->Reset();" in fused and "state_" not in fused
+    flt = arduino_sketch(unrolled_float_spec())["tiny_rnn/tiny_rnn.ino"]
+    assert "quantize" not in flt.lower() and "<math.h>" not in flt and "Reset()" not in flt
+
+
+def test_platformio_project():
+    spec = step_spec()
+    files = platformio_project(spec)
+    assert sorted(files) == sorted([
+        "platformio.ini", "src/main.cpp", "src/har_fastgrnn_model_data.cc",
+        "include/har_fastgrnn_model_data.h", "include/har_fastgrnn_model_io.h", "README.md"])
+    ini = files["platformio.ini"]
+    assert "[env:nano33ble]" in ini and "board = nano33ble" in ini
+    assert "platform = nordicnrf52" in ini and "framework = arduino" in ini
+    assert re.search(r"lib_deps =\n +https://github.com/tensorflow/tflite-micro-arduino-examples",
+                     ini)
+    main = files["src/main.cpp"]
+    ino = arduino_sketch(spec)["har_fastgrnn/har_fastgrnn.ino"]
+    assert main.replace("#include <Arduino.h>\n", "", 1) == ino
+    assert main.index("#include <Arduino.h>") < main.index("#include <TensorFlowLite.h>")
+    assert "pio run -t upload" in files["README.md"]
+
+
+def test_projects_refuse_boards_without_tflm():
+    with pytest.raises(ValueError, match="PROGMEM.*does not run on 8-bit AVR"):
+        arduino_sketch(step_spec(progmem=True, board_name="Arduino Uno"))
+    with pytest.raises(ValueError, match="PROGMEM"):
+        platformio_project(step_spec(progmem=True))
+    with pytest.raises(ValueError, match="no PlatformIO board"):
+        platformio_project(step_spec(platformio_board=None))
+
+
+# -- running the sketch on the host ----------------------------------------------------------------
+
+FAKE_HEADERS = {
+    "Arduino.h": r"""
+#ifndef FAKE_ARDUINO_H_
+#define FAKE_ARDUINO_H_
+// Host stand-in for the Arduino core: Serial reads stdin and writes stdout.
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+class FakeSerial {
+ public:
+  void begin(long baud) { (void)baud; }
+  explicit operator bool() const { return true; }
+  int available();
+  int read();
+  size_t print(const char* s) { return static_cast<size_t>(printf("%s", s)); }
+  size_t print(char c) { return static_cast<size_t>(printf("%c", c)); }
+  size_t print(int v, int base = 10) { (void)base; return static_cast<size_t>(printf("%d", v)); }
+  size_t print(unsigned int v, int base = 10) {
+    (void)base;
+    return static_cast<size_t>(printf("%u", v));
+  }
+  size_t print(long v, int base = 10) { (void)base; return static_cast<size_t>(printf("%ld", v)); }
+  size_t print(unsigned long v, int base = 10) {
+    (void)base;
+    return static_cast<size_t>(printf("%lu", v));
+  }
+  size_t print(double v, int digits = 2) { return static_cast<size_t>(printf("%.*f", digits, v)); }
+  size_t println() { return static_cast<size_t>(printf("\r\n")); }
+  template <typename T>
+  size_t println(T v) { return print(v) + println(); }
+  template <typename T>
+  size_t println(T v, int extra) { return print(v, extra) + println(); }
+};
+extern FakeSerial Serial;
+unsigned long millis();
+#endif
+""",
+    "TensorFlowLite.h": "// Host stand-in: the real library header only sets up include paths.\n",
+    "tensorflow/lite/c/common.h": r"""
+#ifndef FAKE_COMMON_H_
+#define FAKE_COMMON_H_
+#include <stddef.h>
+#include <stdint.h>
+// The fields of TfLiteTensor the sketch uses, with TFLite's names and enum values.
+typedef enum TfLiteStatus { kTfLiteOk = 0, kTfLiteError = 1 } TfLiteStatus;
+typedef enum {
+  kTfLiteNoType = 0, kTfLiteFloat32 = 1, kTfLiteInt16 = 7, kTfLiteInt8 = 9
+} TfLiteType;
+typedef union TfLitePtrUnion { float* f; int8_t* int8; int16_t* i16; void* data; } TfLitePtrUnion;
+typedef struct TfLiteQuantizationParams {
+  float scale;
+  int32_t zero_point;
+} TfLiteQuantizationParams;
+typedef struct TfLiteTensor {
+  TfLiteType type;
+  TfLitePtrUnion data;
+  void* dims;
+  TfLiteQuantizationParams params;
+  size_t bytes;
+} TfLiteTensor;
+#endif
+""",
+    "tensorflow/lite/schema/schema_generated.h": r"""
+#ifndef FAKE_SCHEMA_H_
+#define FAKE_SCHEMA_H_
+#include <stdint.h>
+namespace tflite {
+struct Model {
+  uint32_t version() const { return 3; }
+};
+const Model* GetModel(const void* buf);
+}  // namespace tflite
+#endif
+""",
+    "tensorflow/lite/micro/system_setup.h": r"""
+#ifndef FAKE_SYSTEM_SETUP_H_
+#define FAKE_SYSTEM_SETUP_H_
+namespace tflite {
+void InitializeTarget();
+}  // namespace tflite
+#endif
+""",
+    "tensorflow/lite/micro/micro_mutable_op_resolver.h": r"""
+#ifndef FAKE_RESOLVER_H_
+#define FAKE_RESOLVER_H_
+#include "tensorflow/lite/c/common.h"
+void fake_register(const char* name, unsigned int capacity);
+namespace tflite {
+class MicroOpResolver {
+ public:
+  virtual ~MicroOpResolver() {}
+};
+// Like the real one: tOpCount slots, and adding one more (or an op twice) is an error.
+template <unsigned int tOpCount>
+class MicroMutableOpResolver : public MicroOpResolver {
+ public:
+#define FAKE_OP(NAME) \
+  TfLiteStatus Add##NAME() { return Register(#NAME); }
+  FAKE_OP(Add) FAKE_OP(Sub) FAKE_OP(Mul) FAKE_OP(FullyConnected) FAKE_OP(Tanh)
+  FAKE_OP(Logistic) FAKE_OP(Softmax) FAKE_OP(Quantize) FAKE_OP(Dequantize) FAKE_OP(Reshape)
+  FAKE_OP(UnidirectionalSequenceLSTM) FAKE_OP(StridedSlice) FAKE_OP(Concatenation)
+#undef FAKE_OP
+ private:
+  TfLiteStatus Register(const char* name) {
+    for (unsigned int i = 0; i < count_; ++i) {
+      if (names_[i] == name) return kTfLiteError;
+    }
+    if (count_ >= tOpCount) return kTfLiteError;
+    names_[count_++] = name;
+    fake_register(name, tOpCount);
+    return kTfLiteOk;
+  }
+  const char* names_[tOpCount] = {};
+  unsigned int count_ = 0;
+};
+}  // namespace tflite
+#endif
+""",
+    "tensorflow/lite/micro/micro_interpreter.h": r"""
+#ifndef FAKE_INTERPRETER_H_
+#define FAKE_INTERPRETER_H_
+#include <stddef.h>
+#include <stdint.h>
+#include "tensorflow/lite/c/common.h"
+#include "tensorflow/lite/micro/micro_mutable_op_resolver.h"
+#include "tensorflow/lite/schema/schema_generated.h"
+#define TFLITE_SCHEMA_VERSION (3)
+namespace tflite {
+class MicroResourceVariables;
+class MicroProfiler;
+class MicroInterpreter {
+ public:
+  MicroInterpreter(const Model* model, const MicroOpResolver& op_resolver, uint8_t* tensor_arena,
+                   size_t tensor_arena_size, MicroResourceVariables* resource_variables = nullptr,
+                   MicroProfiler* profiler = nullptr);
+  TfLiteStatus AllocateTensors();
+  TfLiteStatus Invoke();
+  TfLiteTensor* input(size_t index);
+  TfLiteTensor* output(size_t index);
+  TfLiteStatus Reset();
+
+ private:
+  uint8_t* arena_;
+  size_t arena_size_;
+};
+}  // namespace tflite
+#endif
+""",
+}
+
+# The toy model, in raw (quantized) values, identical in C++ (HARNESS) and Python (ToyRunner):
+#   state_i_out[j] = saturate(state_i[j] + x[j % F])
+#   k = floor(sum(x) + sum(state_0_out) + counter) mod C;  y[c] = HIGH if c == k else LOW
+# where counter counts Invokes since the last Reset() and stands for the variable tensors of a
+# fused LSTM (only in fused mode). After each Invoke every input tensor is overwritten with junk,
+# as TFLite Micro may reuse input memory for intermediate tensors.
+HIGH_LOW = {"int8": (100, -100), "int16": (20000, -20000), "float32": (0.875, 0.0625)}
+TF_TYPES = {"float32": "kTfLiteFloat32", "int8": "kTfLiteInt8", "int16": "kTfLiteInt16"}
+C_TYPES = {"float32": "float", "int8": "int8_t", "int16": "int16_t"}
+
+HARNESS = r"""
+#include <Arduino.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <string>
+#include <vector>
+#include "tensorflow/lite/micro/micro_interpreter.h"
+#include "tensorflow/lite/micro/system_setup.h"
+
+void setup();
+void loop();
+
+FakeSerial Serial;
+static std::string g_stdin;
+static size_t g_read = 0;
+static bool g_loaded = false;
+static void load() {
+  if (g_loaded) return;
+  for (int c = getchar(); c != EOF; c = getchar()) g_stdin.push_back(static_cast<char>(c));
+  g_loaded = true;
+}
+int FakeSerial::available() { load(); return static_cast<int>(g_stdin.size() - g_read); }
+int FakeSerial::read() {
+  load();
+  return g_read < g_stdin.size() ? static_cast<unsigned char>(g_stdin[g_read++]) : -1;
+}
+unsigned long millis() { return 0; }
+
+static std::vector<std::string> g_ops;
+static unsigned int g_capacity = 0;
+void fake_register(const char* name, unsigned int capacity) {
+  g_ops.push_back(name);
+  g_capacity = capacity;
+}
+
+namespace tflite {
+void InitializeTarget() {}
+static const Model g_model = {};
+const Model* GetModel(const void* buf) { return buf == nullptr ? nullptr : &g_model; }
+}  // namespace tflite
+
+struct Desc { TfLiteType type; float scale; int32_t zero_point; int count; };
+//@TABLES@
+
+static TfLiteTensor g_inputs[kNumIn];
+static TfLiteTensor g_outputs[kNumOut];
+static long g_counter = 0;
+static bool g_allocated = false;
+
+static int elem_size(TfLiteType t) { return t == kTfLiteFloat32 ? 4 : (t == kTfLiteInt16 ? 2 : 1); }
+static double get(const TfLiteTensor& t, int i) {
+  if (t.type == kTfLiteFloat32) return t.data.f[i];
+  if (t.type == kTfLiteInt16) return t.data.i16[i];
+  return t.data.int8[i];
+}
+static void put(TfLiteTensor& t, int i, double v) {
+  if (t.type == kTfLiteFloat32) { t.data.f[i] = static_cast<float>(v); return; }
+  const double lo = t.type == kTfLiteInt16 ? -32768 : -128;
+  const double hi = t.type == kTfLiteInt16 ? 32767 : 127;
+  v = v < lo ? lo : (v > hi ? hi : v);
+  if (t.type == kTfLiteInt16) t.data.i16[i] = static_cast<int16_t>(v);
+  else t.data.int8[i] = static_cast<int8_t>(v);
+}
+static void trace(const TfLiteTensor& t, int count) {
+  for (int i = 0; i < count; ++i) {
+    if (t.type == kTfLiteFloat32) fprintf(stderr, "%s%.9g", i ? "," : "", get(t, i));
+    else fprintf(stderr, "%s%d", i ? "," : "", static_cast<int>(get(t, i)));
+  }
+}
+
+namespace tflite {
+MicroInterpreter::MicroInterpreter(const Model* model, const MicroOpResolver& op_resolver,
+                                   uint8_t* tensor_arena, size_t tensor_arena_size,
+                                   MicroResourceVariables* resource_variables,
+                                   MicroProfiler* profiler)
+    : arena_(tensor_arena), arena_size_(tensor_arena_size) {
+  (void)model; (void)op_resolver; (void)resource_variables; (void)profiler;
+}
+TfLiteStatus MicroInterpreter::AllocateTensors() {
+  if (reinterpret_cast<uintptr_t>(arena_) % 16 != 0) return kTfLiteError;
+  size_t used = 0;
+  for (int k = 0; k < kNumIn + kNumOut; ++k) {
+    const Desc& d = k < kNumIn ? kIn[k] : kOut[k - kNumIn];
+    TfLiteTensor& t = k < kNumIn ? g_inputs[k] : g_outputs[k - kNumIn];
+    t.type = d.type;
+    t.params.scale = d.scale;
+    t.params.zero_point = d.zero_point;
+    t.bytes = static_cast<size_t>(d.count * elem_size(d.type));
+    t.data.data = arena_ + used;
+    used += (t.bytes + 15) / 16 * 16;
+  }
+  if (used > arena_size_) return kTfLiteError;
+  g_allocated = true;
+  return kTfLiteOk;
+}
+TfLiteTensor* MicroInterpreter::input(size_t i) {
+  return g_allocated && i < kNumIn ? &g_inputs[i] : nullptr;
+}
+TfLiteTensor* MicroInterpreter::output(size_t i) {
+  return g_allocated && i < kNumOut ? &g_outputs[i] : nullptr;
+}
+TfLiteStatus MicroInterpreter::Reset() { g_counter = 0; return kTfLiteOk; }
+TfLiteStatus MicroInterpreter::Invoke() {
+  fprintf(stderr, "invoke");
+  for (int p = 0; p < kNumIn; ++p) {
+    fprintf(stderr, " in%d=", p);
+    trace(g_inputs[p], kIn[p].count);
+  }
+  fprintf(stderr, "\n");
+  const TfLiteTensor& x = g_inputs[kX];
+  double sum = 0;
+  for (int i = 0; i < kIn[kX].count; ++i) sum += get(x, i);
+  for (int s = 0; s < kNumStates; ++s) {
+    TfLiteTensor& out = g_outputs[kStateOut[s]];
+    for (int j = 0; j < kOut[kStateOut[s]].count; ++j) {
+      put(out, j, get(g_inputs[kStateIn[s]], j) + get(x, j % kFeatures));
+    }
+  }
+  if (kNumStates > 0) {
+    for (int j = 0; j < kOut[kStateOut[0]].count; ++j) sum += get(g_outputs[kStateOut[0]], j);
+  }
+  sum += static_cast<double>(g_counter);
+  if (kHasVariables) ++g_counter;
+  const long k = ((static_cast<long>(floor(sum)) % kClasses) + kClasses) % kClasses;
+  for (int c = 0; c < kClasses; ++c) put(g_outputs[kY], c, c == k ? kHigh : kLow);
+  for (int p = 0; p < kNumIn; ++p) memset(g_inputs[p].data.data, 0x5a, g_inputs[p].bytes);
+  return kTfLiteOk;
+}
+}  // namespace tflite
+
+int main() {
+  setup();
+  // Run loop() while it consumes input (a sketch whose setup failed reads nothing).
+  for (size_t before = g_read + 1; Serial.available() > 0 && g_read != before;) {
+    before = g_read;
+    loop();
+  }
+  loop();
+  printf("ops:");
+  for (const std::string& op : g_ops) printf(" %s", op.c_str());
+  printf(" capacity=%u\n", g_capacity);
+  return 0;
+}
+"""
+
+
+def harness(spec: SketchSpec, *, tensor_spec: SketchSpec | None = None) -> str:
+    """The harness C++ for ``spec``; ``tensor_spec`` gives the interpreter's tensors when they
+    should differ from what the sketch expects."""
+    model = tensor_spec or spec
+    step = model.mode == "step"
+
+    def desc(t: IOTensor, count: int) -> str:
+        return f"{{{TF_TYPES[t.dtype]}, {float(np.float32(t.scale))!r}f, {t.zero_point}, {count}}}"
+
+    def count(t: IOTensor) -> int:
+        if t.name == "x":
+            return model.features * (1 if step else model.timesteps)
+        if t.name == "y":
+            return model.num_classes
+        return model.state_sizes[int(t.name.split("_")[1])]
+
+    n_states = len(model.state_sizes)
+    ins = sorted(model.inputs, key=lambda t: t.position)
+    outs = sorted(model.outputs, key=lambda t: t.position)
+    high, low = HIGH_LOW[model.output("y").dtype]
+    state_in = [model.input(f"state_{i}").position for i in range(n_states)] or [0]
+    state_out = [model.output(f"state_{i}_out").position for i in range(n_states)] or [0]
+    tables = "\n".join([
+        f"constexpr int kNumIn = {len(ins)};",
+        f"constexpr int kNumOut = {len(outs)};",
+        f"static const Desc kIn[kNumIn] = {{{', '.join(desc(t, count(t)) for t in ins)}}};",
+        f"static const Desc kOut[kNumOut] = {{{', '.join(desc(t, count(t)) for t in outs)}}};",
+        f"constexpr int kX = {model.input('x').position};",
+        f"constexpr int kY = {model.output('y').position};",
+        f"constexpr int kFeatures = {model.features};",
+        f"constexpr int kClasses = {model.num_classes};",
+        f"constexpr int kNumStates = {n_states};",
+        f"static const int kStateIn[] = {{{', '.join(map(str, state_in))}}};",
+        f"static const int kStateOut[] = {{{', '.join(map(str, state_out))}}};",
+        f"constexpr bool kHasVariables = {'true' if model.mode == 'fused' else 'false'};",
+        f"constexpr double kHigh = {high!r}, kLow = {low!r};",
+    ])
+    return HARNESS.replace("//@TABLES@", tables)
+
+
+class ToyRunner:
+    """The toy model of the harness, with the runner interface of ``micro_targets.emulate``."""
+
+    def __init__(self, spec: SketchSpec):
+        self.spec = spec
+        self.inputs: dict[int, np.ndarray] = {}
+        self.outputs: dict[int, np.ndarray] = {}
+        self.counter = 0
+        self.trace: list[list[np.ndarray]] = []
+
+    def set(self, position: int, value: np.ndarray) -> None:
+        self.inputs[position] = np.array(value).reshape(-1)
+
+    def reset(self) -> None:
+        self.counter = 0
+
+    def get(self, position: int) -> np.ndarray:
+        return self.outputs[position]
+
+    @staticmethod
+    def _saturate(values: np.ndarray, dtype: str) -> np.ndarray:
+        if dtype == "float32":
+            return values.astype(np.float32)
+        info = np.iinfo(dtype)
+        return np.clip(values, info.min, info.max).astype(dtype)
+
+    def invoke(self) -> None:
+        spec = self.spec
+        self.trace.append([self.inputs[p].copy() for p in range(len(spec.inputs))])
+        x = self.inputs[spec.input("x").position].astype(np.float64)
+        total = float(np.sum(x))
+        for i in range(len(spec.state_sizes)):
+            s_in = self.inputs[spec.input(f"state_{i}").position].astype(np.float64)
+            out = spec.output(f"state_{i}_out")
+            value = s_in + x[np.arange(s_in.size) % spec.features]
+            self.outputs[out.position] = self._saturate(value, out.dtype)
+            if i == 0:
+                total += float(np.sum(self.outputs[out.position].astype(np.float64)))
+        total += self.counter
+        if spec.mode == "fused":
+            self.counter += 1
+        y = spec.output("y")
+        k = int(np.floor(total)) % spec.num_classes
+        high, low = HIGH_LOW[y.dtype]
+        scores = np.where(np.arange(spec.num_classes) == k, high, low)
+        self.outputs[y.position] = self._saturate(scores.astype(np.float64), y.dtype)
+
+
+def tensor_info(t: IOTensor) -> TensorInfo:
+    return TensorInfo(t.name, t.position, t.shape or (), t.dtype, t.scale, t.zero_point)
+
+
+def oracle(spec: SketchSpec, windows: np.ndarray):
+    """What the sketch must print and pass to each Invoke, from the emulator's caller code."""
+    converted = types.SimpleNamespace(
+        mode=spec.mode, state_sizes=spec.state_sizes,
+        inputs=tuple(tensor_info(t) for t in spec.inputs),
+        outputs=tuple(tensor_info(t) for t in spec.outputs))
+    x_info = next(t for t in converted.inputs if t.name == "x")
+    y_info = next(t for t in converted.outputs if t.name == "y")
+    runner = ToyRunner(spec)
+    printed = []
+    for n, seq in enumerate(windows, start=1):
+        runner.reset()
+        if spec.mode == "step":
+            y, _ = _run_steps(converted, runner, seq, x_info)
+        else:  # as emulate() runs an unrolled/fused model
+            runner.set(x_info.position, x_info.quantize(seq[None]))
+            runner.invoke()
+            y = runner.get(y_info.position)
+        scores = y_info.dequantize(y.reshape(-1))
+        best = int(np.argmax(scores))
+        printed.append((n, spec.class_names[best], float(scores[best])))
+    return printed, runner.trace
+
+
+def sample_windows(spec: SketchSpec, n_windows: int) -> np.ndarray:
+    """Samples that quantize far from rounding ties (k + 0.25 steps), a few saturating, or
+    exact eighths for a float model (sums then have no rounding error)."""
+    rng = np.random.default_rng(7)
+    shape = (n_windows, spec.timesteps, spec.features)
+    x = spec.input("x")
+    if not x.quantized:
+        return (rng.integers(-24, 25, shape) / 8).astype(np.float32)
+    values = (rng.integers(-40, 40, shape) + 0.25) * x.scale
+    values[0, 1, 0], values[-1, -1, -1] = 1e6, -1e6  # saturate to the int8 limits
+    return values.astype(np.float32)
+
+
+def serial_text(windows: np.ndarray) -> tuple[str, np.ndarray]:
+    """Serial input for the windows with junk lines in between; also the values as parsed."""
+    lines = []
+    for w, window in enumerate(windows):
+        for t, sample in enumerate(window):
+            text = [f"{v:.9g}" for v in sample]
+            if t == 1:
+                lines.append("1,2,3,4,5,6,7,8,9,10")  # too many values: ignored
+                lines.append("")  # empty: skipped
+            if t == 2 and w == 0:
+                lines.append(" , ".join(text) + " \r")  # spaces and CR are accepted
+            else:
+                lines.append(",".join(text))
+    parsed = np.array([[float(v) for v in line.split(",")] for line in
+                       (",".join(f"{v:.9g}" for v in s) for s in windows.reshape(
+                           -1, windows.shape[-1]))], np.float32).reshape(windows.shape)
+    return "\n".join(lines) + "\n", parsed
+
+
+def run_sketch(tmp_path: Path, spec: SketchSpec, stdin: str, *,
+               tensor_spec: SketchSpec | None = None) -> subprocess.CompletedProcess:
+    fake = tmp_path / "fake"
+    write_files(fake, FAKE_HEADERS)
+    project = tmp_path / "project"
+    write_files(project, platformio_project(spec))
+    (tmp_path / "harness.cc").write_text(harness(spec, tensor_spec=tensor_spec))
+    return compile_and_run(
+        tmp_path, [project / "src/main.cpp", project / f"src/{spec.name}_model_data.cc",
+                   tmp_path / "harness.cc"],
+        include=[fake, project / "include"], stdin=stdin)
+
+
+def parse_trace(stderr: str, spec: SketchSpec) -> list[list[np.ndarray]]:
+    invokes = []
+    for line in stderr.splitlines():
+        if not line.startswith("invoke"):
+            continue
+        fields = dict(f.split("=", 1) for f in line.split()[1:])
+        tensors = []
+        for p in range(len(spec.inputs)):
+            dtype = next(t.dtype for t in spec.inputs if t.position == p)
+            tensors.append(np.array([float(v) for v in fields[f"in{p}"].split(",")]
+                                    ).astype(dtype))
+        invokes.append(tensors)
+    return invokes
+
+
+@needs_gxx
+@pytest.mark.parametrize("kind", list(SPECS))
+def test_sketch_runs_like_the_emulator(tmp_path, kind):
+    spec = SPECS[kind]()
+    windows = sample_windows(spec, 3)
+    stdin, parsed = serial_text(windows)
+    stdin += ",".join(["0.5"] * spec.features) + "\n"  # an unfinished window: no prediction
+    run = run_sketch(tmp_path, spec, stdin)
+    out = run.stdout.splitlines()
+    assert out[0].startswith(f"{spec.name} ready: send {spec.features} comma-separated values")
+    expected, expected_trace = oracle(spec, parsed)
+    predictions = [re.fullmatch(r"window (\d+): (.+) (-?\d+\.\d{4})\r?", line) for line in out]
+    predictions = [(int(m[1]), m[2], float(m[3])) for m in predictions if m]
+    assert [p[:2] for p in predictions] == [e[:2] for e in expected]
+    np.testing.assert_allclose([p[2] for p in predictions], [e[2] for e in expected],
+                               atol=PRINTED_SCORE_ATOL)
+    # Every Invoke got exactly what the emulator's caller gives it (quantized input, state fed
+    # back and re-quantized, zero state at each window start), LSB for LSB.
+    trace = parse_trace(run.stderr, spec)
+    # A step model also ran the one sample of the unfinished window.
+    assert len(trace) == len(expected_trace) + (spec.mode == "step")
+    for got, want in zip(trace, expected_trace):
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w.reshape(-1))
+    ignored = [line for line in out if line.startswith("Ignored a line")]
+    assert len(ignored) == 3 and "expected " + str(spec.features) in ignored[0]
+    assert out[-1] == f"ops: {' '.join(m[3:] for m in spec.resolver_methods)} " \
+                      f"capacity={len(spec.resolver_methods)}"
+
+
+@needs_gxx
+def test_sketch_reports_a_small_arena(tmp_path):
+    spec = step_spec(arena_bytes=32)
+    run = run_sketch(tmp_path, spec, "0,0,0\n" * 5)
+    assert "AllocateTensors() failed: raise kArenaSize (32 bytes) in har_fastgrnn_model_io.h." \
+        in run.stdout
+    assert "invoke" not in run.stderr and "window" not in run.stdout
+
+
+@needs_gxx
+def test_sketch_refuses_a_model_that_does_not_match_its_header(tmp_path):
+    spec = step_spec()
+    other = step_spec(outputs=(TensorInfo("y", 0, (1, 3), "int8", 1 / 256, -128),
+                               TensorInfo("state_0_out", 1, (1, 4), "int8", 0.0123, -5),
+                               TensorInfo("state_1_out", 2, (1, 2), "int8", 0.02, 1)))
+    run = run_sketch(tmp_path, spec, "0,0,0\n" * 5, tensor_spec=other)
+    assert "Tensor state_1_out does not match har_fastgrnn_model_io.h" in run.stdout
+    assert "invoke" not in run.stderr
