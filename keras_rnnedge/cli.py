@@ -191,6 +191,11 @@ def _add_demo(subparsers) -> None:
     parser.add_argument("--max-train", type=int, default=None,
                         help="use only this many training windows (quick runs)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--target", default="nano33ble",
+                        help="board to export for and emulate (default: %(default)s); "
+                        "'none' skips the export")
+    parser.add_argument("--max-test", type=int, default=None,
+                        help="emulate only this many test windows (default: all)")
     parser.set_defaults(run=_run_demo)
 
 
@@ -200,7 +205,9 @@ def _run_demo(args: argparse.Namespace) -> int:
     try:
         result = run_demo(args.out, epochs=args.epochs, num_classes=args.classes,
                           max_train=args.max_train, seed=args.seed,
-                          log=lambda line: print(line, flush=True))
+                          log=lambda line: print(line, flush=True),
+                          target=None if args.target == "none" else args.target,
+                          max_test=args.max_test)
     except ValueError as exc:
         raise CommandError(str(exc)) from exc
     print()
@@ -213,6 +220,16 @@ def _run_demo(args: argparse.Namespace) -> int:
           f"{totals.bytes_f32 / 1024:.2f} KB at float32 "
           f"({totals.nonzero_params} of {totals.params} parameters non-zero)")
     print(f"saved             {result.model_path}")
+    if result.conversion is not None:
+        conv = result.conversion
+        audit = conv.audit
+        print(f"exported          {result.export_path} (int8, step mode, "
+              f"{conv.target.display_name}: flatbuffer {len(conv.flatbuffer):,} B, "
+              f"TFLM arena {audit.arena_bytes:,} B, fits: {'yes' if audit.fits else 'no'})")
+        print(f"int8 on TFLM      {100 * result.int8_accuracy:.2f} % test accuracy over "
+              f"{result.emulated_windows} windows; {100 * result.int8_agreement:.2f} % of "
+              f"predictions equal Keras; {1e6 * result.int8_seconds_per_step:.1f} us per "
+              "step on this host")
     return 0
 
 

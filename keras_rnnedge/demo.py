@@ -1,8 +1,11 @@
-"""The main job: train a compressed FastGRNN on the bundled HAR data and save it.
+"""The main job: train a compressed FastGRNN on the bundled HAR data, export it, emulate it.
 
 ``rnnedge demo`` calls :func:`run_demo`. The recipe is the FastGRNN paper's HAR configuration
 (hidden 80, ``r_W = 5``, ``r_U = 40``, ``s_W = 0.2``, ``s_U = 0.3``) with EdgeML's three phases:
-dense training, iterative hard thresholding, sparse fine-tuning with the support frozen.
+dense training, iterative hard thresholding, sparse fine-tuning with the support frozen. The
+trained model is converted to a full-integer (int8) one-step TFLite model for the Arduino Nano
+33 BLE Sense (flatbuffer, C array, Arduino sketch), and the int8 model is run over the test set
+in the TensorFlow Lite Micro interpreter on the host.
 """
 
 from __future__ import annotations
@@ -12,9 +15,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from keras_rnnedge._compat import keras
+from keras_rnnedge._compat import keras, np
 from keras_rnnedge.cells import FastGRNNCell
+from keras_rnnedge.converters import ConversionResult, convert
 from keras_rnnedge.datasets import load_har
+from keras_rnnedge.micro_targets.emulate import emulate
 from keras_rnnedge.optimize import HardThresholding
 from keras_rnnedge.summary import ModelSummary, summary
 
@@ -31,6 +36,12 @@ class DemoResult:
     train_seconds: float
     summary: ModelSummary
     model_path: Path
+    conversion: ConversionResult | None = None
+    export_path: Path | None = None
+    int8_accuracy: float | None = None
+    int8_agreement: float | None = None
+    int8_seconds_per_step: float | None = None
+    emulated_windows: int = 0
 
     @property
     def int8_bytes(self) -> int:
@@ -51,7 +62,8 @@ def build_fastgrnn_classifier(input_shape: tuple[int, int], num_classes: int, *,
 def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int = 30, num_classes: int = 6,
              batch_size: int = 64, learning_rate: float = 0.01, max_train: int | None = None,
              seed: int = 0, log: Callable[[str], None] | None = None,
-             verbose: int = 0) -> DemoResult:
+             verbose: int = 0, target: str | None = "nano33ble",
+             max_test: int | None = None) -> DemoResult:
     """Train FastGRNN with hard thresholding on bundled HAR data, evaluate, save the model.
 
     Args:
@@ -63,6 +75,9 @@ def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int = 30, num_classes
         seed: seeds weights and data order.
         log: called with one line of progress per epoch and phase.
         verbose: passed to ``model.fit``.
+        target: board to export for (int8, step mode) and emulate in TFLite Micro; ``None``
+            skips the export.
+        max_test: emulate only this many test windows (default: all).
 
     Returns:
         A :class:`DemoResult` (test accuracy, the summary, the saved model path).
@@ -103,6 +118,25 @@ def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int = 30, num_classes
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"fastgrnn_har{num_classes}.keras"
     model.save(path)
-    return DemoResult(test_accuracy=float(accuracy), num_classes=num_classes, epochs=epochs,
-                      train_seconds=seconds, summary=summary(model), model_path=path)
+    result = DemoResult(test_accuracy=float(accuracy), num_classes=num_classes, epochs=epochs,
+                        train_seconds=seconds, summary=summary(model), model_path=path)
+    if target is None:
+        return result
+
+    log(f"converting to int8 (step mode) for {target}...")
+    conversion = convert(model, target=target, quantization="int8", mode="step",
+                         representative_data=x_train[:64], name=f"fastgrnn_har{num_classes}",
+                         class_names=data.class_names)
+    export = conversion.save(out / f"{target}_fastgrnn_har{num_classes}", force=True)
+    x_test, y_test = data.x_test, data.y_test
+    if max_test is not None:
+        x_test, y_test = x_test[:max_test], y_test[:max_test]
+    log(f"emulating {len(x_test)} test windows step by step in TensorFlow Lite Micro...")
+    emulated = emulate(conversion, x_test, runtime="tflm")
+    keras_pred = model.predict(x_test, batch_size=256, verbose=0).argmax(-1)
+    return dataclasses.replace(
+        result, conversion=conversion, export_path=export,
+        int8_accuracy=float(np.mean(emulated.predictions() == y_test)),
+        int8_agreement=float(np.mean(emulated.predictions() == keras_pred)),
+        int8_seconds_per_step=emulated.seconds_per_step, emulated_windows=len(x_test))
 
