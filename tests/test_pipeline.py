@@ -212,3 +212,14 @@ def test_pruned_and_qat_models_convert(trained):
     want = qat.predict(x, verbose=0).argmax(-1)
     got = emulate(r, x, runtime="tflm").predictions()
     assert np.mean(got == want) >= tolerances.INT8_AGREEMENT
+
+
+def test_corrupt_tflite_in_a_saved_directory(int8_result_light, tmp_path, capsys):
+    out = int8_result_light.save(tmp_path / "out")
+    (out / "model.tflite").write_bytes(b"garbage" * 4)
+    with pytest.raises(ConversionError, match="not a TFLite flatbuffer"):
+        load_result(out)
+    data = tmp_path / "d.npz"
+    np.savez(data, x=np.zeros((2, T, F), "float32"))
+    assert cli.main(["emulate", str(out), "--data", str(data)]) == 2
+    assert "not a TFLite flatbuffer" in capsys.readouterr().err
