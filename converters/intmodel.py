@@ -1,0 +1,609 @@
+"""Integer model: a trained FastGRNN/FastRNN + Dense model in fixed point, and its NumPy oracle.
+
+:func:`quantize_model` reads a trained model (``plan_model``: recurrent layers, then a Dense
+head) and derives an :class:`IntModel`, whose :meth:`IntModel.step` and :meth:`IntModel.predict`
+are THE ORACLE of the generated C code (:mod:`keras_rnnedge.converters.cgen`): NumPy ``int64``
+arithmetic with an explicit saturation wherever the C code saturates, so the two agree bit for
+bit.
+
+Arithmetic (``Q = frac_bits``, default 15; ``ONE = 2**Q``)
+---------------------------------------------------------
+Number formats. A value ``v`` in format ``Qf`` is the integer ``round(v * 2**f)``.
+
+* Weights: per tensor ``int8`` or ``int16`` (``weight_bits``) with a power-of-two scale: the
+  largest ``f`` in ``[0, 30]`` with ``round(max|w| * 2**f) <= 2**(bits-1) - 1``. A tensor that
+  needs ``f < 0`` (``max|w| > 127.5`` for int8) or holds NaN/Inf is refused (``ValueError``).
+  Matrices are stored transposed (one row per output). A matrix is stored as CSR (values; column
+  indices ``uint8`` when it has at most 256 columns, else ``uint16``; ``uint16`` row pointers)
+  when that takes fewer bytes than the dense array. Low-rank factors stay factored.
+* Biases: ``int32`` in the format of the sum they are added to (``Q`` for the cells).
+* Inputs: per feature, ``x_q = sat16(round((x - offset) * scale))`` with ``offset`` the centre
+  and ``scale = ONE / half_range`` of the feature's range in the representative data, so the
+  calibrated range maps onto ``[-1, 1]`` in ``Q``. ``offset`` and the range are folded into the
+  first layer's input matrix (``W' = diag(half_range) W``) and biases (``b' = b + offset @ W``).
+* Recurrent state ``h``: ``int16`` in ``Q``.
+* Intermediate vectors (the rank-``r`` product of a low-rank factor, hidden Dense outputs):
+  ``int16`` in a format ``f`` calibrated from the representative data (the largest ``f <= 15``
+  with ``2 * max|v| * 2**f <= 32767``: a factor 2 of headroom).
+* Scores: ``int32`` in ``Q`` (``predict(...) / 2**Q`` are the head's pre-softmax outputs).
+
+Primitives (identical in C and here):
+
+* ``sat32(v)``/``sat16(v)``: clip to the ``int32``/``int16`` range.
+* ``rshift(v, s)`` (``s >= 1``): ``(v >> s) + ((v >> (s - 1)) & 1)``, i.e.
+  ``floor(v / 2**s + 1/2)`` (round half up) without the overflow of ``v + 2**(s-1)``;
+  arithmetic shifts of negative values (what gcc, clang and avr-gcc do).
+  ``shift(v, s)`` is ``rshift`` for ``s > 0``, ``v`` for ``s == 0`` and ``sat32(v * 2**-s)``
+  for ``s < 0``.
+* ``matvec(W, x)``: for each output ``i``, ``acc = 0``; for each input ``j`` in increasing order
+  (stored non-zeros only, for CSR) ``acc = sat32(acc + W[i, j] * x[j])``. The product of an
+  ``int16`` weight and an ``int16`` input fits ``int32``; adding zeros changes nothing, so dense
+  and CSR storage give the same result.
+* ``linear(M, x, xf -> yf)``: full rank ``shift(matvec(W, x), wf + xf - yf)``; low rank
+  ``t = sat16(shift(matvec(Wu, x), wfu + xf - tf))``, then ``shift(matvec(Wv, t), wfv + tf - yf)``.
+
+Activations, on an ``int32`` ``v`` in ``Qf`` (``one = 2**f``), results in ``Qf``:
+
+* ``quantized_tanh`` and ``tanh``: ``clip(v, -one, one)`` (exact for ``quantized_tanh``; for
+  ``tanh`` the slope-matched piecewise-linear approximation, EdgeML's ``quantTanh``).
+* ``quantized_sigmoid``: ``rshift(clip(v, -one, one) + one, 1)`` = ``clip((x + 1) / 2, 0, 1)``
+  (exact up to the rounding of the last bit).
+* ``sigmoid``: ``rshift(clip(v, -4 one, 4 one), 2) + one / 2``, clipped to ``[0, one]``:
+  ``clip(x / 4 + 1/2, 0, 1)``, slope-matched at 0 (max error 0.12 at ``|x| = 2``). The
+  substitutions made are listed in :attr:`IntModel.approximations`; measure their effect.
+* Dense only: ``relu`` ``max(v, 0)``; ``linear``; ``softmax`` (last layer only: omitted, the
+  scores are the logits; the argmax is unchanged).
+
+FastGRNN step (``x`` in ``Qxf``, ``h`` in ``Q``)::
+
+    a  = sat32(linear(W, x, xf -> Q) + linear(U, h, Q -> Q))
+    z  = sigma(sat32(a + b_z)),   c = phi(sat32(a + b_h))            # both in [0|-ONE, ONE]
+    k  = rshift(zeta_q * (ONE - z), Q)                               # zeta_q = round(sig(zeta) ONE)
+    h' = sat16(sat32(sat32(rshift(k * c, Q) + rshift(nu_q * c, Q)) + rshift(z * h, Q)))
+
+FastRNN step::
+
+    c  = phi(sat32(sat32(linear(W, x) + linear(U, h)) + b))
+    h' = sat16(sat32(rshift(alpha_q * c, Q) + rshift(beta_q * h, Q)))
+
+Every product there has factors of magnitude ``<= 2**15``, so it fits ``int32``. Dense layer
+(input in ``Qxf``, output in ``Qyf``; ``yf = Q`` for the last)::
+
+    y = act(sat32(linear(W, x, xf -> yf) + b));  hidden layers: y = sat16(y)
+
+Example:
+    >>> im = quantize_model(model, x_train[:256], weight_bits=8)   # doctest: +SKIP
+    >>> scores = im.run(x_test)                                     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from keras_rnnedge._compat import keras, np
+from keras_rnnedge.cells import FastGRNNCell, FastRNNCell
+from keras_rnnedge.cells.base import activation_name
+from keras_rnnedge.converters.lowering import plan_model, strip_wrappers
+
+__all__ = [
+    "SUPPORTED_LAYERS",
+    "IntDense",
+    "IntLinear",
+    "IntMatrix",
+    "IntModel",
+    "IntRecurrent",
+    "quantize_model",
+]
+
+INT16_MIN, INT16_MAX = -(2**15), 2**15 - 1
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+MAX_WEIGHT_FRAC = 30
+
+#: What :func:`quantize_model` accepts.
+SUPPORTED_LAYERS = ("RNN(FastGRNNCell)", "RNN(FastRNNCell)", "Dense", "Activation", "Dropout",
+                    "InputLayer")
+#: Activations of the cells (``activation``/``recurrent_activation``).
+CELL_ACTIVATIONS = ("tanh", "quantized_tanh", "sigmoid", "quantized_sigmoid")
+#: Activations of Dense layers (``softmax`` only on the last one).
+DENSE_ACTIVATIONS = CELL_ACTIVATIONS + ("relu", "linear", "softmax")
+_EXACT = {"quantized_tanh", "quantized_sigmoid", "relu", "linear"}
+_PWL = {"tanh": "clip(x, -1, 1)", "sigmoid": "clip(x / 4 + 1/2, 0, 1)"}
+
+
+# -- integer primitives (the C runtime does exactly this) --------------------------------------
+
+def sat32(v):
+    return np.clip(v, INT32_MIN, INT32_MAX)
+
+
+def sat16(v):
+    return np.clip(v, INT16_MIN, INT16_MAX)
+
+
+def rshift(v, s: int):
+    """Round-half-up right shift by ``s >= 1`` without overflow."""
+    v = np.asarray(v, np.int64)
+    return (v >> s) + ((v >> (s - 1)) & 1)
+
+
+def shift(v, s: int):
+    """``rshift`` for ``s > 0``; saturating multiplication by ``2**-s`` for ``s < 0``."""
+    v = np.asarray(v, np.int64)
+    if s > 0:
+        return rshift(v, s)
+    if s == 0:
+        return v
+    return sat32(v * (1 << -s))
+
+
+def matvec(w, x):
+    """``sat32`` accumulation of ``w[i, j] * x[j]`` over ``j`` in increasing order."""
+    w = np.asarray(w, np.int64)
+    x = np.asarray(x, np.int64)
+    acc = np.zeros(w.shape[0], np.int64)
+    for j in range(w.shape[1]):
+        acc = sat32(acc + w[:, j] * x[j])
+    return acc
+
+
+def activate(v, name: str, frac: int):
+    """An activation in ``Q{frac}`` (see the module docstring)."""
+    one = 1 << frac
+    v = np.asarray(v, np.int64)
+    if name in ("tanh", "quantized_tanh"):
+        return np.clip(v, -one, one)
+    if name == "quantized_sigmoid":
+        return rshift(np.clip(v, -one, one) + one, 1)
+    if name == "sigmoid":
+        return np.clip(rshift(np.clip(v, -4 * one, 4 * one), 2) + one // 2, 0, one)
+    if name == "relu":
+        return np.maximum(v, 0)
+    return v  # linear; softmax on the last layer (omitted)
+
+
+# -- the integer model --------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class IntMatrix:
+    """One quantized matrix, transposed: ``values[i, j]`` multiplies input ``j`` for output ``i``.
+
+    Attributes:
+        name: ``layer/weight`` (``rnn/kernel_u``...).
+        values: the integer values, shape ``(outputs, inputs)``.
+        frac: the scale is ``2**-frac``.
+        bits: 8 or 16.
+        float_range: ``(min, max)`` of the float weights quantized.
+    """
+
+    name: str
+    values: np.ndarray
+    frac: int
+    bits: int
+    float_range: tuple[float, float]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.values.shape)
+
+    @property
+    def nnz(self) -> int:
+        return int(np.count_nonzero(self.values))
+
+    @property
+    def col_bits(self) -> int:
+        return 8 if self.shape[1] <= 256 else 16
+
+    def dense_bytes(self) -> int:
+        return self.values.size * self.bits // 8
+
+    def csr_bytes(self) -> int:
+        return self.nnz * (self.bits + self.col_bits) // 8 + 2 * (self.shape[0] + 1)
+
+    @property
+    def sparse(self) -> bool:
+        """Stored as CSR: smaller than dense, and row pointers fit ``uint16``."""
+        return self.csr_bytes() < self.dense_bytes() and self.nnz <= 65535
+
+    @property
+    def nbytes(self) -> int:
+        return self.csr_bytes() if self.sparse else self.dense_bytes()
+
+    def csr(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(values, column indices, row pointers)`` of the non-zeros, rows in order."""
+        rows, cols = np.nonzero(self.values)
+        ptr = np.zeros(self.shape[0] + 1, np.int64)
+        np.add.at(ptr, rows + 1, 1)
+        return self.values[rows, cols], cols, np.cumsum(ptr)
+
+
+@dataclasses.dataclass
+class IntLinear:
+    """``x @ W`` for a full (``v is None``) or factored (``u @ v``) matrix.
+
+    ``mid_frac`` is the format of the rank-``r`` intermediate ``x @ W_u`` (``int16``).
+    """
+
+    u: IntMatrix
+    v: IntMatrix | None = None
+    mid_frac: int | None = None
+
+    def matrices(self) -> list[IntMatrix]:
+        return [self.u] if self.v is None else [self.u, self.v]
+
+    def apply(self, x, x_frac: int, y_frac: int):
+        if self.v is None:
+            return shift(matvec(self.u.values, x), self.u.frac + x_frac - y_frac)
+        t = sat16(shift(matvec(self.u.values, x), self.u.frac + x_frac - self.mid_frac))
+        return shift(matvec(self.v.values, t), self.v.frac + self.mid_frac - y_frac)
+
+    @property
+    def mid_size(self) -> int:
+        return 0 if self.v is None else self.u.shape[0]
+
+
+@dataclasses.dataclass
+class IntRecurrent:
+    """One FastGRNN (``kind="fastgrnn"``) or FastRNN (``"fastrnn"``) layer in integers.
+
+    ``biases`` holds ``gate_bias``/``update_bias`` (FastGRNN) or ``bias`` (FastRNN) in ``Q``;
+    ``scalars`` holds ``zeta``/``nu`` or ``alpha``/``beta`` as ``round(sigmoid(s) * 2**Q)``.
+    """
+
+    name: str
+    kind: str
+    units: int
+    input_dim: int
+    in_frac: int
+    kernel: IntLinear
+    recurrent: IntLinear
+    biases: dict[str, np.ndarray]
+    scalars: dict[str, int]
+    activation: str
+    recurrent_activation: str | None
+
+    def step(self, x, h, frac: int):
+        one = 1 << frac
+        a = sat32(self.kernel.apply(x, self.in_frac, frac) + self.recurrent.apply(h, frac, frac))
+        h = np.asarray(h, np.int64)
+        if self.kind == "fastgrnn":
+            z = activate(sat32(a + self.biases["gate_bias"]), self.recurrent_activation, frac)
+            c = activate(sat32(a + self.biases["update_bias"]), self.activation, frac)
+            k = rshift(self.scalars["zeta"] * (one - z), frac)
+            t = sat32(rshift(k * c, frac) + rshift(self.scalars["nu"] * c, frac))
+            return sat16(sat32(t + rshift(z * h, frac)))
+        c = activate(sat32(a + self.biases["bias"]), self.activation, frac)
+        return sat16(sat32(rshift(self.scalars["alpha"] * c, frac)
+                           + rshift(self.scalars["beta"] * h, frac)))
+
+
+@dataclasses.dataclass
+class IntDense:
+    """One Dense layer: ``act(sat32(linear(W, x, in_frac -> out_frac) + bias))``."""
+
+    name: str
+    kernel: IntLinear
+    bias: np.ndarray
+    activation: str
+    in_frac: int
+    out_frac: int
+    last: bool
+
+    def apply(self, x):
+        y = sat32(self.kernel.apply(x, self.in_frac, self.out_frac) + self.bias)
+        y = activate(y, self.activation, self.out_frac)
+        return y if self.last else sat16(y)
+
+
+@dataclasses.dataclass
+class IntModel:
+    """A model in integer arithmetic (see the module docstring); its methods are the oracle.
+
+    Attributes:
+        name: the Keras model's name.
+        features: input features per step.
+        num_outputs: scores per prediction.
+        frac_bits: ``Q``, the format of states and scores.
+        weight_bits: 8 or 16.
+        input_offset, input_scale: ``x_q = sat16(round((x - offset) * scale))`` (float32).
+        recurrent: the recurrent layers, in order.
+        head: the Dense layers, in order.
+        approximations: activations replaced by a piecewise-linear approximation.
+    """
+
+    name: str
+    features: int
+    num_outputs: int
+    frac_bits: int
+    weight_bits: int
+    input_offset: np.ndarray
+    input_scale: np.ndarray
+    recurrent: list[IntRecurrent]
+    head: list[IntDense]
+    approximations: list[str]
+
+    @property
+    def state_sizes(self) -> list[int]:
+        return [layer.units for layer in self.recurrent]
+
+    def initial_state(self) -> list[np.ndarray]:
+        return [np.zeros(n, np.int64) for n in self.state_sizes]
+
+    def quantize_input(self, x) -> np.ndarray:
+        """``sat16(round_half_away((x - offset) * scale))`` in float32 (NaN -> 0), as in C."""
+        v = (np.asarray(x, np.float32) - self.input_offset) * self.input_scale
+        v = np.where(np.isnan(v), np.float32(0), v)
+        v = np.clip(v, np.float32(INT16_MIN), np.float32(INT16_MAX))
+        v = np.where(v >= 0, v + np.float32(0.5), v - np.float32(0.5)).astype(np.float32)
+        return np.trunc(v).astype(np.int64)
+
+    def step(self, state: list[np.ndarray], x_q) -> list[np.ndarray]:
+        """One time step: the new state (one ``int16``-valued vector per recurrent layer)."""
+        x = np.asarray(x_q, np.int64)
+        new = []
+        for layer, h in zip(self.recurrent, state):
+            x = layer.step(x, h, self.frac_bits)
+            new.append(x)
+        return new
+
+    def predict(self, state: list[np.ndarray]) -> np.ndarray:
+        """The head on the last layer's state: ``int32``-valued scores in ``Q``."""
+        y = np.asarray(state[-1], np.int64)
+        for layer in self.head:
+            y = layer.apply(y)
+        return y
+
+    def run(self, x) -> np.ndarray:
+        """Scores (``int64``, in ``Q``) of float sequences ``(T, F)`` or ``(N, T, F)``."""
+        x = np.asarray(x, np.float32)
+        single = x.ndim == 2
+        batch = x[None] if single else x
+        scores = []
+        for seq in batch:
+            state = self.initial_state()
+            for x_q in self.quantize_input(seq):
+                state = self.step(state, x_q)
+            scores.append(self.predict(state))
+        out = np.stack(scores)
+        return out[0] if single else out
+
+    def dequantize(self, scores) -> np.ndarray:
+        return np.asarray(scores, np.float64) / (1 << self.frac_bits)
+
+    def weight_bytes(self) -> int:
+        """Bytes of constant data: matrices as stored, int32 biases and scalars."""
+        total = 0
+        for layer in self.recurrent:
+            total += sum(m.nbytes for m in layer.kernel.matrices() + layer.recurrent.matrices())
+            total += 4 * (sum(b.size for b in layer.biases.values()) + len(layer.scalars))
+        for layer in self.head:
+            total += sum(m.nbytes for m in layer.kernel.matrices()) + 4 * layer.bias.size
+        return total
+
+
+# -- quantization -----------------------------------------------------------------------------
+
+def _unsupported(layer, why: str) -> ValueError:
+    return ValueError(f"Cannot quantize layer {layer.name!r} ({type(layer).__name__}): {why}. "
+                      f"Supported: {', '.join(SUPPORTED_LAYERS)}.")
+
+
+def _weight_frac(values: np.ndarray, bits: int, name: str) -> int:
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"Weight {name!r} has NaN or Inf values; retrain or restore a good "
+                         "checkpoint.")
+    limit = 2 ** (bits - 1) - 1
+    peak = float(np.max(np.abs(values))) if values.size else 0.0
+    if peak == 0.0:
+        return MAX_WEIGHT_FRAC
+    frac = min(MAX_WEIGHT_FRAC, math.floor(math.log2(limit / peak)))
+    while frac >= 0 and round(peak * 2.0**frac) > limit:
+        frac -= 1
+    while frac < MAX_WEIGHT_FRAC and round(peak * 2.0 ** (frac + 1)) <= limit:
+        frac += 1
+    if frac < 0:
+        raise ValueError(
+            f"Weight {name!r} has range [{float(values.min()):.6g}, {float(values.max()):.6g}]: "
+            f"int{bits} with a power-of-two scale holds magnitudes up to {limit} (scale 1). "
+            f"Use weight_bits=16, or retrain with weight regularization.")
+    return frac
+
+
+def _matrix(values: np.ndarray, bits: int, name: str) -> IntMatrix:
+    values = np.asarray(values, np.float64)
+    frac = _weight_frac(values, bits, name)
+    q = np.round(values.T * 2.0**frac).astype(np.int64)
+    return IntMatrix(name=name, values=q, frac=frac, bits=bits,
+                     float_range=(float(values.min()), float(values.max())))
+
+
+def _bias(values: np.ndarray, frac: int, name: str) -> np.ndarray:
+    values = np.asarray(values, np.float64)
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"Weight {name!r} has NaN or Inf values.")
+    q = np.round(values * 2.0**frac)
+    if np.any(np.abs(q) > INT32_MAX):
+        raise ValueError(f"Weight {name!r} has range [{values.min():.6g}, {values.max():.6g}], "
+                         f"beyond int32 in Q{frac}.")
+    return q.astype(np.int64)
+
+
+def _act_frac(peak: float) -> int:
+    """Largest ``f <= 15`` with ``2 * peak * 2**f <= 32767`` (a factor 2 of headroom)."""
+    if peak <= 0.0 or not np.isfinite(peak):
+        return 15
+    return int(max(0, min(15, math.floor(math.log2(INT16_MAX / (2.0 * peak))))))
+
+
+def _sigmoid(x):
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, np.float64)))
+
+
+_FLOAT_ACT = {"sigmoid": _sigmoid, "tanh": np.tanh,
+              "quantized_sigmoid": lambda x: np.clip((x + 1.0) / 2.0, 0.0, 1.0),
+              "quantized_tanh": lambda x: np.clip(x, -1.0, 1.0),
+              "relu": lambda x: np.maximum(x, 0.0), "linear": lambda x: x,
+              "softmax": lambda x: x}
+
+
+def _weights(cell) -> dict[str, np.ndarray]:
+    return {w.name.split("/")[-1].split(":")[0]: np.asarray(w.numpy(), np.float64)
+            for w in cell.weights}
+
+
+def _act(layer, value, allowed, argument) -> str:
+    name = value if isinstance(value, str) else getattr(value, "__name__", repr(value))
+    if name not in allowed:
+        raise _unsupported(layer, f"{argument} {name!r} has no integer implementation (supported: "
+                           f"{', '.join(allowed)})")
+    return name
+
+
+def quantize_model(model: keras.Model, representative_data, *, weight_bits: int = 8,
+                   frac_bits: int = 15) -> IntModel:
+    """Derive the integer model of a trained FastGRNN/FastRNN + Dense model.
+
+    Args:
+        model: a trained tf_keras model: ``RNN(FastGRNNCell|FastRNNCell)`` layers (stacked ones
+            returning sequences), then ``Dense``/``Activation``/``Dropout`` layers. Pruning and
+            QAT wrappers are stripped.
+        representative_data: float inputs ``(N, T, F)``: the per-feature ranges set the input
+            scaling, and the float forward pass the formats of intermediate vectors.
+        weight_bits: 8 or 16.
+        frac_bits: ``Q``, fractional bits of the ``int16`` state and of the scores (1..15).
+
+    Returns:
+        The :class:`IntModel`.
+
+    Raises:
+        ValueError: an unsupported layer, cell or activation (named), a weight whose range
+            cannot be represented at ``weight_bits`` (named, with its range), bad options.
+    """
+    if weight_bits not in (8, 16):
+        raise ValueError(f"Expected weight_bits to be 8 or 16, but got {weight_bits!r}.")
+    if isinstance(frac_bits, bool) or not isinstance(frac_bits, int) or not 1 <= frac_bits <= 15:
+        raise ValueError(f"Expected frac_bits to be an integer in [1, 15], but got "
+                         f"{frac_bits!r}.")
+    data = np.asarray(representative_data, np.float64)
+    model = strip_wrappers(model)
+    plan = plan_model(model)
+    if data.ndim != 3 or data.shape[-1] != plan.features or data.shape[0] == 0:
+        raise ValueError(f"Expected representative_data of shape (N, T, {plan.features}), but "
+                         f"got {data.shape}.")
+    for layer in plan.recurrent:
+        if type(layer) is not keras.layers.RNN or type(layer.cell) not in (FastGRNNCell,
+                                                                             FastRNNCell):
+            cell = getattr(layer, "cell", None)
+            raise _unsupported(layer, f"no integer implementation for "
+                               f"{type(cell).__name__ if cell is not None else 'this layer'}")
+    q = frac_bits
+    approximations: list[str] = []
+
+    lo, hi = data.min(axis=(0, 1)), data.max(axis=(0, 1))
+    offset = (lo + hi) / 2.0
+    half = np.where(hi > lo, (hi - lo) / 2.0, 1.0)
+    input_scale = (2.0**q / half).astype(np.float32)
+    input_offset = offset.astype(np.float32)
+
+    x_float = data.reshape(-1, data.shape[1], data.shape[2])  # float forward for calibration
+    in_frac = q
+    recurrent: list[IntRecurrent] = []
+    for index, layer in enumerate(plan.recurrent):
+        cell = layer.cell
+        w = _weights(cell)
+        gru = isinstance(cell, FastGRNNCell)
+        phi = _act(layer, activation_name(cell.activation), CELL_ACTIVATIONS, "activation")
+        sig = (_act(layer, activation_name(cell.recurrent_activation), CELL_ACTIVATIONS,
+                    "recurrent_activation") if gru else None)
+        for argument, name in (("activation", phi), ("recurrent_activation", sig)):
+            if name in _PWL:
+                approximations.append(f"{layer.name}/{argument}: {name} -> {_PWL[name]}")
+        bias_names = ("gate_bias", "update_bias") if gru else ("bias",)
+        biases = {n: w[n].copy() for n in bias_names}
+        # fold the input scaling of the first layer into W and the biases
+        if index == 0:
+            key = "kernel" if "kernel" in w else "kernel_u"
+            shift_in = offset @ (w["kernel"] if "kernel" in w else w["kernel_u"] @ w["kernel_v"])
+            for n in bias_names:
+                biases[n] = biases[n] + shift_in
+            w[key] = half[:, None] * w[key]
+            x_in = (x_float - offset) / half
+        else:
+            x_in = x_float
+        # float forward (true activations) for the states and the intermediate ranges
+        W = w["kernel"] if "kernel" in w else w["kernel_u"] @ w["kernel_v"]
+        U = (w["recurrent_kernel"] if "recurrent_kernel" in w
+             else w["recurrent_kernel_u"] @ w["recurrent_kernel_v"])
+        h = np.zeros((x_in.shape[0], cell.units))
+        states, mid_w, mid_u = [], 0.0, 0.0
+        for t in range(x_in.shape[1]):
+            if "kernel_u" in w:
+                mid_w = max(mid_w, float(np.max(np.abs(x_in[:, t] @ w["kernel_u"]))))
+            if "recurrent_kernel_u" in w:
+                mid_u = max(mid_u, float(np.max(np.abs(h @ w["recurrent_kernel_u"]))))
+            a = x_in[:, t] @ W + h @ U
+            if gru:
+                z = _FLOAT_ACT[sig](a + biases["gate_bias"])
+                c = _FLOAT_ACT[phi](a + biases["update_bias"])
+                h = (_sigmoid(w["zeta"][0]) * (1 - z) + _sigmoid(w["nu"][0])) * c + z * h
+            else:
+                c = _FLOAT_ACT[phi](a + biases["bias"])
+                h = _sigmoid(w["alpha"][0]) * c + _sigmoid(w["beta"][0]) * h
+            states.append(h)
+        x_float = np.stack(states, axis=1)
+
+        def linear(base, mid_peak, w=w, layer=layer):
+            if base in w:
+                return IntLinear(_matrix(w[base], weight_bits, f"{layer.name}/{base}"))
+            return IntLinear(_matrix(w[f"{base}_u"], weight_bits, f"{layer.name}/{base}_u"),
+                             _matrix(w[f"{base}_v"], weight_bits, f"{layer.name}/{base}_v"),
+                             _act_frac(mid_peak))
+
+        scalar_names = ("zeta", "nu") if gru else ("alpha", "beta")
+        recurrent.append(IntRecurrent(
+            name=layer.name, kind="fastgrnn" if gru else "fastrnn", units=cell.units,
+            input_dim=int(W.shape[0]), in_frac=in_frac, kernel=linear("kernel", mid_w),
+            recurrent=linear("recurrent_kernel", mid_u),
+            biases={n: _bias(b, q, f"{layer.name}/{n}") for n, b in biases.items()},
+            scalars={n: int(round(_sigmoid(float(w[n][0])) * 2**q)) for n in scalar_names},
+            activation=phi, recurrent_activation=sig))
+        in_frac = q
+
+    # head: Dense layers; an Activation layer sets the activation of a linear Dense before it
+    dense: list[list] = []
+    for layer in plan.head:
+        if isinstance(layer, keras.layers.Dense):
+            act = _act(layer, layer.activation, DENSE_ACTIVATIONS, "activation")
+            kernel, *rest = layer.get_weights()
+            bias = rest[0] if rest else np.zeros(kernel.shape[1])
+            dense.append([layer, np.asarray(kernel, np.float64), np.asarray(bias, np.float64),
+                          act])
+        elif isinstance(layer, keras.layers.Activation):
+            act = _act(layer, layer.activation, DENSE_ACTIVATIONS, "activation")
+            if not dense or dense[-1][3] != "linear":
+                raise _unsupported(layer, "an Activation layer must follow a Dense layer with "
+                                   "a linear activation")
+            dense[-1][3] = act
+        else:
+            raise _unsupported(layer, "no integer implementation for this head layer")
+    head: list[IntDense] = []
+    y_float = x_float[:, -1]
+    for index, (layer, kernel, bias, act) in enumerate(dense):
+        last = index == len(dense) - 1
+        if act == "softmax" and not last:
+            raise _unsupported(layer, "softmax is supported only on the last layer")
+        pre = y_float @ kernel + bias
+        out_frac = q if last else _act_frac(float(np.max(np.abs(pre))))
+        if act in _PWL:
+            approximations.append(f"{layer.name}/activation: {act} -> {_PWL[act]}")
+        head.append(IntDense(
+            name=layer.name, kernel=IntLinear(_matrix(kernel, weight_bits, f"{layer.name}/kernel")),
+            bias=_bias(bias, out_frac, f"{layer.name}/bias"), activation=act, in_frac=in_frac,
+            out_frac=out_frac, last=last))
+        y_float = _FLOAT_ACT[act](pre)
+        in_frac = out_frac
+    num_outputs = head[-1].kernel.u.shape[0] if head else recurrent[-1].units
+    return IntModel(name=plan.name, features=plan.features, num_outputs=num_outputs,
+                    frac_bits=q, weight_bits=weight_bits, input_offset=input_offset,
+                    input_scale=input_scale, recurrent=recurrent, head=head,
+                    approximations=approximations)

@@ -1,0 +1,261 @@
+"""Integer FastGRNN/FastRNN: the generated C99 against the NumPy oracle, bit for bit.
+
+The oracle is ``IntModel.step``/``predict`` (NumPy int64 with the C code's saturations); the C
+code is compiled with the host gcc (``-Wall -Wextra -Werror``), plain and under ASan/UBSan.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from keras_rnnedge import keras
+from keras_rnnedge.cells import FastGRNNCell, FastRNNCell
+from keras_rnnedge.converters.cgen import generate_c
+from keras_rnnedge.converters.intmodel import INT32_MAX, matvec, quantize_model
+from keras_rnnedge.micro_targets.harness import build_and_run_host, parse_trace, trace_main
+
+F, T, H, C = 4, 6, 10, 3
+
+# The integer model with 8-bit weights and the piecewise-linear sigmoid/tanh (a model trained
+# with the true sigmoid/tanh) must predict the float Keras model's class on >= 90 % of a toy
+# task's sequences: the PWL gate differs from the sigmoid by up to 0.12 where |x| ~ 2, and
+# weights/state carry 8/16-bit rounding, so samples near a decision boundary can flip.
+PWL_INT8_AGREEMENT = 0.9
+# With quantized_sigmoid/tanh the activations are exact; only rounding remains.
+EXACT_ACT_AGREEMENT = 0.95
+# Measured on this toy task (seed 0, 200 test sequences): PWL int8 agreement 0.95 (float
+# accuracy 0.955, integer 0.915); quantized activations int8 agreement 0.995.
+
+
+def _randomize(model, rng, sparsity: float = 0.0):
+    """Random weights (matrices N(0, 0.5), biases N(0, 1), scalars N(0, 2)), optionally
+    hard-thresholded to ``sparsity`` (the smallest magnitudes set to zero, as IHT leaves them)."""
+    for var in model.weights:
+        name = var.name.split("/")[-1].split(":")[0]
+        shape = tuple(var.shape)
+        if len(shape) == 2:
+            value = rng.normal(0, 0.5, shape)
+            if sparsity and "kernel" in name and not var.name.startswith("dense"):
+                cut = np.quantile(np.abs(value), sparsity)
+                value[np.abs(value) < cut] = 0.0
+        elif shape == (1,):
+            value = rng.normal(0, 2, shape)
+        else:
+            value = rng.normal(0, 1, shape)
+        var.assign(value.astype("float32"))
+
+
+def _build(cells, *, hidden: int | None = None, features: int = F):
+    x = inputs = keras.Input((T, features))
+    for i, cell in enumerate(cells):
+        x = keras.layers.RNN(cell, return_sequences=i < len(cells) - 1)(x)
+    if hidden:
+        x = keras.layers.Dense(hidden, activation="relu")(x)
+    y = keras.layers.Dense(C, activation="softmax")(x)
+    return keras.Model(inputs, y)
+
+
+CONFIGS = {
+    "fastgrnn_full_int8": (lambda: [FastGRNNCell(H)], 8, 0.0, None),
+    "fastgrnn_lowrank_int16": (lambda: [FastGRNNCell(H, w_rank=2, u_rank=3)], 16, 0.0, 6),
+    "fastgrnn_sparse_int8": (lambda: [FastGRNNCell(H)], 8, 0.8, None),
+    "fastgrnn_lowrank_sparse_int8": (lambda: [FastGRNNCell(H, w_rank=3, u_rank=6)], 8, 0.6,
+                                     None),
+    "fastgrnn_quantized_stacked": (
+        lambda: [FastGRNNCell(H, activation="quantized_tanh",
+                              recurrent_activation="quantized_sigmoid"),
+                 FastGRNNCell(6, activation="quantized_tanh",
+                              recurrent_activation="quantized_sigmoid")], 16, 0.0, 5),
+    "fastrnn_full_int8": (lambda: [FastRNNCell(H)], 8, 0.0, None),
+    "fastrnn_lowrank_int16": (lambda: [FastRNNCell(H, w_rank=2, u_rank=4,
+                                                   activation="quantized_tanh")], 16, 0.5, 4),
+}
+
+
+def _make(config: str, seed: int = 0):
+    cells, bits, sparsity, hidden = CONFIGS[config]
+    rng = np.random.default_rng(seed)
+    model = _build(cells(), hidden=hidden)
+    _randomize(model, rng, sparsity)
+    data = (rng.normal(size=(16, T, F)) * [1.0, 3.0, 0.2, 10.0] + [0.0, 5.0, -1.0, 2.0])
+    return model, quantize_model(model, data.astype("float32"), weight_bits=bits), data
+
+
+def _oracle(im, sequences):
+    out = []
+    for seq in sequences:
+        state, states = im.initial_state(), []
+        for x_q in seq:
+            state = im.step(state, x_q)
+            states.append(state)
+        out.append({"states": states, "scores": im.predict(state)})
+    return out
+
+
+def _run_c(im, sequences, *, sanitize=False, progmem=False, name="int model"):
+    files = generate_c(im, name, progmem=progmem)
+    ident = next(iter(files))[:-2]
+    main = trace_main(ident, features=im.features, state_sizes=im.state_sizes,
+                      num_outputs=im.num_outputs, sequences=sequences)
+    return parse_trace(build_and_run_host(files, main, sanitize=sanitize), len(im.state_sizes))
+
+
+def _assert_bit_exact(c_out, oracle):
+    assert len(c_out) == len(oracle)
+    for n, (got, want) in enumerate(zip(c_out, oracle)):
+        assert len(got["states"]) == len(want["states"])
+        for t, (g, w) in enumerate(zip(got["states"], want["states"])):
+            for layer, (gl, wl) in enumerate(zip(g, w)):
+                np.testing.assert_array_equal(gl, wl, err_msg=f"seq {n} step {t} layer {layer}")
+        np.testing.assert_array_equal(got["scores"], want["scores"], err_msg=f"seq {n} scores")
+
+
+@pytest.mark.parametrize("sanitize", [False, True], ids=["plain", "asan_ubsan"])
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+def test_c_matches_oracle_bit_for_bit(config, sanitize):
+    _, im, data = _make(config)
+    x_q = np.stack([im.quantize_input(s) for s in data[:5]])
+    _assert_bit_exact(_run_c(im, x_q, sanitize=sanitize), _oracle(im, x_q))
+
+
+def test_sparse_and_factored_storage():
+    _, im, _ = _make("fastgrnn_sparse_int8")
+    layer = im.recurrent[0]
+    assert layer.kernel.u.sparse and layer.recurrent.u.sparse
+    assert layer.recurrent.u.nbytes < layer.recurrent.u.dense_bytes()
+    _, im, _ = _make("fastgrnn_lowrank_int16")
+    assert im.recurrent[0].recurrent.v is not None  # factors stay factored
+    assert im.recurrent[0].recurrent.u.values.dtype == np.int64
+    assert im.recurrent[0].recurrent.u.values.shape == (3, H)  # transposed U_u: (rank, H)
+
+
+def test_progmem_source_compiles_and_matches_on_host():
+    _, im, data = _make("fastgrnn_lowrank_sparse_int8")
+    files = generate_c(im, "pm", progmem=True)
+    assert "PROGMEM" in files["pm.c"] and "pgm_read_word" in files["pm.c"]
+    x_q = np.stack([im.quantize_input(s) for s in data[:3]])
+    _assert_bit_exact(_run_c(im, x_q, progmem=True, name="pm"), _oracle(im, x_q))
+
+
+@pytest.mark.parametrize("config", ["fastgrnn_full_int8", "fastrnn_lowrank_int16",
+                                    "fastgrnn_quantized_stacked"])
+def test_inputs_far_outside_range_saturate(config):
+    _, im, data = _make(config, seed=3)
+    x_q = np.stack([im.quantize_input(s * 1000.0) for s in data[:3]])
+    assert x_q.max() == 32767 and x_q.min() == -32768  # saturated at quantization
+    rng = np.random.default_rng(1)
+    extremes = rng.choice([-32768, 32767, 0], size=(3, T, F))
+    x_q = np.concatenate([x_q, extremes])
+    oracle = _oracle(im, x_q)
+    _assert_bit_exact(_run_c(im, x_q, sanitize=True), oracle)
+    states = np.concatenate([np.concatenate(s) for o in oracle for s in o["states"]])
+    assert states.max() <= 32767 and states.min() >= -32768
+
+
+def test_accumulator_saturates_without_overflow():
+    model = _build([FastGRNNCell(H)], features=8)
+    rng = np.random.default_rng(2)
+    _randomize(model, rng)
+    cell = model.layers[1].cell
+    cell.kernel.assign(np.full((8, H), 0.99, "float32"))
+    cell.recurrent_kernel.assign(np.full((H, H), -0.99, "float32"))
+    data = rng.uniform(-1, 1, size=(8, T, 8)).astype("float32")
+    im = quantize_model(model, data, weight_bits=16)
+    x_q = np.full((2, T, 8), 32767)
+    x_q[1] *= -1
+    w = im.recurrent[0].kernel.u.values
+    assert matvec(w, x_q[0, 0]).max() == INT32_MAX  # the int32 accumulator saturates
+    _assert_bit_exact(_run_c(im, x_q, sanitize=True), _oracle(im, x_q))
+
+
+def test_c_quantize_input_matches_python():
+    _, im, data = _make("fastgrnn_full_int8")
+    xs = np.concatenate([data[0], [[1e6, -1e6, 0.0, np.nan]]]).astype(np.float32)
+    files = generate_c(im, "qi")
+    literal = ",\n".join("{" + ", ".join("NAN" if np.isnan(v) else f"{float(v)!r}f" for v in row)
+                         + "}" for row in xs)
+    main = (
+        "#include <math.h>\n#include <stdio.h>\n#include \"qi.h\"\n"
+        f"static const float xs[{len(xs)}][{F}] = {{{literal}}};\n"
+        "int main(void) { int16_t q[QI_NUM_FEATURES]; int n, i;\n"
+        f"  for (n = 0; n < {len(xs)}; ++n) {{ qi_quantize_input(xs[n], q);\n"
+        "    for (i = 0; i < QI_NUM_FEATURES; ++i) { printf(\"%d \", q[i]); }\n"
+        "    printf(\"\\n\"); }\n"
+        "  return 0; }\n")
+    out = build_and_run_host(files, main, defines=["RNNEDGE_WITH_FLOAT_INPUT"], sanitize=True)
+    got = np.array([line.split() for line in out.splitlines()], np.int64)
+    np.testing.assert_array_equal(got, im.quantize_input(xs))
+
+
+def test_integer_build_has_no_floating_point():
+    _, im, _ = _make("fastgrnn_lowrank_int16")
+    files = generate_c(im, "nofloat")
+    for text in files.values():
+        integer_part = re.sub(r"#ifdef RNNEDGE_WITH_FLOAT_INPUT.*?#endif", "", text, flags=re.S)
+        assert not re.search(r"\b(float|double)\b", integer_part)
+        assert "malloc" not in text
+
+
+def _toy_task(rng, n):
+    """3 classes: which of the first three features carries a positive drift (plus noise)."""
+    labels = rng.integers(0, 3, n)
+    x = rng.normal(0, 1.0, size=(n, 12, 3))
+    x[np.arange(n), :, labels] += 0.8
+    return x.astype("float32"), labels
+
+
+@pytest.mark.parametrize("activations, bits, agreement", [
+    (("tanh", "sigmoid"), 8, PWL_INT8_AGREEMENT),
+    (("quantized_tanh", "quantized_sigmoid"), 8, EXACT_ACT_AGREEMENT),
+])
+def test_oracle_tracks_trained_float_model(activations, bits, agreement):
+    rng = np.random.default_rng(0)
+    x_train, y_train = _toy_task(rng, 400)
+    x_test, _ = _toy_task(rng, 200)
+    inputs = keras.Input((12, 3))
+    h = keras.layers.RNN(FastGRNNCell(16, activation=activations[0],
+                                      recurrent_activation=activations[1]))(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(h))
+    model.compile(keras.optimizers.Adam(0.02), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    model.fit(x_train, y_train, epochs=5, batch_size=32, verbose=0)
+    im = quantize_model(model, x_train[:200], weight_bits=bits)
+    float_pred = model.predict(x_test, verbose=0).argmax(-1)
+    int_pred = im.run(x_test).argmax(-1)
+    assert np.mean(float_pred == int_pred) >= agreement
+    assert bool(im.approximations) == (activations[0] == "tanh")
+
+
+def test_unsupported_layer_is_named():
+    inputs = keras.Input((T, F))
+    model = keras.Model(inputs, keras.layers.Dense(C)(keras.layers.GRU(8, name="my_gru")(inputs)))
+    with pytest.raises(ValueError, match=r"my_gru.*RNN\(FastGRNNCell\), RNN\(FastRNNCell\)"):
+        quantize_model(model, np.zeros((2, T, F)))
+
+
+def test_unsupported_activation_is_named():
+    model = _build([FastGRNNCell(H, activation="relu")])
+    with pytest.raises(ValueError, match=r"activation 'relu'.*quantized_tanh"):
+        quantize_model(model, np.zeros((2, T, F)))
+
+
+def test_unrepresentable_weight_is_named_with_its_range():
+    model, _, data = _make("fastgrnn_full_int8")
+    cell = model.layers[1].cell
+    cell.recurrent_kernel.assign(np.full((H, H), 300.0, "float32"))
+    with pytest.raises(ValueError, match=r"recurrent_kernel'.*\[300, 300\].*int8"):
+        quantize_model(model, data, weight_bits=8)
+    quantize_model(model, data, weight_bits=16)  # fine in int16
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"weight_bits": 4}, "weight_bits to be 8 or 16, but got 4"),
+    ({"frac_bits": 16}, r"frac_bits to be an integer in \[1, 15\], but got 16"),
+])
+def test_bad_options_are_quoted(kwargs, match):
+    model, _, data = _make("fastrnn_full_int8")
+    with pytest.raises(ValueError, match=match):
+        quantize_model(model, data, **kwargs)
