@@ -1,11 +1,13 @@
 # The two commands of the README: `make demo` (the main job) and `make test` (the test suite).
-# Both create the virtual environment in .venv and install everything the project needs.
+# Both create the virtual environment in .venv and install everything the project needs;
+# `make test` also installs the Debian cross toolchains and emulators (arm-none-eabi-gcc, QEMU,
+# avr-gcc, simavr) when they are missing (as root; otherwise it names the packages to install).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_ARGS ?=
 
-.PHONY: demo test install install-dev lint clean
+.PHONY: demo test install install-dev lint clean toolchains
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +25,10 @@ install-dev: $(VENV)/.installed-dev
 demo: $(VENV)/.installed
 	$(VENV)/bin/rnnedge demo $(DEMO_ARGS)
 
-test: $(VENV)/.installed-dev
+toolchains:
+	bash scripts/install-toolchains.sh
+
+test: $(VENV)/.installed-dev toolchains
 	$(PY) -m pytest
 
 lint: $(VENV)/.installed-dev
