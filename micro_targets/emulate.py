@@ -9,8 +9,10 @@ output is re-quantized to the state input's scale when the two differ.
 
 Runtimes:
 
-* ``"litert"``: ``ai_edge_litert`` with the reference kernels (``BUILTIN_REF``): the kernels
-  TFLite Micro ports, so int8 results are comparable LSB for LSB.
+* ``"litert"``: ``ai_edge_litert`` with the reference kernels (``BUILTIN_REF``), the kernels
+  TFLite Micro ports. On identical int8 inputs each kernel agrees with TFLite Micro within one
+  LSB (requantization rounding); over a whole model the 1-LSB differences propagate and steep
+  sigmoid/tanh regions amplify them, so compare predictions, not raw logits, end to end.
 * ``"litert-optimized"``: LiteRT's default (optimized/XNNPACK) kernels.
 * ``"tflm"``: the TFLite Micro interpreter (``tflite_micro.runtime``) with a given or measured
   arena.

@@ -17,9 +17,11 @@ DISTRIBUTED_ATOL = 1e-5
 # the converter (fused matmul + bias, constant folding) over a few time steps.
 FLOAT_TFLITE_ATOL = 1e-5
 
-# int8 LiteRT (reference kernels) vs int8 TFLite Micro, same inputs and state at every step:
-# the two runtimes' LOGISTIC/TANH int8 kernels use different fixed-point approximations, which
-# round differently by one LSB on some inputs; everything else is bit-identical.
+# int8 LiteRT (reference kernels) vs int8 TFLite Micro on identical int8 inputs: the kernels'
+# requantization rounds differently by one LSB on some values (first seen at FULLY_CONNECTED,
+# test_int8_kernels_agree_within_one_lsb_on_identical_inputs). Downstream ops receive those
+# 1-LSB differences, and a steep LOGISTIC/TANH amplifies them (up to 11 LSB per step measured
+# on a HAR-size FastGRNN); the small contract-test models stay within 1 LSB per step.
 INT8_LITERT_VS_TFLM_LSB = 1
 
 # The same comparison for a model whose gate is hard_sigmoid (lowered to MUL, ADD, MINIMUM,
