@@ -516,7 +516,8 @@ def render(records, tasks, targets, info, args, started, elapsed) -> str:
         "`jit_compile=True`; stock LSTM/GRU do not (XLA makes them much slower on CPU).",
         "- Columns: *params* = stored scalars; *non-zero* = after thresholding; *KB int8* = "
         "`keras_rnnedge.summary` int8 size (1 B per matrix value, 4 B per bias/scalar, a matrix "
-        "stored as CSR with uint16 indices when that is smaller), KB = 1024 B; *KB values* = "
+        "stored as CSR (uint8 column index up to 256 columns, uint16 row pointers) when "
+        "smaller), KB = 1024 B; *KB values* = "
         "1 B per non-zero matrix value + 4 B per bias, no indices (closest to how the paper "
         "counts); *s/epoch* = median training time of the epochs after the first (validation "
         "excluded, callbacks included); *epochs* = best/run.",
