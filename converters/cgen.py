@@ -10,7 +10,7 @@ the same source compiles on the host.
 
 API (``<id>`` is ``c_identifier(name)``)::
 
-    typedef struct { int16_t h0[H0]; ... } <id>_state_t;      // caller-provided state
+    typedef struct { int16_t h0[H0]; [int16_t c0[H0];] ... } <id>_state_t;  // caller's state
     void <id>_reset(<id>_state_t *state);
     void <id>_step(<id>_state_t *state, const int16_t x_q[<ID>_NUM_FEATURES]);
     void <id>_predict(const <id>_state_t *state, int32_t scores[<ID>_NUM_OUTPUTS]);
@@ -20,7 +20,10 @@ API (``<id>`` is ``c_identifier(name)``)::
 
 Scores are ``int32`` in ``Q<ID>_FRAC_BITS`` (the head's pre-softmax outputs times ``2**Q``).
 
-Arithmetic right shifts of negative values are assumed (gcc, clang, avr-gcc, arm-none-eabi-gcc).
+An LSTM layer's cell state is ``c<n>`` in the state struct (``int16``, in the format given in
+the header's comment). The only 64-bit arithmetic is one product per unit and step in a GRU with
+``reset_after=True``. Arithmetic right shifts of negative values are assumed (gcc, clang,
+avr-gcc, arm-none-eabi-gcc).
 The float build (``float_build=True``) is not implemented in this version.
 """
 
@@ -29,7 +32,14 @@ from __future__ import annotations
 import numpy as np
 
 from keras_rnnedge.converters.carray import c_identifier, comment_text
-from keras_rnnedge.converters.intmodel import INT32_MIN, IntLinear, IntMatrix, IntModel
+from keras_rnnedge.converters.intmodel import (
+    HARD_SIGMOID_SLOPE,
+    INT32_MIN,
+    IntLinear,
+    IntMatrix,
+    IntModel,
+    IntRecurrent,
+)
 
 __all__ = ["generate_c"]
 
@@ -65,8 +75,18 @@ static inline int32_t re_qsigmoid(int32_t v, int32_t one) {
 static inline int32_t re_sigmoid(int32_t v, int32_t one) {
     return re_clip32(re_rshift(re_clip32(v, -4 * one, 4 * one), 2) + one / 2, 0, one);
 }
+static inline int32_t re_hsigmoid(int32_t v, int32_t one) {
+    const int32_t lim = (5 * one) >> 1;
+    return re_clip32(re_rshift(re_clip32(v, -lim, lim) * HS_SLOPE, 16) + one / 2, 0, one);
+}
 static inline int32_t re_relu(int32_t v) { return v > 0 ? v : 0; }
-"""
+/* sat32(rshift(a * b, s)) with a 64-bit product (GRU reset_after: r * (h U + b)) */
+static inline int32_t re_mul_rshift64(int32_t a, int32_t b, uint8_t s) {
+    const int64_t v = (int64_t)a * (int64_t)b;
+    const int64_t r = (v >> s) + ((v >> (s - 1)) & 1);
+    return r > INT32_MAX ? INT32_MAX : r < INT32_MIN ? INT32_MIN : (int32_t)r;
+}
+""".replace("HS_SLOPE", f"INT32_C({HARD_SIGMOID_SLOPE})")
 
 _MV_DENSE = """
 static inline void re_mv_dense_{t}(const {ct} *w, uint16_t rows, uint16_t cols,
@@ -126,6 +146,7 @@ class _Emitter:
     def __init__(self, progmem: bool):
         self.attr = " PROGMEM" if progmem else ""
         self.arrays: list[str] = []
+        self.matrices: dict[str, tuple] = {}
 
     def array(self, ctype: str, symbol: str, values, per_line: int = 16) -> str:
         values = [int(v) for v in np.asarray(values).ravel()] or [0]  # C99: no empty arrays
@@ -137,8 +158,10 @@ class _Emitter:
                            f"    {body}\n}};\n")
         return symbol
 
-    def matrix(self, m: IntMatrix, symbol: str) -> tuple[str, list[str]]:
-        """Declares the arrays of ``m``; returns the matvec function and its leading arguments."""
+    def matrix(self, m: IntMatrix, symbol: str) -> tuple:
+        """Declares the arrays of ``m`` (once per symbol); returns how to call its matvec."""
+        if symbol in self.matrices:
+            return self.matrices[symbol]
         t = f"i{m.bits}"
         ct = f"int{m.bits}_t"
         rows, cols = m.shape
@@ -146,12 +169,29 @@ class _Emitter:
                            f"{m.nnz} non-zeros, scale 2^-{m.frac}, "
                            f"{'CSR' if m.sparse else 'dense'} {m.nbytes} bytes */\n")
         if not m.sparse:
-            return f"re_mv_dense_{t}", [self.array(ct, symbol, m.values), str(rows), str(cols)]
-        vals, cols_idx, ptr = m.csr()
-        c = m.col_bits
-        return f"re_mv_csr_{t}_c{c}", [self.array(ct, f"{symbol}_val", vals),
-                                       self.array(f"uint{c}_t", f"{symbol}_col", cols_idx),
-                                       self.array("uint16_t", f"{symbol}_ptr", ptr), str(rows)]
+            info = ("dense", f"re_mv_dense_{t}", self.array(ct, symbol, m.values), cols)
+        else:
+            vals, cols_idx, ptr = m.csr()
+            c = m.col_bits
+            info = ("csr", f"re_mv_csr_{t}_c{c}", self.array(ct, f"{symbol}_val", vals),
+                    self.array(f"uint{c}_t", f"{symbol}_col", cols_idx),
+                    self.array("uint16_t", f"{symbol}_ptr", ptr))
+        self.matrices[symbol] = info
+        return info
+
+    def matvec(self, m: IntMatrix, symbol: str, x: str, dst: str, start: int = 0,
+               stop: int | None = None) -> str:
+        """A call computing ``dst[0:stop-start] = matvec(m[start:stop], x)``."""
+        info = self.matrix(m, symbol)
+        stop = m.shape[0] if stop is None else stop
+        n = stop - start
+        if info[0] == "dense":
+            _, fn, arr, cols = info
+            base = f"{arr} + {start * cols}" if start else arr
+            return f"{fn}({base}, {n}, {cols}, {x}, {dst});"
+        _, fn, val, col, ptr = info
+        base = f"{ptr} + {start}" if start else ptr
+        return f"{fn}({val}, {col}, {base}, {n}, {x}, {dst});"
 
 
 def _shift(expr: str, s: int) -> str:
@@ -167,21 +207,22 @@ def _shift(expr: str, s: int) -> str:
 
 
 def _linear(em: _Emitter, lin: IntLinear, symbol: str, x: str, x_frac: int, y_frac: int,
-            dst: str, tmp: str) -> list[str]:
-    """Lines computing ``dst[i] = linear(lin, x)`` (int32); ``tmp`` is an int32 scratch prefix."""
-    fn, args = em.matrix(lin.u, symbol if lin.v is None else f"{symbol}_u")
-    rows = lin.u.shape[0]
+            dst: str, tmp: str, rows: tuple[int, int] | None = None) -> list[str]:
+    """Lines computing ``dst[k] = linear(lin, x)[start + k]`` (int32) for the output ``rows``
+    ``(start, stop)`` (all by default); ``tmp`` is an int32 scratch prefix."""
+    start, stop = rows if rows is not None else (0, lin.matrices()[-1].shape[0])
+    n = stop - start
     if lin.v is None:
         scaled = _shift(f"{dst}[i]", lin.u.frac + x_frac - y_frac)
-        return [f"{fn}({', '.join(args)}, {x}, {dst});",
-                f"for (i = 0; i < {rows}; ++i) {dst}[i] = {scaled};"]
-    fn_v, args_v = em.matrix(lin.v, f"{symbol}_v")
+        return [em.matvec(lin.u, symbol, x, dst, start, stop),
+                f"for (i = 0; i < {n}; ++i) {dst}[i] = {scaled};"]
     s1 = lin.u.frac + x_frac - lin.mid_frac
     s2 = lin.v.frac + lin.mid_frac - y_frac
-    return [f"{fn}({', '.join(args)}, {x}, {tmp}_acc);",
-            f"for (i = 0; i < {rows}; ++i) {tmp}_mid[i] = re_sat16({_shift(f'{tmp}_acc[i]', s1)});",
-            f"{fn_v}({', '.join(args_v)}, {tmp}_mid, {dst});",
-            f"for (i = 0; i < {lin.v.shape[0]}; ++i) {dst}[i] = {_shift(f'{dst}[i]', s2)};"]
+    return [em.matvec(lin.u, f"{symbol}_u", x, f"{tmp}_acc"),
+            f"for (i = 0; i < {lin.u.shape[0]}; ++i) "
+            f"{tmp}_mid[i] = re_sat16({_shift(f'{tmp}_acc[i]', s1)});",
+            em.matvec(lin.v, f"{symbol}_v", f"{tmp}_mid", dst, start, stop),
+            f"for (i = 0; i < {n}; ++i) {dst}[i] = {_shift(f'{dst}[i]', s2)};"]
 
 
 def _act(name: str, v: str, one: str) -> str:
@@ -191,6 +232,8 @@ def _act(name: str, v: str, one: str) -> str:
         return f"re_qsigmoid({v}, {one})"
     if name == "sigmoid":
         return f"re_sigmoid({v}, {one})"
+    if name == "hard_sigmoid":
+        return f"re_hsigmoid({v}, {one})"
     if name == "relu":
         return f"re_relu({v})"
     return v
@@ -200,6 +243,101 @@ def _scratch(lin: IntLinear, tmp: str) -> list[str]:
     if lin.v is None:
         return []
     return [f"int32_t {tmp}_acc[{lin.mid_size}];", f"int16_t {tmp}_mid[{lin.mid_size}];"]
+
+
+def _layer_step(em: _Emitter, layer: IntRecurrent, n: int, x: str, q: int) -> list[str]:
+    """The block of ``<id>_step`` updating layer ``n``'s state from input ``x``."""
+    h, cs, sym, H = f"state->h{n}", f"state->c{n}", f"l{n}", layer.units
+    one = _i32(1 << q)
+    sig, phi = layer.recurrent_activation, layer.activation
+    width = {"lstm": 4, "gru": 3}.get(layer.kind, 1) * H
+    u_width = 2 * H if layer.kind == "gru" and not layer.reset_after else width
+    body = [f"/* layer {comment_text(layer.name)}: {layer.kind}"
+            f"{' (reset_after)' if layer.reset_after else ''}, {layer.input_dim} -> {H} */", "{",
+            f"    int32_t a[{width}];", f"    int32_t u[{u_width}];"]
+    if u_width != width:
+        body.append(f"    int16_t rh[{H}];")
+    body += ["    " + s for s in _scratch(layer.kernel, "w") + _scratch(layer.recurrent, "r")]
+    bias = {name: em.array("int32_t", f"{sym}_{name}", values)
+            for name, values in layer.biases.items()}
+
+    def b(name: str, index: str = "i") -> str:
+        return f"RE_RD_I32(&{bias[name]}[{index}])"
+
+    lines = _linear(em, layer.kernel, f"{sym}_kernel", x, layer.in_frac, q, "a", "w")
+    sf = layer.out_frac(q)
+    if layer.kind == "gru":
+        z_pre, r_pre = "re_sat_add32(a[i], u[i])", f"re_sat_add32(a[{H} + i], u[{H} + i])"
+        if layer.reset_after:
+            lines += _linear(em, layer.recurrent, f"{sym}_recurrent", h, q, q, "u", "r")
+            lines.append(f"for (i = 0; i < {width}; ++i) {{ a[i] = re_sat_add32(a[i], "
+                         f"{b('input_bias')}); u[i] = re_sat_add32(u[i], "
+                         f"{b('recurrent_bias')}); }}")
+            c_pre = f"re_sat_add32(a[{2 * H} + i], re_mul_rshift64(r, u[{2 * H} + i], {q}))"
+            lines += [f"for (i = 0; i < {H}; ++i) {{",
+                      f"    const int32_t z = {_act(sig, z_pre, one)};",
+                      f"    const int32_t r = {_act(sig, r_pre, one)};",
+                      f"    const int32_t c = {_act(phi, c_pre, one)};"]
+        else:
+            lines.append(f"for (i = 0; i < {width}; ++i) a[i] = re_sat_add32(a[i], {b('bias')});")
+            lines += _linear(em, layer.recurrent, f"{sym}_recurrent", h, q, q, "u", "r",
+                             rows=(0, 2 * H))
+            lines += [f"for (i = 0; i < {H}; ++i) {{",
+                      f"    const int32_t r = {_act(sig, r_pre, one)};",
+                      f"    a[i] = {_act(sig, z_pre, one)};",
+                      f"    rh[i] = re_sat16(re_rshift(r * (int32_t){h}[i], {q}));", "}"]
+            lines += _linear(em, layer.recurrent, f"{sym}_recurrent", "rh", q, q, "u", "r",
+                             rows=(2 * H, 3 * H))
+            c_pre = f"re_sat_add32(a[{2 * H} + i], u[i])"
+            lines += [f"for (i = 0; i < {H}; ++i) {{",
+                      "    const int32_t z = a[i];",
+                      f"    const int32_t c = {_act(phi, c_pre, one)};"]
+        lines += [f"    {h}[i] = re_sat16(re_sat_add32(re_rshift(z * (int32_t){h}[i], {q}), "
+                  f"re_rshift(({one} - z) * c, {q})));", "}"]
+        return body + ["    " + s for s in lines] + ["}"]
+
+    lines += _linear(em, layer.recurrent, f"{sym}_recurrent", h, sf, q, "u", "r")
+    lines.append(f"for (i = 0; i < {width}; ++i) a[i] = re_sat_add32(a[i], u[i]);")
+    if layer.kind == "fastgrnn":
+        zeta, nu = _i32(layer.scalars["zeta"]), _i32(layer.scalars["nu"])
+        gate = _act(sig, f"re_sat_add32(a[i], {b('gate_bias')})", one)
+        cand = _act(phi, f"re_sat_add32(a[i], {b('update_bias')})", one)
+        lines += [
+            f"for (i = 0; i < {H}; ++i) {{",
+            f"    const int32_t z = {gate};",
+            f"    const int32_t c = {cand};",
+            f"    const int32_t k = re_rshift({zeta} * ({one} - z), {q});",
+            f"    const int32_t t = re_sat_add32(re_rshift(k * c, {q}), re_rshift({nu} * c, {q}));",
+            f"    {h}[i] = re_sat16(re_sat_add32(t, re_rshift(z * (int32_t){h}[i], {q})));",
+            "}"]
+    elif layer.kind == "fastrnn":
+        alpha, beta = _i32(layer.scalars["alpha"]), _i32(layer.scalars["beta"])
+        cand = _act(phi, f"re_sat_add32(a[i], {b('bias')})", one)
+        lines += [
+            f"for (i = 0; i < {H}; ++i) {{",
+            f"    const int32_t c = {cand};",
+            f"    {h}[i] = re_sat16(re_sat_add32(re_rshift({alpha} * c, {q}), "
+            f"re_rshift({beta} * (int32_t){h}[i], {q})));",
+            "}"]
+    elif layer.kind == "simplernn":
+        value = _act(phi, f"re_sat_add32(a[i], {b('bias')})", one)
+        lines.append(f"for (i = 0; i < {H}; ++i) {h}[i] = re_sat16({_shift(value, q - sf)});")
+    else:  # lstm
+        cf = layer.cell_frac
+        lines.append(f"for (i = 0; i < {width}; ++i) a[i] = re_sat_add32(a[i], {b('bias')});")
+        tanh_c = _shift(_act(phi, "c", _i32(1 << cf)), cf - q)
+        lines += [
+            f"for (i = 0; i < {H}; ++i) {{",
+            f"    const int32_t ig = {_act(sig, 'a[i]', one)};",
+            f"    const int32_t fg = {_act(sig, f'a[{H} + i]', one)};",
+            f"    const int32_t g = {_act(phi, f'a[{2 * H} + i]', one)};",
+            f"    const int32_t og = {_act(sig, f'a[{3 * H} + i]', one)};",
+            f"    const int32_t c = re_sat16(re_sat_add32(re_rshift(fg * (int32_t){cs}[i], {q}), "
+            f"re_rshift(ig * g, {2 * q - cf})));",
+            f"    {cs}[i] = (int16_t)c;",
+            f"    {h}[i] = re_sat16(re_rshift(og * {tanh_c}, {q}));",
+            "}"]
+    return body + ["    " + s for s in lines] + ["}"]
 
 
 def generate_c(int_model: IntModel, name: str, *, progmem: bool = False,
@@ -226,50 +364,14 @@ def generate_c(int_model: IntModel, name: str, *, progmem: bool = False,
     ident = c_identifier(name)
     up = ident.upper()
     q = int_model.frac_bits
-    one = _i32(1 << q)
     em = _Emitter(progmem)
     feats, outs = int_model.features, int_model.num_outputs
 
     step: list[str] = []
     x = "x_q"
     for n, layer in enumerate(int_model.recurrent):
-        h = f"state->h{n}"
-        sym = f"l{n}"
-        body = [f"/* layer {comment_text(layer.name)}: {layer.kind}, {layer.input_dim} -> "
-                f"{layer.units} */", "{",
-                f"    int32_t a[{layer.units}];", f"    int32_t u[{layer.units}];"]
-        body += ["    " + s for s in _scratch(layer.kernel, "w") + _scratch(layer.recurrent, "r")]
-        lines = _linear(em, layer.kernel, f"{sym}_kernel", x, layer.in_frac, q, "a", "w")
-        lines += _linear(em, layer.recurrent, f"{sym}_recurrent", h, q, q, "u", "r")
-        lines.append(f"for (i = 0; i < {layer.units}; ++i) a[i] = re_sat_add32(a[i], u[i]);")
-        for bname, bias in layer.biases.items():
-            em.array("int32_t", f"{sym}_{bname}", bias)
-        if layer.kind == "fastgrnn":
-            zeta, nu = _i32(layer.scalars["zeta"]), _i32(layer.scalars["nu"])
-            gate = _act(layer.recurrent_activation,
-                        f"re_sat_add32(a[i], RE_RD_I32(&{sym}_gate_bias[i]))", one)
-            cand = _act(layer.activation,
-                        f"re_sat_add32(a[i], RE_RD_I32(&{sym}_update_bias[i]))", one)
-            lines += [
-                f"for (i = 0; i < {layer.units}; ++i) {{",
-                f"    const int32_t z = {gate};",
-                f"    const int32_t c = {cand};",
-                f"    const int32_t k = re_rshift({zeta} * ({one} - z), {q});",
-                f"    const int32_t t = re_sat_add32(re_rshift(k * c, {q}), "
-                f"re_rshift({nu} * c, {q}));",
-                f"    {h}[i] = re_sat16(re_sat_add32(t, re_rshift(z * (int32_t){h}[i], {q})));",
-                "}"]
-        else:
-            alpha, beta = _i32(layer.scalars["alpha"]), _i32(layer.scalars["beta"])
-            cand = _act(layer.activation, f"re_sat_add32(a[i], RE_RD_I32(&{sym}_bias[i]))", one)
-            lines += [
-                f"for (i = 0; i < {layer.units}; ++i) {{",
-                f"    const int32_t c = {cand};",
-                f"    {h}[i] = re_sat16(re_sat_add32(re_rshift({alpha} * c, {q}), "
-                f"re_rshift({beta} * (int32_t){h}[i], {q})));",
-                "}"]
-        step += body + ["    " + s for s in lines] + ["}"]
-        x = h
+        step += _layer_step(em, layer, n, x, q)
+        x = f"state->h{n}"
 
     predict: list[str] = []
     if not int_model.head:
@@ -309,14 +411,20 @@ def generate_c(int_model: IntModel, name: str, *, progmem: bool = False,
     banner = (f"/* {comment_text(int_model.name)}: integer inference (int{int_model.weight_bits} "
               f"weights, Q{q} state), {int_model.weight_bytes()} bytes of weights.\n"
               " * Generated by keras_rnnedge.converters.cgen. Do not edit. */\n")
-    state = "\n".join(f"    int16_t h{n}[{size}];" for n, size in enumerate(int_model.state_sizes))
+    fields = []
+    for n, layer in enumerate(int_model.recurrent):
+        fields.append(f"    int16_t h{n}[{layer.units}]; /* Q{layer.out_frac(q)} */")
+        if layer.kind == "lstm":
+            fields.append(f"    int16_t c{n}[{layer.units}]; /* LSTM cell state, "
+                          f"Q{layer.cell_frac} */")
+    state = "\n".join(fields)
     guard = f"{up}_H_"
     header = (
         f"{banner}\n#ifndef {guard}\n#define {guard}\n\n#include <stdint.h>\n\n"
         "#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n"
         f"#define {up}_NUM_FEATURES {feats}\n#define {up}_NUM_OUTPUTS {outs}\n"
         f"#define {up}_FRAC_BITS {q}\n\n"
-        f"/* Recurrent state (int16, Q{q}), one vector per recurrent layer. */\n"
+        "/* Recurrent state (int16), one vector h per recurrent layer (and c per LSTM). */\n"
         f"typedef struct {{\n{state}\n}} {ident}_state_t;\n\n"
         f"void {ident}_reset({ident}_state_t *state);\n"
         f"/* One time step; x_q[i] = sat16(round((x[i] - offset[i]) * scale[i])). */\n"
@@ -339,8 +447,10 @@ def generate_c(int_model: IntModel, name: str, *, progmem: bool = False,
         + (_READS_PROGMEM if progmem else _READS_PLAIN) + _RUNTIME + "".join(kernels) + "\n"
         + "\n".join(em.arrays) + "\n"
         f"void {ident}_reset({ident}_state_t *state) {{\n    uint16_t i;\n"
-        + "".join(f"    for (i = 0; i < {size}; ++i) state->h{n}[i] = 0;\n"
-                  for n, size in enumerate(int_model.state_sizes))
+        + "".join(f"    for (i = 0; i < {layer.units}; ++i) state->h{n}[i] = 0;\n"
+                  + (f"    for (i = 0; i < {layer.units}; ++i) state->c{n}[i] = 0;\n"
+                     if layer.kind == "lstm" else "")
+                  for n, layer in enumerate(int_model.recurrent))
         + "}\n\n"
         f"void {ident}_step({ident}_state_t *state, const int16_t x_q[{up}_NUM_FEATURES]) {{\n"
         "    uint16_t i;\n" + "".join(f"    {s}\n" for s in step) + "}\n\n"

@@ -1,10 +1,12 @@
-"""Integer model: a trained FastGRNN/FastRNN + Dense model in fixed point, and its NumPy oracle.
+"""Integer model: a trained recurrent + Dense model in fixed point, and its NumPy oracle.
 
-:func:`quantize_model` reads a trained model (``plan_model``: recurrent layers, then a Dense
-head) and derives an :class:`IntModel`, whose :meth:`IntModel.step` and :meth:`IntModel.predict`
-are THE ORACLE of the generated C code (:mod:`keras_rnnedge.converters.cgen`): NumPy ``int64``
-arithmetic with an explicit saturation wherever the C code saturates, so the two agree bit for
-bit.
+Recurrent layers: ``RNN(FastGRNNCell)``, ``RNN(FastRNNCell)``, ``LSTM``/``RNN(LowRankLSTMCell)``,
+``GRU``/``RNN(LowRankGRUCell)`` (``reset_after`` True or False) and ``SimpleRNN``
+(:data:`SUPPORTED_LAYERS`). :func:`quantize_model` reads a trained model (``plan_model``:
+recurrent layers, then a Dense head) and derives an :class:`IntModel`, whose
+:meth:`IntModel.step` and :meth:`IntModel.predict` are THE ORACLE of the generated C code
+(:mod:`keras_rnnedge.converters.cgen`): NumPy ``int64`` arithmetic with an explicit saturation
+wherever the C code saturates, so the two agree bit for bit.
 
 Arithmetic (``Q = frac_bits``, default 15; ``ONE = 2**Q``)
 ---------------------------------------------------------
@@ -21,7 +23,15 @@ Number formats. A value ``v`` in format ``Qf`` is the integer ``round(v * 2**f)`
   and ``scale = ONE / half_range`` of the feature's range in the representative data, so the
   calibrated range maps onto ``[-1, 1]`` in ``Q``. ``offset`` and the range are folded into the
   first layer's input matrix (``W' = diag(half_range) W``) and biases (``b' = b + offset @ W``).
-* Recurrent state ``h``: ``int16`` in ``Q``.
+* Recurrent state ``h``: ``int16`` in ``Q``; for a ``relu`` SimpleRNN (unbounded) in a format
+  calibrated like the intermediate vectors below (at most ``Q``), unless it is the last layer
+  with no Dense head (then ``Q``: the state saturates at ``1 - 2**-Q``, listed as an
+  approximation).
+* LSTM cell state ``c``: ``int16`` in ``Qcf``, ``cf = min(Q, 12, f_cal)`` with ``f_cal``
+  calibrated from the float forward pass as below (a factor 2 of headroom over the largest
+  ``|c|`` seen). ``c`` is not bounded by 1 (it sums ``i * g`` over time), so ``cf`` is at most
+  12: ``|c| < 8`` always fits, whatever the representative data showed; ``cell_frac_bits``
+  overrides it. Beyond the range ``c`` saturates (``sat16``), in C as here.
 * Intermediate vectors (the rank-``r`` product of a low-rank factor, hidden Dense outputs):
   ``int16`` in a format ``f`` calibrated from the representative data (the largest ``f <= 15``
   with ``2 * max|v| * 2**f <= 32767``: a factor 2 of headroom).
@@ -51,8 +61,16 @@ Activations, on an ``int32`` ``v`` in ``Qf`` (``one = 2**f``), results in ``Qf``
 * ``sigmoid``: ``rshift(clip(v, -4 one, 4 one), 2) + one / 2``, clipped to ``[0, one]``:
   ``clip(x / 4 + 1/2, 0, 1)``, slope-matched at 0 (max error 0.12 at ``|x| = 2``). The
   substitutions made are listed in :attr:`IntModel.approximations`; measure their effect.
-* Dense only: ``relu`` ``max(v, 0)``; ``linear``; ``softmax`` (last layer only: omitted, the
-  scores are the logits; the argmax is unchanged).
+* ``hard_sigmoid`` (Keras': ``clip(0.2 x + 0.5, 0, 1)``): with ``lim = (5 one) >> 1``,
+  ``clip(rshift(clip(v, -lim, lim) * 13107, 16) + one / 2, 0, one)`` (``13107 / 2**16`` is 0.2
+  to ``2**-16``; the product stays below ``2**30``): exact up to the last bit.
+* ``relu`` ``max(v, 0)`` (Dense, SimpleRNN); ``linear`` (Dense); ``softmax`` (last Dense layer
+  only: omitted, the scores are the logits; the argmax is unchanged).
+
+Cells allow: FastGRNN/FastRNN ``tanh``, ``sigmoid``, ``hard_sigmoid``, ``quantized_*``;
+LSTM/GRU ``activation`` the same, ``recurrent_activation`` only the ``[0, 1]``-valued
+``sigmoid``/``hard_sigmoid``/``quantized_sigmoid`` (so every gate product below fits ``int32``);
+SimpleRNN those and ``relu``. Anything else is refused with a ``ValueError`` naming it.
 
 FastGRNN step (``x`` in ``Qxf``, ``h`` in ``Q``)::
 
@@ -66,8 +84,38 @@ FastRNN step::
     c  = phi(sat32(sat32(linear(W, x) + linear(U, h)) + b))
     h' = sat16(sat32(rshift(alpha_q * c, Q) + rshift(beta_q * h, Q)))
 
-Every product there has factors of magnitude ``<= 2**15``, so it fits ``int32``. Dense layer
-(input in ``Qxf``, output in ``Qyf``; ``yf = Q`` for the last)::
+SimpleRNN step (``hf`` the state's format, ``Q`` unless ``relu``)::
+
+    h' = sat16(shift(act(sat32(sat32(linear(W, x, xf -> Q) + linear(U, h, hf -> Q)) + b)), Q - hf))
+
+LSTM step (gates in Keras order ``i, f, c, o``; ``a`` has ``4H`` entries; ``sigma`` the
+``recurrent_activation``, ``phi`` the ``activation``; ``c`` in ``Qcf``)::
+
+    a  = sat32(sat32(linear(W, x, xf -> Q) + linear(U, h, Q -> Q)) + b)
+    i, f, g, o = sigma(a_i), sigma(a_f), phi(a_c), sigma(a_o)              # in Q
+    c' = sat16(sat32(rshift(f * c, Q) + rshift(i * g, 2 Q - cf)))          # Qcf
+    h' = sat16(rshift(o * shift(phi_cf(c'), cf - Q), Q))                   # phi in Qcf, to Q
+
+GRU step, ``reset_after=True`` (Keras' default; bias ``(2, 3H)`` = input and recurrent halves;
+gates ``z, r, h``): the recurrent product keeps its own bias, then meets the reset gate::
+
+    xs = sat32(linear(W, x, xf -> Q) + b_in);   us = sat32(linear(U, h, Q -> Q) + b_rec)
+    z  = sigma(sat32(xs_z + us_z)),   r = sigma(sat32(xs_r + us_r))
+    c  = phi(sat32(xs_h + sat32(rshift(r * us_h, Q))))   # r * us_h: an int64 product in C
+    h' = sat16(sat32(rshift(z * h, Q) + rshift((ONE - z) * c, Q)))
+
+``reset_after=False`` (bias ``(3H,)``; ``U_zr``/``U_h`` are rows ``[0, 2H)``/``[2H, 3H)`` of the
+stored ``U``, or of ``U_v`` for a factored ``U``, whose rank-``r`` product is computed twice)::
+
+    xs = sat32(linear(W, x, xf -> Q) + b);   uzr = linear(U_zr, h, Q -> Q)
+    z  = sigma(sat32(xs_z + uzr_z)),   r = sigma(sat32(xs_r + uzr_r))
+    rh = sat16(rshift(r * h, Q));      c = phi(sat32(xs_h + linear(U_h, rh, Q -> Q)))
+    h' = as above
+
+Every product there, except ``r * us_h``, has factors of magnitude ``<= 2**15`` (``|c| < 2**15``
+too), so it fits ``int32``; ``us_h`` is an ``int32`` pre-activation, so ``r * us_h`` (``< 2**47``)
+is formed in ``int64`` and the rounded result (``|.| <= |us_h|``) fits ``int32`` again. Dense
+layer (input in ``Qxf``, output in ``Qyf``; ``yf = Q`` for the last)::
 
     y = act(sat32(linear(W, x, xf -> yf) + b));  hidden layers: y = sat16(y)
 
@@ -82,7 +130,7 @@ import dataclasses
 import math
 
 from keras_rnnedge._compat import keras, np
-from keras_rnnedge.cells import FastGRNNCell, FastRNNCell
+from keras_rnnedge.cells import FastGRNNCell, FastRNNCell, LowRankGRUCell, LowRankLSTMCell
 from keras_rnnedge.cells.base import activation_name
 from keras_rnnedge.converters.lowering import plan_model, strip_wrappers
 
@@ -100,15 +148,38 @@ INT16_MIN, INT16_MAX = -(2**15), 2**15 - 1
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 MAX_WEIGHT_FRAC = 30
 
+#: Largest fractional bits of the LSTM cell state ``c`` (``int16``): Q12 holds ``|c| < 8``.
+LSTM_CELL_FRAC = 12
+#: ``round(0.2 * 2**16)``: the slope of Keras' ``hard_sigmoid`` (``clip(0.2 x + 0.5, 0, 1)``).
+HARD_SIGMOID_SLOPE = 13107
+
 #: What :func:`quantize_model` accepts.
-SUPPORTED_LAYERS = ("RNN(FastGRNNCell)", "RNN(FastRNNCell)", "Dense", "Activation", "Dropout",
+SUPPORTED_LAYERS = ("RNN(FastGRNNCell)", "RNN(FastRNNCell)", "RNN(LowRankLSTMCell)",
+                    "RNN(LowRankGRUCell)", "LSTM", "GRU", "SimpleRNN", "RNN(LSTMCell)",
+                    "RNN(GRUCell)", "RNN(SimpleRNNCell)", "Dense", "Activation", "Dropout",
                     "InputLayer")
-#: Activations of the cells (``activation``/``recurrent_activation``).
-CELL_ACTIVATIONS = ("tanh", "quantized_tanh", "sigmoid", "quantized_sigmoid")
+#: Activations of FastGRNN/FastRNN cells (``activation``/``recurrent_activation``).
+CELL_ACTIVATIONS = ("tanh", "quantized_tanh", "sigmoid", "quantized_sigmoid", "hard_sigmoid")
+#: Gate activations (``recurrent_activation``) of LSTM/GRU: bounded in ``[0, 1]``.
+GATE_ACTIVATIONS = ("sigmoid", "hard_sigmoid", "quantized_sigmoid")
+#: Candidate/cell activations (``activation``) of LSTM/GRU: bounded in ``[-1, 1]``.
+LSTM_GRU_ACTIVATIONS = ("tanh", "quantized_tanh") + GATE_ACTIVATIONS
+#: Activations of SimpleRNN (``relu``: the state's format is calibrated).
+SIMPLE_RNN_ACTIVATIONS = LSTM_GRU_ACTIVATIONS + ("relu",)
 #: Activations of Dense layers (``softmax`` only on the last one).
 DENSE_ACTIVATIONS = CELL_ACTIVATIONS + ("relu", "linear", "softmax")
-_EXACT = {"quantized_tanh", "quantized_sigmoid", "relu", "linear"}
+_EXACT = {"quantized_tanh", "quantized_sigmoid", "hard_sigmoid", "relu", "linear"}
 _PWL = {"tanh": "clip(x, -1, 1)", "sigmoid": "clip(x / 4 + 1/2, 0, 1)"}
+_LAYER_TYPES = (keras.layers.RNN, keras.layers.LSTM, keras.layers.GRU, keras.layers.SimpleRNN)
+_CELL_KINDS = {FastGRNNCell: "fastgrnn", FastRNNCell: "fastrnn", LowRankLSTMCell: "lstm",
+               LowRankGRUCell: "gru", keras.layers.LSTMCell: "lstm",
+               keras.layers.GRUCell: "gru", keras.layers.SimpleRNNCell: "simplernn"}
+#: (activation, recurrent_activation) allowed per kind (``()``: no recurrent activation).
+_KIND_ACTIVATIONS = {"fastgrnn": (CELL_ACTIVATIONS, CELL_ACTIVATIONS),
+                     "fastrnn": (CELL_ACTIVATIONS, ()),
+                     "lstm": (LSTM_GRU_ACTIVATIONS, GATE_ACTIVATIONS),
+                     "gru": (LSTM_GRU_ACTIVATIONS, GATE_ACTIVATIONS),
+                     "simplernn": (SIMPLE_RNN_ACTIVATIONS, ())}
 
 
 # -- integer primitives (the C runtime does exactly this) --------------------------------------
@@ -157,6 +228,9 @@ def activate(v, name: str, frac: int):
         return rshift(np.clip(v, -one, one) + one, 1)
     if name == "sigmoid":
         return np.clip(rshift(np.clip(v, -4 * one, 4 * one), 2) + one // 2, 0, one)
+    if name == "hard_sigmoid":
+        lim = (5 * one) >> 1
+        return np.clip(rshift(np.clip(v, -lim, lim) * HARD_SIGMOID_SLOPE, 16) + one // 2, 0, one)
     if name == "relu":
         return np.maximum(v, 0)
     return v  # linear; softmax on the last layer (omitted)
@@ -231,11 +305,13 @@ class IntLinear:
     def matrices(self) -> list[IntMatrix]:
         return [self.u] if self.v is None else [self.u, self.v]
 
-    def apply(self, x, x_frac: int, y_frac: int):
+    def apply(self, x, x_frac: int, y_frac: int, rows: slice | None = None):
+        """``linear(M, x, x_frac -> y_frac)``; ``rows`` selects outputs (GRU's ``U_zr``/``U_h``)."""
+        rows = slice(None) if rows is None else rows
         if self.v is None:
-            return shift(matvec(self.u.values, x), self.u.frac + x_frac - y_frac)
+            return shift(matvec(self.u.values[rows], x), self.u.frac + x_frac - y_frac)
         t = sat16(shift(matvec(self.u.values, x), self.u.frac + x_frac - self.mid_frac))
-        return shift(matvec(self.v.values, t), self.v.frac + self.mid_frac - y_frac)
+        return shift(matvec(self.v.values[rows], t), self.v.frac + self.mid_frac - y_frac)
 
     @property
     def mid_size(self) -> int:
@@ -244,10 +320,15 @@ class IntLinear:
 
 @dataclasses.dataclass
 class IntRecurrent:
-    """One FastGRNN (``kind="fastgrnn"``) or FastRNN (``"fastrnn"``) layer in integers.
+    """One recurrent layer in integers (see the module docstring for each ``kind``).
 
-    ``biases`` holds ``gate_bias``/``update_bias`` (FastGRNN) or ``bias`` (FastRNN) in ``Q``;
-    ``scalars`` holds ``zeta``/``nu`` or ``alpha``/``beta`` as ``round(sigmoid(s) * 2**Q)``.
+    ``kind`` is ``"fastgrnn"``, ``"fastrnn"``, ``"lstm"``, ``"gru"`` or ``"simplernn"``.
+    ``biases`` (``int32`` in ``Q``): ``gate_bias``/``update_bias`` (FastGRNN); ``bias`` (FastRNN,
+    LSTM, SimpleRNN, GRU with ``reset_after=False``); ``input_bias``/``recurrent_bias`` (GRU with
+    ``reset_after=True``). ``scalars`` holds ``zeta``/``nu`` or ``alpha``/``beta`` as
+    ``round(sigmoid(s) * 2**Q)`` (empty for the other kinds). ``cell_frac`` is the format of the
+    LSTM cell state ``c``; ``state_frac`` that of ``h`` (``None``: ``Q``; a calibrated format
+    for a ReLU SimpleRNN, whose state is unbounded).
     """
 
     name: str
@@ -261,20 +342,72 @@ class IntRecurrent:
     scalars: dict[str, int]
     activation: str
     recurrent_activation: str | None
+    cell_frac: int | None = None
+    reset_after: bool = False
+    state_frac: int | None = None
 
-    def step(self, x, h, frac: int):
+    @property
+    def state_size(self) -> int:
+        """``int16`` values of state: ``h``, then ``c`` for an LSTM."""
+        return 2 * self.units if self.kind == "lstm" else self.units
+
+    def out_frac(self, frac: int) -> int:
+        """The format of ``h`` (the layer's output) when the model's ``Q`` is ``frac``."""
+        return frac if self.state_frac is None else self.state_frac
+
+    def step(self, x, state, frac: int):
+        """The new state (``h``, or ``[h, c]`` for an LSTM) from input ``x`` (``Q{in_frac}``)."""
         one = 1 << frac
-        a = sat32(self.kernel.apply(x, self.in_frac, frac) + self.recurrent.apply(h, frac, frac))
-        h = np.asarray(h, np.int64)
-        if self.kind == "fastgrnn":
-            z = activate(sat32(a + self.biases["gate_bias"]), self.recurrent_activation, frac)
-            c = activate(sat32(a + self.biases["update_bias"]), self.activation, frac)
-            k = rshift(self.scalars["zeta"] * (one - z), frac)
-            t = sat32(rshift(k * c, frac) + rshift(self.scalars["nu"] * c, frac))
-            return sat16(sat32(t + rshift(z * h, frac)))
-        c = activate(sat32(a + self.biases["bias"]), self.activation, frac)
-        return sat16(sat32(rshift(self.scalars["alpha"] * c, frac)
-                           + rshift(self.scalars["beta"] * h, frac)))
+        n = self.units
+        state = np.asarray(state, np.int64)
+        h = state[:n]
+        sig, phi = self.recurrent_activation, self.activation
+        if self.kind in ("fastgrnn", "fastrnn"):
+            a = sat32(self.kernel.apply(x, self.in_frac, frac)
+                      + self.recurrent.apply(h, frac, frac))
+            if self.kind == "fastgrnn":
+                z = activate(sat32(a + self.biases["gate_bias"]), sig, frac)
+                c = activate(sat32(a + self.biases["update_bias"]), phi, frac)
+                k = rshift(self.scalars["zeta"] * (one - z), frac)
+                t = sat32(rshift(k * c, frac) + rshift(self.scalars["nu"] * c, frac))
+                return sat16(sat32(t + rshift(z * h, frac)))
+            c = activate(sat32(a + self.biases["bias"]), phi, frac)
+            return sat16(sat32(rshift(self.scalars["alpha"] * c, frac)
+                               + rshift(self.scalars["beta"] * h, frac)))
+        if self.kind == "simplernn":
+            sf = self.out_frac(frac)
+            a = sat32(self.kernel.apply(x, self.in_frac, frac) + self.recurrent.apply(h, sf, frac))
+            c = activate(sat32(a + self.biases["bias"]), phi, frac)
+            return sat16(shift(c, frac - sf))
+        if self.kind == "lstm":
+            cf = self.cell_frac
+            a = sat32(self.kernel.apply(x, self.in_frac, frac)
+                      + self.recurrent.apply(h, frac, frac))
+            a = sat32(a + self.biases["bias"])
+            i = activate(a[:n], sig, frac)
+            f = activate(a[n:2 * n], sig, frac)
+            g = activate(a[2 * n:3 * n], phi, frac)
+            o = activate(a[3 * n:], sig, frac)
+            c = sat16(sat32(rshift(f * state[n:], frac) + rshift(i * g, 2 * frac - cf)))
+            t = shift(activate(c, phi, cf), cf - frac)
+            return np.concatenate([sat16(rshift(o * t, frac)), c])
+        # gru
+        xs = self.kernel.apply(x, self.in_frac, frac)
+        if self.reset_after:
+            xs = sat32(xs + self.biases["input_bias"])
+            us = sat32(self.recurrent.apply(h, frac, frac) + self.biases["recurrent_bias"])
+            z = activate(sat32(xs[:n] + us[:n]), sig, frac)
+            r = activate(sat32(xs[n:2 * n] + us[n:2 * n]), sig, frac)
+            uh = sat32(rshift(r * us[2 * n:], frac))  # |r * u| < 2**47: int64 in C too
+        else:
+            xs = sat32(xs + self.biases["bias"])
+            uzr = self.recurrent.apply(h, frac, frac, rows=slice(0, 2 * n))
+            z = activate(sat32(xs[:n] + uzr[:n]), sig, frac)
+            r = activate(sat32(xs[n:2 * n] + uzr[n:]), sig, frac)
+            rh = sat16(rshift(r * h, frac))
+            uh = self.recurrent.apply(rh, frac, frac, rows=slice(2 * n, 3 * n))
+        c = activate(sat32(xs[2 * n:] + uh), phi, frac)
+        return sat16(sat32(rshift(z * h, frac) + rshift((one - z) * c, frac)))
 
 
 @dataclasses.dataclass
@@ -324,10 +457,17 @@ class IntModel:
 
     @property
     def state_sizes(self) -> list[int]:
+        """Sizes of each recurrent layer's output ``h`` (the C struct's ``h<n>``)."""
         return [layer.units for layer in self.recurrent]
 
+    @property
+    def cell_sizes(self) -> list[int]:
+        """Sizes of each layer's cell state ``c`` (the C struct's ``c<n>``; 0: none)."""
+        return [layer.state_size - layer.units for layer in self.recurrent]
+
     def initial_state(self) -> list[np.ndarray]:
-        return [np.zeros(n, np.int64) for n in self.state_sizes]
+        """Zeros: per layer ``h`` (and ``c`` after it, for an LSTM)."""
+        return [np.zeros(layer.state_size, np.int64) for layer in self.recurrent]
 
     def quantize_input(self, x) -> np.ndarray:
         """``sat16(round_half_away((x - offset) * scale))`` in float32 (NaN -> 0), as in C."""
@@ -338,17 +478,19 @@ class IntModel:
         return np.trunc(v).astype(np.int64)
 
     def step(self, state: list[np.ndarray], x_q) -> list[np.ndarray]:
-        """One time step: the new state (one ``int16``-valued vector per recurrent layer)."""
+        """One time step: the new state, one ``int16``-valued vector per recurrent layer (``h``;
+        ``h`` then ``c`` for an LSTM, as in the C state struct)."""
         x = np.asarray(x_q, np.int64)
         new = []
-        for layer, h in zip(self.recurrent, state):
-            x = layer.step(x, h, self.frac_bits)
-            new.append(x)
+        for layer, s in zip(self.recurrent, state):
+            s = layer.step(x, s, self.frac_bits)
+            new.append(s)
+            x = s[:layer.units]
         return new
 
     def predict(self, state: list[np.ndarray]) -> np.ndarray:
-        """The head on the last layer's state: ``int32``-valued scores in ``Q``."""
-        y = np.asarray(state[-1], np.int64)
+        """The head on the last layer's output ``h``: ``int32``-valued scores in ``Q``."""
+        y = np.asarray(state[-1], np.int64)[:self.recurrent[-1].units]
         for layer in self.head:
             y = layer.apply(y)
         return y
@@ -442,6 +584,7 @@ def _sigmoid(x):
 _FLOAT_ACT = {"sigmoid": _sigmoid, "tanh": np.tanh,
               "quantized_sigmoid": lambda x: np.clip((x + 1.0) / 2.0, 0.0, 1.0),
               "quantized_tanh": lambda x: np.clip(x, -1.0, 1.0),
+              "hard_sigmoid": lambda x: np.clip(0.2 * x + 0.5, 0.0, 1.0),
               "relu": lambda x: np.maximum(x, 0.0), "linear": lambda x: x,
               "softmax": lambda x: x}
 
@@ -459,18 +602,98 @@ def _act(layer, value, allowed, argument) -> str:
     return name
 
 
+def _act_name(fn) -> str:
+    """The name of a cell's activation (registry name, or the function's ``__name__``)."""
+    try:
+        return activation_name(fn)
+    except ValueError:
+        return fn if isinstance(fn, str) else getattr(fn, "__name__", repr(fn))
+
+
+def _layer_biases(kind: str, w: dict, units: int, reset_after: bool):
+    """The float biases of a layer by their integer-model name, and those added to ``x W``
+    (into which the input offset is folded)."""
+    if kind == "fastgrnn":
+        return {n: w[n].copy() for n in ("gate_bias", "update_bias")}, ("gate_bias",
+                                                                          "update_bias")
+    width = {"lstm": 4, "gru": 3}.get(kind, 1) * units
+    if kind == "gru" and reset_after:
+        bias = w["bias"] if "bias" in w else np.zeros((2, width))
+        return {"input_bias": bias[0].copy(), "recurrent_bias": bias[1].copy()}, ("input_bias",)
+    return {"bias": w["bias"].copy() if "bias" in w else np.zeros(width)}, ("bias",)
+
+
+def _float_forward(kind, w, biases, phi, sig, x, units, reset_after):
+    """The float forward pass of one layer (true activations): its outputs ``(N, T, H)`` and the
+    peak magnitudes of the low-rank intermediates, the LSTM cell state and the state."""
+    n = units
+    phi_f, sig_f = _FLOAT_ACT[phi], _FLOAT_ACT.get(sig)
+    W = w["kernel"] if "kernel" in w else w["kernel_u"] @ w["kernel_v"]
+    U = (w["recurrent_kernel"] if "recurrent_kernel" in w
+         else w["recurrent_kernel_u"] @ w["recurrent_kernel_v"])
+    uu = w.get("recurrent_kernel_u")
+    h = np.zeros((x.shape[0], n))
+    c = np.zeros((x.shape[0], n))
+    peaks = dict.fromkeys(("kernel", "recurrent_kernel", "cell", "state"), 0.0)
+
+    def peak(key, v):
+        peaks[key] = max(peaks[key], float(np.max(np.abs(v))) if v.size else 0.0)
+
+    states = []
+    for t in range(x.shape[1]):
+        if "kernel_u" in w:
+            peak("kernel", x[:, t] @ w["kernel_u"])
+        if uu is not None:
+            peak("recurrent_kernel", h @ uu)
+        xs = x[:, t] @ W
+        if kind == "fastgrnn":
+            a = xs + h @ U
+            z = sig_f(a + biases["gate_bias"])
+            cand = phi_f(a + biases["update_bias"])
+            h = (_sigmoid(w["zeta"][0]) * (1 - z) + _sigmoid(w["nu"][0])) * cand + z * h
+        elif kind == "fastrnn":
+            cand = phi_f(xs + h @ U + biases["bias"])
+            h = _sigmoid(w["alpha"][0]) * cand + _sigmoid(w["beta"][0]) * h
+        elif kind == "simplernn":
+            h = phi_f(xs + h @ U + biases["bias"])
+        elif kind == "lstm":
+            a = xs + h @ U + biases["bias"]
+            c = sig_f(a[:, n:2 * n]) * c + sig_f(a[:, :n]) * phi_f(a[:, 2 * n:3 * n])
+            peak("cell", c)
+            h = sig_f(a[:, 3 * n:]) * phi_f(c)
+        elif reset_after:
+            xs = xs + biases["input_bias"]
+            us = h @ U + biases["recurrent_bias"]
+            z = sig_f(xs[:, :n] + us[:, :n])
+            r = sig_f(xs[:, n:2 * n] + us[:, n:2 * n])
+            h = z * h + (1 - z) * phi_f(xs[:, 2 * n:] + r * us[:, 2 * n:])
+        else:
+            xs = xs + biases["bias"]
+            z = sig_f(xs[:, :n] + h @ U[:, :n])
+            r = sig_f(xs[:, n:2 * n] + h @ U[:, n:2 * n])
+            if uu is not None:
+                peak("recurrent_kernel", (r * h) @ uu)
+            h = z * h + (1 - z) * phi_f(xs[:, 2 * n:] + (r * h) @ U[:, 2 * n:])
+        peak("state", h)
+        states.append(h)
+    return np.stack(states, axis=1), peaks
+
+
 def quantize_model(model: keras.Model, representative_data, *, weight_bits: int = 8,
-                   frac_bits: int = 15) -> IntModel:
-    """Derive the integer model of a trained FastGRNN/FastRNN + Dense model.
+                   frac_bits: int = 15, cell_frac_bits: int | None = None) -> IntModel:
+    """Derive the integer model of a trained recurrent + Dense model.
 
     Args:
-        model: a trained tf_keras model: ``RNN(FastGRNNCell|FastRNNCell)`` layers (stacked ones
-            returning sequences), then ``Dense``/``Activation``/``Dropout`` layers. Pruning and
-            QAT wrappers are stripped.
+        model: a trained tf_keras model: recurrent layers of :data:`SUPPORTED_LAYERS`
+            (``RNN(FastGRNNCell|FastRNNCell|LowRankLSTMCell|LowRankGRUCell)``, ``LSTM``, ``GRU``,
+            ``SimpleRNN``; stacked ones returning sequences), then ``Dense``/``Activation``/
+            ``Dropout`` layers. Pruning and QAT wrappers are stripped.
         representative_data: float inputs ``(N, T, F)``: the per-feature ranges set the input
             scaling, and the float forward pass the formats of intermediate vectors.
         weight_bits: 8 or 16.
         frac_bits: ``Q``, fractional bits of the ``int16`` state and of the scores (1..15).
+        cell_frac_bits: fractional bits of the LSTM cell state ``c`` (``int16``), in
+            ``[0, frac_bits]``; ``None`` calibrates it (see the module docstring).
 
     Returns:
         The :class:`IntModel`.
@@ -484,6 +707,11 @@ def quantize_model(model: keras.Model, representative_data, *, weight_bits: int 
     if isinstance(frac_bits, bool) or not isinstance(frac_bits, int) or not 1 <= frac_bits <= 15:
         raise ValueError(f"Expected frac_bits to be an integer in [1, 15], but got "
                          f"{frac_bits!r}.")
+    if cell_frac_bits is not None and (isinstance(cell_frac_bits, bool)
+                                       or not isinstance(cell_frac_bits, int)
+                                       or not 0 <= cell_frac_bits <= frac_bits):
+        raise ValueError(f"Expected cell_frac_bits to be None or an integer in [0, frac_bits="
+                         f"{frac_bits}], but got {cell_frac_bits!r}.")
     data = np.asarray(representative_data, np.float64)
     model = strip_wrappers(model)
     plan = plan_model(model)
@@ -491,9 +719,8 @@ def quantize_model(model: keras.Model, representative_data, *, weight_bits: int 
         raise ValueError(f"Expected representative_data of shape (N, T, {plan.features}), but "
                          f"got {data.shape}.")
     for layer in plan.recurrent:
-        if type(layer) is not keras.layers.RNN or type(layer.cell) not in (FastGRNNCell,
-                                                                             FastRNNCell):
-            cell = getattr(layer, "cell", None)
+        cell = getattr(layer, "cell", None)
+        if type(layer) not in _LAYER_TYPES or type(cell) not in _CELL_KINDS:
             raise _unsupported(layer, f"no integer implementation for "
                                f"{type(cell).__name__ if cell is not None else 'this layer'}")
     q = frac_bits
@@ -510,47 +737,35 @@ def quantize_model(model: keras.Model, representative_data, *, weight_bits: int 
     recurrent: list[IntRecurrent] = []
     for index, layer in enumerate(plan.recurrent):
         cell = layer.cell
+        kind = _CELL_KINDS[type(cell)]
         w = _weights(cell)
-        gru = isinstance(cell, FastGRNNCell)
-        phi = _act(layer, activation_name(cell.activation), CELL_ACTIVATIONS, "activation")
-        sig = (_act(layer, activation_name(cell.recurrent_activation), CELL_ACTIVATIONS,
-                    "recurrent_activation") if gru else None)
+        units = int(cell.units)
+        reset_after = bool(getattr(cell, "reset_after", False)) if kind == "gru" else False
+        phi_allowed, sig_allowed = _KIND_ACTIVATIONS[kind]
+        phi = _act(layer, _act_name(cell.activation), phi_allowed, "activation")
+        sig = (_act(layer, _act_name(cell.recurrent_activation), sig_allowed,
+                    "recurrent_activation") if sig_allowed else None)
+        last_no_head = index == len(plan.recurrent) - 1 and not plan.head
         for argument, name in (("activation", phi), ("recurrent_activation", sig)):
             if name in _PWL:
                 approximations.append(f"{layer.name}/{argument}: {name} -> {_PWL[name]}")
-        bias_names = ("gate_bias", "update_bias") if gru else ("bias",)
-        biases = {n: w[n].copy() for n in bias_names}
-        # fold the input scaling of the first layer into W and the biases
+        if phi == "relu" and last_no_head:
+            approximations.append(f"{layer.name}/activation: relu -> clip(x, 0, 1) (the "
+                                  f"output state is in Q{q})")
+        biases, folded = _layer_biases(kind, w, units, reset_after)
+        W = w["kernel"] if "kernel" in w else w["kernel_u"] @ w["kernel_v"]
+        # fold the input scaling of the first layer into W and the input-side biases
         if index == 0:
             key = "kernel" if "kernel" in w else "kernel_u"
-            shift_in = offset @ (w["kernel"] if "kernel" in w else w["kernel_u"] @ w["kernel_v"])
-            for n in bias_names:
+            shift_in = offset @ W
+            for n in folded:
                 biases[n] = biases[n] + shift_in
             w[key] = half[:, None] * w[key]
+            W = w["kernel"] if "kernel" in w else w["kernel_u"] @ w["kernel_v"]
             x_in = (x_float - offset) / half
         else:
             x_in = x_float
-        # float forward (true activations) for the states and the intermediate ranges
-        W = w["kernel"] if "kernel" in w else w["kernel_u"] @ w["kernel_v"]
-        U = (w["recurrent_kernel"] if "recurrent_kernel" in w
-             else w["recurrent_kernel_u"] @ w["recurrent_kernel_v"])
-        h = np.zeros((x_in.shape[0], cell.units))
-        states, mid_w, mid_u = [], 0.0, 0.0
-        for t in range(x_in.shape[1]):
-            if "kernel_u" in w:
-                mid_w = max(mid_w, float(np.max(np.abs(x_in[:, t] @ w["kernel_u"]))))
-            if "recurrent_kernel_u" in w:
-                mid_u = max(mid_u, float(np.max(np.abs(h @ w["recurrent_kernel_u"]))))
-            a = x_in[:, t] @ W + h @ U
-            if gru:
-                z = _FLOAT_ACT[sig](a + biases["gate_bias"])
-                c = _FLOAT_ACT[phi](a + biases["update_bias"])
-                h = (_sigmoid(w["zeta"][0]) * (1 - z) + _sigmoid(w["nu"][0])) * c + z * h
-            else:
-                c = _FLOAT_ACT[phi](a + biases["bias"])
-                h = _sigmoid(w["alpha"][0]) * c + _sigmoid(w["beta"][0]) * h
-            states.append(h)
-        x_float = np.stack(states, axis=1)
+        x_float, peaks = _float_forward(kind, w, biases, phi, sig, x_in, units, reset_after)
 
         def linear(base, mid_peak, w=w, layer=layer):
             if base in w:
@@ -559,15 +774,22 @@ def quantize_model(model: keras.Model, representative_data, *, weight_bits: int 
                              _matrix(w[f"{base}_v"], weight_bits, f"{layer.name}/{base}_v"),
                              _act_frac(mid_peak))
 
-        scalar_names = ("zeta", "nu") if gru else ("alpha", "beta")
+        cell_frac = state_frac = None
+        if kind == "lstm":
+            cell_frac = (cell_frac_bits if cell_frac_bits is not None
+                         else min(q, LSTM_CELL_FRAC, _act_frac(peaks["cell"])))
+        if kind == "simplernn" and phi == "relu" and not last_no_head:
+            state_frac = min(q, _act_frac(peaks["state"]))
+        scalar_names = {"fastgrnn": ("zeta", "nu"), "fastrnn": ("alpha", "beta")}.get(kind, ())
         recurrent.append(IntRecurrent(
-            name=layer.name, kind="fastgrnn" if gru else "fastrnn", units=cell.units,
-            input_dim=int(W.shape[0]), in_frac=in_frac, kernel=linear("kernel", mid_w),
-            recurrent=linear("recurrent_kernel", mid_u),
-            biases={n: _bias(b, q, f"{layer.name}/{n}") for n, b in biases.items()},
+            name=layer.name, kind=kind, units=units, input_dim=int(W.shape[0]),
+            in_frac=in_frac, kernel=linear("kernel", peaks["kernel"]),
+            recurrent=linear("recurrent_kernel", peaks["recurrent_kernel"]),
+            biases={n: _bias(v, q, f"{layer.name}/{n}") for n, v in biases.items()},
             scalars={n: int(round(_sigmoid(float(w[n][0])) * 2**q)) for n in scalar_names},
-            activation=phi, recurrent_activation=sig))
-        in_frac = q
+            activation=phi, recurrent_activation=sig, cell_frac=cell_frac,
+            reset_after=reset_after, state_frac=state_frac))
+        in_frac = recurrent[-1].out_frac(q)
 
     # head: Dense layers; an Activation layer sets the activation of a linear Dense before it
     dense: list[list] = []
