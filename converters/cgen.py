@@ -86,35 +86,128 @@ static inline int32_t re_mul_rshift64(int32_t a, int32_t b, uint8_t s) {
     const int64_t r = (v >> s) + ((v >> (s - 1)) & 1);
     return r > INT32_MAX ? INT32_MAX : r < INT32_MIN ? INT32_MIN : (int32_t)r;
 }
+
+/* acc += w * x for an int8 w and an int16 x, without saturation (callers guarantee the sum
+ * fits int32; see cgen._row_fits). On the AVR: two hardware multiplies and byte adds
+ * (MULSU/MULS set C to the sign of the 16-bit product, so SBC t,t is its sign extension),
+ * instead of a call to the 16x16->32 multiply; the result is the same integer. */
+#if defined(__AVR__)
+#define RE_MAC_I8(ACC_, W_, X_) do { \
+    const int8_t re_w_ = (int8_t)(W_); \
+    const int16_t re_x_ = (int16_t)(X_); \
+    uint8_t re_t_; \
+    __asm__ ("mulsu %[rw], %A[rx]\n\t" "sbc %[rt], %[rt]\n\t" \
+             "add %A[ra], r0\n\t" "adc %B[ra], r1\n\t" "adc %C[ra], %[rt]\n\t" \
+             "adc %D[ra], %[rt]\n\t" "muls %[rw], %B[rx]\n\t" "sbc %[rt], %[rt]\n\t" \
+             "add %B[ra], r0\n\t" "adc %C[ra], r1\n\t" "adc %D[ra], %[rt]\n\t" "clr r1" \
+             : [ra] "+r"(ACC_), [rt] "=&r"(re_t_) : [rw] "a"(re_w_), [rx] "a"(re_x_) : "r0"); \
+} while (0)
+#else
+#define RE_MAC_I8(ACC_, W_, X_) ((ACC_) += (int32_t)(W_) * (int32_t)(X_))
+#endif
+/* Unroll the non-saturating loops by 4 (default: not on the AVR, where avr-gcc -Os code
+ * gets slower). */
+#ifndef RE_UNROLL
+#if defined(__AVR__)
+#define RE_UNROLL 0
+#else
+#define RE_UNROLL 1
+#endif
+#endif
+#define RE_MAC_I16(ACC_, W_, X_) ((ACC_) += (int32_t)(W_) * (int32_t)(X_))
 """.replace("HS_SLOPE", f"INT32_C({HARD_SIGMOID_SLOPE})")
 
+# Matrix-vector kernels. ``_sat`` kernels saturate the int32 accumulator at every step (the
+# oracle's matvec, literally). ``_nosat`` kernels accumulate with plain additions; the generator
+# uses them only for rows whose worst case provably fits int32 (see ``_row_fits`` below), where
+# they give the same result. The loops walk pointers so that gcc -O2/-Os keeps them tight.
 _MV_DENSE = """
-static inline void re_mv_dense_{t}(const {ct} *w, uint16_t rows, uint16_t cols,
-                                   const int16_t *x, int32_t *y) {{
-    uint16_t i, j;
-    for (i = 0; i < rows; ++i) {{
-        const {ct} *r = w + (uint32_t)i * cols;
+static void re_mv_dense_{t}_sat(const {ct} *w, uint16_t rows, uint16_t cols,
+                                const int16_t *x, int32_t *y) {{
+    const int16_t *const xe = x + cols;
+    while (rows--) {{
+        const int16_t *xp = x;
         int32_t acc = 0;
-        for (j = 0; j < cols; ++j)
-            acc = re_sat_add32(acc, (int32_t)RE_RD_{T}(r + j) * (int32_t)x[j]);
-        y[i] = acc;
+        while (xp != xe) acc = re_sat_add32(acc, (int32_t)RE_RD_{T}(w++) * (int32_t)*xp++);
+        *y++ = acc;
+    }}
+}}
+"""
+
+_MV_DENSE_NOSAT = """
+/* rows whose sum of |w| times 2^15 is at most INT32_MAX only (plain int32 sums are exact);
+ * unrolled by 4 */
+static void re_mv_dense_{t}_nosat(const {ct} *w, uint16_t rows, uint16_t cols,
+                                  const int16_t *x, int32_t *y) {{
+    while (rows--) {{
+        const int16_t *xp = x;
+        uint16_t n = cols;
+        int32_t acc = 0;
+#if RE_UNROLL
+        for (; n >= 4; n = (uint16_t)(n - 4)) {{
+            RE_MAC_{T}(acc, RE_RD_{T}(w++), *xp++); RE_MAC_{T}(acc, RE_RD_{T}(w++), *xp++);
+            RE_MAC_{T}(acc, RE_RD_{T}(w++), *xp++); RE_MAC_{T}(acc, RE_RD_{T}(w++), *xp++);
+        }}
+#endif
+        while (n--) RE_MAC_{T}(acc, RE_RD_{T}(w++), *xp++);
+        *y++ = acc;
     }}
 }}
 """
 
 _MV_CSR = """
-static inline void re_mv_csr_{t}_c{c}(const {ct} *val, const uint{c}_t *col, const uint16_t *ptr,
-                                     uint16_t rows, const int16_t *x, int32_t *y) {{
-    uint16_t i, k;
-    for (i = 0; i < rows; ++i) {{
-        const uint16_t end = RE_RD_U16(ptr + i + 1);
+static void re_mv_csr_{t}_c{c}_{mode}(const {ct} *val, const uint{c}_t *col, const uint16_t *ptr,
+                                    uint16_t rows, const int16_t *x, int32_t *y) {{
+    uint16_t k = RE_RD_U16(ptr);
+    const {ct} *v = val + k;
+    const uint{c}_t *cp = col + k;
+    while (rows--) {{
+        const uint16_t end = RE_RD_U16(++ptr);
+        uint16_t n = (uint16_t)(end - k);
         int32_t acc = 0;
-        for (k = RE_RD_U16(ptr + i); k < end; ++k)
-            acc = re_sat_add32(acc, (int32_t)RE_RD_{T}(val + k) * (int32_t)x[RE_RD_U{c}(col + k)]);
-        y[i] = acc;
+        k = end;
+{LOOP}        *y++ = acc;
     }}
 }}
 """
+# The non-saturating loop is unrolled by 4 (fewer loop instructions per MAC on both targets).
+_CSR_LOOP = {
+    "sat": "        while (n--) {ACC};\n",
+    "nosat": ("#if RE_UNROLL\n        for (; n >= 4; n = (uint16_t)(n - 4)) {{\n"
+              "            {ACC}; {ACC};\n            {ACC}; {ACC};\n        }}\n#endif\n"
+              "        while (n--) {ACC};\n"),
+}
+_CSR_ACC = {
+    "sat": "acc = re_sat_add32(acc, (int32_t)RE_RD_{T}(v++) * (int32_t)x[RE_RD_U{c}(cp++)])",
+    "nosat": "RE_MAC_{T}(acc, RE_RD_{T}(v++), x[RE_RD_U{c}(cp++)])",
+}
+
+# The largest |x| of an int16 input.
+_X_ABS_MAX = 1 << 15
+INT32_MAX = (1 << 31) - 1
+# At most this many kernel calls per matrix when rows alternate between the two kernels;
+# beyond it the whole matrix takes the saturating kernel.
+_MAX_RUNS = 8
+# Benchmarks only (benchmarks/c_targets.py): emit the saturating kernels for every row, to
+# measure what the non-saturating ones save. Not part of the API.
+_SATURATE_ALL = False
+
+
+def _row_fits(values: np.ndarray) -> np.ndarray:
+    """Per row: may the row be accumulated without saturation, bit-exactly?
+
+    Proof. Let ``B = sum_j |w_j| * 2**15`` over the stored row (the inputs are int16, so
+    ``|x_j| <= 2**15``). The oracle computes ``s_k = sat32(s_{k-1} + w_k x_k)`` from ``s_0 = 0``;
+    the plain loop computes ``p_k = p_{k-1} + w_k x_k``. By induction ``|p_k| <= sum_{j<=k}
+    |w_j x_j| <= B``; if ``B <= INT32_MAX`` then every ``p_k`` (and every product ``w_k x_k``)
+    lies in ``[INT32_MIN, INT32_MAX]``, so ``sat32`` is the identity at every step,
+    ``s_k = p_k`` for all ``k``, and no C ``int32_t`` operation overflows (no undefined
+    behaviour). The bound does not depend on the order of the terms, so any summation order
+    is exact as well. Zeros (skipped by CSR) add nothing to ``B``.
+    """
+    bound = np.abs(np.asarray(values, np.int64)).sum(axis=1) * _X_ABS_MAX
+    return bound <= INT32_MAX
+
 
 _READS_PLAIN = """#define RE_RD_I8(p) (*(p))
 #define RE_RD_I16(p) (*(p))
@@ -147,6 +240,9 @@ class _Emitter:
         self.attr = " PROGMEM" if progmem else ""
         self.arrays: list[str] = []
         self.matrices: dict[str, tuple] = {}
+        self.kernels: dict[str, str] = {}  # function name -> C definition, in order of use
+        self.rows_fast = 0  # rows emitted with the non-saturating kernels
+        self.rows_sat = 0
 
     def array(self, ctype: str, symbol: str, values, per_line: int = 16) -> str:
         values = [int(v) for v in np.asarray(values).ravel()] or [0]  # C99: no empty arrays
@@ -179,19 +275,57 @@ class _Emitter:
         self.matrices[symbol] = info
         return info
 
+    def kernel(self, m: IntMatrix, mode: str) -> str:
+        """The name of the kernel for ``m``'s storage and ``mode`` (``sat``/``nosat``); adds
+        its definition on first use."""
+        t, ct = f"i{m.bits}", f"int{m.bits}_t"
+        if not m.sparse:
+            fn = f"re_mv_dense_{t}_{mode}"
+            tmpl = _MV_DENSE if mode == "sat" else _MV_DENSE_NOSAT
+            code = tmpl.format(t=t, T=f"I{m.bits}", ct=ct)
+        else:
+            c = m.col_bits
+            fn = f"re_mv_csr_{t}_c{c}_{mode}"
+            acc = _CSR_ACC[mode].format(T=f"I{m.bits}", c=c)
+            loop = _CSR_LOOP[mode].replace("{{", "{").replace("}}", "}").replace("{ACC}", acc)
+            code = _MV_CSR.format(t=t, ct=ct, c=c, mode=mode, LOOP="{LOOP}").replace("{LOOP}", loop)
+        self.kernels.setdefault(fn, code)
+        return fn
+
     def matvec(self, m: IntMatrix, symbol: str, x: str, dst: str, start: int = 0,
                stop: int | None = None) -> str:
-        """A call computing ``dst[0:stop-start] = matvec(m[start:stop], x)``."""
+        """Calls computing ``dst[0:stop-start] = matvec(m[start:stop], x)``: one per run of
+        consecutive rows of the same kind (non-saturating where :func:`_row_fits`)."""
         info = self.matrix(m, symbol)
         stop = m.shape[0] if stop is None else stop
-        n = stop - start
-        if info[0] == "dense":
-            _, fn, arr, cols = info
-            base = f"{arr} + {start * cols}" if start else arr
-            return f"{fn}({base}, {n}, {cols}, {x}, {dst});"
-        _, fn, val, col, ptr = info
-        base = f"{ptr} + {start}" if start else ptr
-        return f"{fn}({val}, {col}, {base}, {n}, {x}, {dst});"
+        fits = _row_fits(m.values)[start:stop]
+        runs: list[tuple[int, int, bool]] = []
+        for i, ok in enumerate(fits, start):
+            if runs and runs[-1][2] == bool(ok):
+                runs[-1] = (runs[-1][0], i + 1, bool(ok))
+            else:
+                runs.append((i, i + 1, bool(ok)))
+        if len(runs) > _MAX_RUNS or _SATURATE_ALL:
+            runs = [(start, stop, False)]
+        calls = []
+        for a, b, ok in runs:
+            if ok:  # the generator's own check of the bound proven in _row_fits
+                bound = int(np.abs(m.values[a:b].astype(np.int64)).sum(axis=1).max())
+                assert bound * _X_ABS_MAX <= INT32_MAX, (m.name, a, b, bound)
+                self.rows_fast += b - a
+            else:
+                self.rows_sat += b - a
+            fn = self.kernel(m, "nosat" if ok else "sat")
+            out = f"{dst} + {a - start}" if a != start else dst
+            if info[0] == "dense":
+                _, _, arr, cols = info
+                base = f"{arr} + {a * cols}" if a else arr
+                calls.append(f"{fn}({base}, {b - a}, {cols}, {x}, {out});")
+            else:
+                _, _, val, col, ptr = info
+                base = f"{ptr} + {a}" if a else ptr
+                calls.append(f"{fn}({val}, {col}, {base}, {b - a}, {x}, {out});")
+        return " ".join(calls)
 
 
 def _shift(expr: str, s: int) -> str:
@@ -398,15 +532,7 @@ def generate_c(int_model: IntModel, name: str, *, progmem: bool = False,
             x = f"{dst}_out"
         predict += block + ["    " + s for s in lines] + ["}"]
 
-    matrices = [m for layer in int_model.recurrent
-                for m in layer.kernel.matrices() + layer.recurrent.matrices()]
-    matrices += [m for layer in int_model.head for m in layer.kernel.matrices()]
-    kinds = sorted({(m.bits, m.sparse, m.col_bits) for m in matrices})
-    kernels = []
-    for bits, sparse, col_bits in kinds:
-        fmt = {"t": f"i{bits}", "T": f"I{bits}", "ct": f"int{bits}_t", "c": col_bits}
-        kernels.append((_MV_CSR if sparse else _MV_DENSE).format(**fmt))
-    kernels = list(dict.fromkeys(kernels))
+    kernels = list(em.kernels.values())
 
     banner = (f"/* {comment_text(int_model.name)}: integer inference (int{int_model.weight_bits} "
               f"weights, Q{q} state), {int_model.weight_bytes()} bytes of weights.\n"

@@ -38,8 +38,9 @@ TARGETS = {"cortex_m4": build_and_run_cortex_m4, "avr": build_and_run_avr}
 M4_COUNT_RESOLUTION = 40
 # A bigger model must cost more per step, about in proportion to its weights: step cost per
 # multiply-accumulate of the H=8 model within a factor 2.5 of the H=32 model's (the per-step
-# work that grows with H only, not H^2, weighs more in the small model; measured 1.41 on
-# the Cortex-M4 (21.0 vs 14.9 instructions per MAC), 1.57 on the AVR (309 vs 197 cycles)).
+# work that grows with H only, not H^2, weighs more in the small model, the more so since the
+# MAC loops skip saturation where the bound allows; measured 1.82 on the Cortex-M4 (11.8 vs
+# 6.5 instructions per MAC) and 2.31 on the AVR (191 vs 83 cycles); both counts are exact).
 COST_PER_MAC_RATIO = 2.5
 # The AVR build must keep the weights in flash: static RAM at most half the model's constant
 # data (measured: 65 bytes of RAM against 508 bytes of weights for H=16).
