@@ -311,7 +311,9 @@ class _Emitter:
         for a, b, ok in runs:
             if ok:  # the generator's own check of the bound proven in _row_fits
                 bound = int(np.abs(m.values[a:b].astype(np.int64)).sum(axis=1).max())
-                assert bound * _X_ABS_MAX <= INT32_MAX, (m.name, a, b, bound)
+                if bound * _X_ABS_MAX > INT32_MAX:  # never: _row_fits proved it; refuse to emit
+                    raise RuntimeError(f"internal error: rows {a}..{b} of {m.name} could "
+                                       f"overflow int32 (bound {bound}); please report it")
                 self.rows_fast += b - a
             else:
                 self.rows_sat += b - a
