@@ -5,7 +5,7 @@ operators TFLite Micro implements and which ``tflite::MicroMutableOpResolver`` m
 each; :func:`audit` puts both together with the measured arena and the board's memories::
 
     report = audit(flatbuffer, "nano33ble")        # raises when it does not fit
-    print(report.to_text())
+    text = report.to_text()                        # ops, arena, flash and RAM against the board
     report.resolver_methods                        # ("AddFullyConnected", "AddTanh", ...)
 
 Memory accounting (all in bytes):
