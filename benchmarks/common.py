@@ -99,3 +99,9 @@ def write_section(name: str, body: str, path: Path | str = DOC) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def target_line(target: dict) -> str:
+    """``PASS|FAIL task: target: measured text`` for one evaluated target."""
+    verdict = "PASS" if target["passed"] else "FAIL"
+    return f"{verdict} {target['task']}: {target['target']}: {target['text']}"

@@ -44,6 +44,7 @@ from benchmarks.common import (  # noqa: E402
     command_line,
     machine_info,
     machine_line,
+    target_line,
     write_section,
 )
 from benchmarks.train_quality import (  # noqa: E402
@@ -632,9 +633,7 @@ def render(rows, trained, tasks, targets, info, args, started, elapsed, budgets)
         lines.append("")
     lines += ["### Targets", ""]
     for t in targets:
-        lines.append(
-            f"- {'PASS' if t['passed'] else 'FAIL'} {t['task']}: {t['target']}: {t['text']}"
-        )
+        lines.append(f"- {target_line(t)}")
     if not targets:
         lines.append("- (no target could be evaluated)")
     return "\n".join(lines) + "\n"
@@ -769,7 +768,7 @@ def main(argv=None) -> int:
         REPO / args.out,
     )
     for t in targets:
-        log(f"{'PASS' if t['passed'] else 'FAIL'} {t['task']}: {t['target']}: {t['text']}")
+        log(target_line(t))
     log(f"Wrote {results_path} and the {SECTION} section of {out} ({elapsed / 60:.1f} min)")
     return 0
 

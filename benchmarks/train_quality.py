@@ -45,6 +45,7 @@ from benchmarks.common import (  # noqa: E402
     command_line,
     machine_info,
     machine_line,
+    target_line,
     write_section,
 )
 from keras_rnnedge._compat import keras, np  # noqa: E402
@@ -582,9 +583,7 @@ def render(records, tasks, targets, info, args, started, elapsed) -> str:
         "",
     ]
     for t in targets:
-        lines.append(
-            f"- {'PASS' if t['passed'] else 'FAIL'} {t['task']}: {t['target']}: {t['text']}"
-        )
+        lines.append(f"- {target_line(t)}")
     if not targets:
         lines.append("- (no target applies to the tasks run)")
     return "\n".join(lines) + "\n"
@@ -696,7 +695,7 @@ def main(argv=None) -> int:
         REPO / args.out,
     )
     for t in targets:
-        print(f"{'PASS' if t['passed'] else 'FAIL'} {t['task']}: {t['target']}: {t['text']}")
+        print(target_line(t))
     print(
         f"Wrote {results_path} and the {SECTION} section of {out} ({elapsed / 60:.1f} min)",
         flush=True,
