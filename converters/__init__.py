@@ -1,5 +1,8 @@
 """Converters: a trained Keras model → TFLite flatbuffer → C array → Arduino sketch.
 
+:func:`convert_c` makes standalone integer C instead (no TFLite Micro: the Arduino Uno and
+other small boards), with an Arduino sketch and a Cortex-M project around it.
+
 :func:`convert` runs the pipeline (validate → lower → TFLite → audit against the target → C
 array → sketch and PlatformIO project) and returns a :class:`ConversionResult`; nothing is
 written until :meth:`ConversionResult.save`. Every stage is checked against the one before it:
@@ -13,6 +16,12 @@ Example:
     >>> result.save("out/har_fastgrnn")                          # doctest: +SKIP
 """
 
+from keras_rnnedge.converters.cexport import (
+    C_PRECISIONS,
+    CConversionResult,
+    SavedC,
+    convert_c,
+)
 from keras_rnnedge.converters.lowering import (
     LOWERINGS,
     MODES,
@@ -30,9 +39,12 @@ from keras_rnnedge.converters.pipeline import (
 from keras_rnnedge.converters.tflite import QUANTIZATIONS, TensorInfo, TFLiteModel, to_tflite
 
 __all__ = [
+    "C_PRECISIONS",
+    "CConversionResult",
     "LOWERINGS",
     "MODES",
     "QUANTIZATIONS",
+    "SavedC",
     "ConversionError",
     "ConversionResult",
     "LoweredModel",
@@ -40,6 +52,7 @@ __all__ = [
     "TFLiteModel",
     "TensorInfo",
     "convert",
+    "convert_c",
     "load_result",
     "lower",
     "supported_layers",

@@ -141,6 +141,7 @@ __all__ = [
     "IntMatrix",
     "IntModel",
     "IntRecurrent",
+    "quantize_input",
     "quantize_model",
 ]
 
@@ -209,12 +210,23 @@ def shift(v, s: int):
 
 
 def matvec(w, x):
-    """``sat32`` accumulation of ``w[i, j] * x[j]`` over ``j`` in increasing order."""
+    """``sat32`` accumulation of ``w[i, j] * x[..., j]`` over ``j`` in increasing order.
+
+    ``x`` is one vector or a batch ``(..., inputs)``. When ``sum_j |w[i, j]| * max|x|`` fits
+    ``int32`` for every row, no partial sum can saturate and the result is the exact ``int64``
+    product (the same integers, computed at once); otherwise the columns are accumulated one by
+    one with the saturation, skipping all-zero columns (adding zero changes nothing).
+    """
     w = np.asarray(w, np.int64)
     x = np.asarray(x, np.int64)
-    acc = np.zeros(w.shape[0], np.int64)
-    for j in range(w.shape[1]):
-        acc = sat32(acc + w[:, j] * x[j])
+    if x.size == 0 or w.size == 0:
+        return np.zeros(x.shape[:-1] + (w.shape[0],), np.int64)
+    peak = int(np.max(np.abs(x)))
+    if int(np.max(np.abs(w).sum(axis=1))) * peak <= INT32_MAX:
+        return x @ w.T
+    acc = np.zeros(x.shape[:-1] + (w.shape[0],), np.int64)
+    for j in np.flatnonzero(np.any(w != 0, axis=0)):
+        acc = sat32(acc + w[:, j] * x[..., j, None])
     return acc
 
 
@@ -234,6 +246,17 @@ def activate(v, name: str, frac: int):
     if name == "relu":
         return np.maximum(v, 0)
     return v  # linear; softmax on the last layer (omitted)
+
+
+def quantize_input(x, offset, scale) -> np.ndarray:
+    """``sat16(round_half_away((x - offset) * scale))`` in float32 (NaN -> 0), as the C code
+    (``<id>_quantize_input``, the sketch) computes it; ``int64`` values."""
+    v = (np.asarray(x, np.float32) - np.asarray(offset, np.float32)) * np.asarray(scale,
+                                                                                 np.float32)
+    v = np.where(np.isnan(v), np.float32(0), v)
+    v = np.clip(v, np.float32(INT16_MIN), np.float32(INT16_MAX))
+    v = np.where(v >= 0, v + np.float32(0.5), v - np.float32(0.5)).astype(np.float32)
+    return np.trunc(v).astype(np.int64)
 
 
 # -- the integer model --------------------------------------------------------------------------
@@ -356,11 +379,13 @@ class IntRecurrent:
         return frac if self.state_frac is None else self.state_frac
 
     def step(self, x, state, frac: int):
-        """The new state (``h``, or ``[h, c]`` for an LSTM) from input ``x`` (``Q{in_frac}``)."""
+        """The new state (``h``, or ``[h, c]`` for an LSTM) from input ``x`` (``Q{in_frac}``).
+
+        ``x`` and ``state`` may carry leading batch dimensions (the same arithmetic per row)."""
         one = 1 << frac
         n = self.units
         state = np.asarray(state, np.int64)
-        h = state[:n]
+        h = state[..., :n]
         sig, phi = self.recurrent_activation, self.activation
         if self.kind in ("fastgrnn", "fastrnn"):
             a = sat32(self.kernel.apply(x, self.in_frac, frac)
@@ -384,29 +409,29 @@ class IntRecurrent:
             a = sat32(self.kernel.apply(x, self.in_frac, frac)
                       + self.recurrent.apply(h, frac, frac))
             a = sat32(a + self.biases["bias"])
-            i = activate(a[:n], sig, frac)
-            f = activate(a[n:2 * n], sig, frac)
-            g = activate(a[2 * n:3 * n], phi, frac)
-            o = activate(a[3 * n:], sig, frac)
-            c = sat16(sat32(rshift(f * state[n:], frac) + rshift(i * g, 2 * frac - cf)))
+            i = activate(a[..., :n], sig, frac)
+            f = activate(a[..., n:2 * n], sig, frac)
+            g = activate(a[..., 2 * n:3 * n], phi, frac)
+            o = activate(a[..., 3 * n:], sig, frac)
+            c = sat16(sat32(rshift(f * state[..., n:], frac) + rshift(i * g, 2 * frac - cf)))
             t = shift(activate(c, phi, cf), cf - frac)
-            return np.concatenate([sat16(rshift(o * t, frac)), c])
+            return np.concatenate([sat16(rshift(o * t, frac)), c], axis=-1)
         # gru
         xs = self.kernel.apply(x, self.in_frac, frac)
         if self.reset_after:
             xs = sat32(xs + self.biases["input_bias"])
             us = sat32(self.recurrent.apply(h, frac, frac) + self.biases["recurrent_bias"])
-            z = activate(sat32(xs[:n] + us[:n]), sig, frac)
-            r = activate(sat32(xs[n:2 * n] + us[n:2 * n]), sig, frac)
-            uh = sat32(rshift(r * us[2 * n:], frac))  # |r * u| < 2**47: int64 in C too
+            z = activate(sat32(xs[..., :n] + us[..., :n]), sig, frac)
+            r = activate(sat32(xs[..., n:2 * n] + us[..., n:2 * n]), sig, frac)
+            uh = sat32(rshift(r * us[..., 2 * n:], frac))  # |r * u| < 2**47: int64 in C too
         else:
             xs = sat32(xs + self.biases["bias"])
             uzr = self.recurrent.apply(h, frac, frac, rows=slice(0, 2 * n))
-            z = activate(sat32(xs[:n] + uzr[:n]), sig, frac)
-            r = activate(sat32(xs[n:2 * n] + uzr[n:]), sig, frac)
+            z = activate(sat32(xs[..., :n] + uzr[..., :n]), sig, frac)
+            r = activate(sat32(xs[..., n:2 * n] + uzr[..., n:]), sig, frac)
             rh = sat16(rshift(r * h, frac))
             uh = self.recurrent.apply(rh, frac, frac, rows=slice(2 * n, 3 * n))
-        c = activate(sat32(xs[2 * n:] + uh), phi, frac)
+        c = activate(sat32(xs[..., 2 * n:] + uh), phi, frac)
         return sat16(sat32(rshift(z * h, frac) + rshift((one - z) * c, frac)))
 
 
@@ -465,48 +490,58 @@ class IntModel:
         """Sizes of each layer's cell state ``c`` (the C struct's ``c<n>``; 0: none)."""
         return [layer.state_size - layer.units for layer in self.recurrent]
 
-    def initial_state(self) -> list[np.ndarray]:
-        """Zeros: per layer ``h`` (and ``c`` after it, for an LSTM)."""
-        return [np.zeros(layer.state_size, np.int64) for layer in self.recurrent]
+    def initial_state(self, batch: tuple[int, ...] = ()) -> list[np.ndarray]:
+        """Zeros: per layer ``h`` (and ``c`` after it, for an LSTM), shape ``batch + (size,)``."""
+        return [np.zeros(tuple(batch) + (layer.state_size,), np.int64)
+                for layer in self.recurrent]
 
     def quantize_input(self, x) -> np.ndarray:
         """``sat16(round_half_away((x - offset) * scale))`` in float32 (NaN -> 0), as in C."""
-        v = (np.asarray(x, np.float32) - self.input_offset) * self.input_scale
-        v = np.where(np.isnan(v), np.float32(0), v)
-        v = np.clip(v, np.float32(INT16_MIN), np.float32(INT16_MAX))
-        v = np.where(v >= 0, v + np.float32(0.5), v - np.float32(0.5)).astype(np.float32)
-        return np.trunc(v).astype(np.int64)
+        return quantize_input(x, self.input_offset, self.input_scale)
 
     def step(self, state: list[np.ndarray], x_q) -> list[np.ndarray]:
         """One time step: the new state, one ``int16``-valued vector per recurrent layer (``h``;
-        ``h`` then ``c`` for an LSTM, as in the C state struct)."""
+        ``h`` then ``c`` for an LSTM, as in the C state struct). ``state`` and ``x_q`` may carry
+        leading batch dimensions: each row is stepped with the same arithmetic."""
         x = np.asarray(x_q, np.int64)
         new = []
         for layer, s in zip(self.recurrent, state):
             s = layer.step(x, s, self.frac_bits)
             new.append(s)
-            x = s[:layer.units]
+            x = s[..., :layer.units]
         return new
 
     def predict(self, state: list[np.ndarray]) -> np.ndarray:
-        """The head on the last layer's output ``h``: ``int32``-valued scores in ``Q``."""
-        y = np.asarray(state[-1], np.int64)[:self.recurrent[-1].units]
+        """The head on the last layer's output ``h``: ``int32``-valued scores in ``Q`` (batched
+        like ``state``)."""
+        y = np.asarray(state[-1], np.int64)[..., :self.recurrent[-1].units]
         for layer in self.head:
             y = layer.apply(y)
         return y
 
-    def run(self, x) -> np.ndarray:
-        """Scores (``int64``, in ``Q``) of float sequences ``(T, F)`` or ``(N, T, F)``."""
+    def run(self, x, batch_size: int = 1024) -> np.ndarray:
+        """Scores (``int64``, in ``Q``) of float sequences ``(T, F)`` or ``(N, T, F)``.
+
+        Up to ``batch_size`` sequences are stepped together (:meth:`step` on a batch): each
+        sequence's scores are those of stepping it alone."""
         x = np.asarray(x, np.float32)
+        if x.ndim not in (2, 3) or x.shape[-1] != self.features:
+            raise ValueError(f"Expected sequences of shape (T, {self.features}) or (N, T, "
+                             f"{self.features}), but got {x.shape}.")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"Expected batch_size to be a positive integer, but got "
+                             f"{batch_size!r}.")
         single = x.ndim == 2
         batch = x[None] if single else x
         scores = []
-        for seq in batch:
-            state = self.initial_state()
-            for x_q in self.quantize_input(seq):
-                state = self.step(state, x_q)
+        for start in range(0, len(batch), batch_size):
+            x_q = self.quantize_input(batch[start:start + batch_size])
+            state = self.initial_state(x_q.shape[:1])
+            for t in range(x_q.shape[1]):
+                state = self.step(state, x_q[:, t])
             scores.append(self.predict(state))
-        out = np.stack(scores)
+        out = (np.concatenate(scores) if scores
+               else np.zeros((0, self.num_outputs), np.int64))
         return out[0] if single else out
 
     def dequantize(self, scores) -> np.ndarray:

@@ -146,41 +146,57 @@ class ConversionResult:
             OutputExistsError: ``path`` exists and ``force`` is false.
             ConversionError: ``path``'s parent cannot be written.
         """
-        out = Path(path)
-        if out.exists() and not force:
-            raise OutputExistsError(f"Output directory {str(out)!r} exists; pass force=True "
-                                    "(--force) to replace it, or choose another directory.")
-        if out.exists() and not out.is_dir():
-            raise ConversionError(f"Output path {str(out)!r} is a file; expected a directory.")
-        parent = out.parent if str(out.parent) else Path(".")
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
-        except OSError as exc:
-            raise ConversionError(f"Cannot write to {str(parent)!r}: {exc.strerror or exc}. "
-                                  "Choose a writable output directory.") from exc
-        try:
-            for rel, content in sorted(self.files.items()):
-                dest = staging / rel
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                if isinstance(content, bytes):
-                    dest.write_bytes(content)
-                else:
-                    dest.write_text(content)
-            (staging / MANIFEST).write_text(json.dumps(self.manifest(), indent=2) + "\n")
-            (staging / "REPORT.txt").write_text(self.report() + "\n")
-            self.source_model.save(staging / "model.keras")
-            if out.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=parent))
-                os.replace(out, old / out.name)
-                os.replace(staging, out)
-                shutil.rmtree(old, ignore_errors=True)
+        files = {**self.files, MANIFEST: json.dumps(self.manifest(), indent=2) + "\n",
+                 "REPORT.txt": self.report() + "\n"}
+        return save_directory(path, files, force=force, model=self.source_model)
+
+
+def save_directory(path: str | os.PathLike, files: dict[str, str | bytes], *, force: bool,
+                   model: keras.Model | None = None) -> Path:
+    """Write ``files`` (relative path → text or bytes) and ``model`` (as ``model.keras``) under
+    the directory ``path``, all or nothing.
+
+    Files are written to a temporary directory beside ``path`` and moved into place at the end,
+    so an error leaves no half-written output.
+
+    Raises:
+        OutputExistsError: ``path`` exists and ``force`` is false.
+        ConversionError: ``path`` is a file, or its parent cannot be written.
+    """
+    out = Path(path)
+    if out.exists() and not force:
+        raise OutputExistsError(f"Output directory {str(out)!r} exists; pass force=True "
+                                "(--force) to replace it, or choose another directory.")
+    if out.exists() and not out.is_dir():
+        raise ConversionError(f"Output path {str(out)!r} is a file; expected a directory.")
+    parent = out.parent if str(out.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+    except OSError as exc:
+        raise ConversionError(f"Cannot write to {str(parent)!r}: {exc.strerror or exc}. "
+                              "Choose a writable output directory.") from exc
+    try:
+        for rel, content in sorted(files.items()):
+            dest = staging / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                dest.write_bytes(content)
             else:
-                os.replace(staging, out)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        return out
+                dest.write_text(content)
+        if model is not None:
+            model.save(staging / "model.keras")
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=parent))
+            os.replace(out, old / out.name)
+            os.replace(staging, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
 
 
 def _describe(t: TensorInfo) -> str:
@@ -211,14 +227,26 @@ class SavedConversion:
         return load_model(self.path / "model.keras", compile=False)
 
 
-def load_result(path: str | os.PathLike) -> SavedConversion:
-    """Read a directory written by :meth:`ConversionResult.save`.
+def load_result(path: str | os.PathLike):
+    """Read a directory written by :meth:`ConversionResult.save` (a :class:`SavedConversion`)
+    or by :meth:`~keras_rnnedge.converters.cexport.CConversionResult.save` (a
+    :class:`~keras_rnnedge.converters.cexport.SavedC`).
 
     Raises:
         ConversionError: naming the file that is missing or corrupt.
     """
     root = Path(path)
     manifest_path, tflite_path = root / MANIFEST, root / "model.tflite"
+    if manifest_path.is_file() and not tflite_path.exists():
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ConversionError(f"{str(manifest_path)!r} is corrupt ({exc}); re-run "
+                                  "`rnnedge convert`.") from exc
+        if isinstance(manifest, dict) and manifest.get("format") == "c":
+            from keras_rnnedge.converters.cexport import load_c_result
+
+            return load_c_result(root, manifest)
     for p in (manifest_path, tflite_path):
         if not p.is_file():
             raise ConversionError(f"{str(p)!r} is missing: expected a directory written by "

@@ -42,6 +42,7 @@ __all__ = [
     "arduino_sketch",
     "model_io_header",
     "platformio_project",
+    "serial_sample_reader",
 ]
 
 #: Name of the TFLite Micro Arduino library (its ``library.properties`` name).
@@ -416,6 +417,71 @@ def model_io_header(spec: SketchSpec) -> str:
     return "\n".join(lines)
 
 
+def serial_sample_reader() -> list[str]:
+    """C++ lines defining ``parse_sample`` and ``read_sample(float* x)``: one sample per line of
+    ``io::kFeatures`` comma-separated numbers from ``Serial`` (needs ``io::kFeatures`` and
+    ``kLineLength``). Shared by the TFLite Micro sketch and the standalone C sketch."""
+    return [
+        "// Parse one line of io::kFeatures comma-separated numbers into x.",
+        "static bool parse_sample(const char* line, float* x) {",
+        "  const char* p = line;",
+        "  for (int i = 0; i < io::kFeatures; ++i) {",
+        "    char* end = nullptr;",
+        "    const double value = strtod(p, &end);",
+        "    if (end == p) break;",
+        "    x[i] = static_cast<float>(value);",
+        "    p = end;",
+        "    while (*p == ' ' || *p == '\\t') ++p;",
+        "    if (i + 1 == io::kFeatures && *p == '\\0') return true;",
+        "    if (*p != ',') break;",
+        "    ++p;",
+        "  }",
+        '  Serial.print("Ignored a line: expected ");',
+        "  Serial.print(io::kFeatures);",
+        '  Serial.println(" comma-separated numbers.");',
+        "  return false;",
+        "}",
+        "",
+        "// read_sample: fill x[0..io::kFeatures-1] with one sample and return true, or return",
+        "// false while no complete sample is available (loop() then returns and retries).",
+        "//",
+        "// This default reads one line of io::kFeatures comma-separated numbers from",
+        "// Serial, e.g. \"0.12,-0.5,9.81\" (spaces allowed, \\r ignored, empty lines",
+        "// skipped); it never blocks. Replace it with your sensor code: same units, order",
+        "// and normalization as the training data, one call per sample at the training",
+        "// sampling rate.",
+        "static bool read_sample(float* x) {",
+        "  static char line[kLineLength];",
+        "  static int length = 0;",
+        "  static bool too_long = false;",
+        "  while (Serial.available() > 0) {",
+        "    const int c = Serial.read();",
+        "    if (c < 0 || c == '\\r') continue;",
+        "    if (c != '\\n') {",
+        "      if (length < kLineLength - 1) {",
+        "        line[length++] = static_cast<char>(c);",
+        "      } else {",
+        "        too_long = true;",
+        "      }",
+        "      continue;",
+        "    }",
+        "    line[length] = '\\0';",
+        "    const bool empty = length == 0;",
+        "    length = 0;",
+        "    if (too_long) {",
+        "      too_long = false;",
+        '      Serial.println("Ignored a line: too long.");',
+        "      return false;",
+        "    }",
+        "    if (empty) continue;",
+        "    return parse_sample(line, x);",
+        "  }",
+        "  return false;",
+        "}",
+        "",
+    ]
+
+
 # -- the program -----------------------------------------------------------------------------------
 
 class _Program:
@@ -659,65 +725,7 @@ class _Program:
         return lines
 
     def read_sample_code(self) -> list[str]:
-        return [
-            "// Parse one line of io::kFeatures comma-separated numbers into x.",
-            "static bool parse_sample(const char* line, float* x) {",
-            "  const char* p = line;",
-            "  for (int i = 0; i < io::kFeatures; ++i) {",
-            "    char* end = nullptr;",
-            "    const double value = strtod(p, &end);",
-            "    if (end == p) break;",
-            "    x[i] = static_cast<float>(value);",
-            "    p = end;",
-            "    while (*p == ' ' || *p == '\\t') ++p;",
-            "    if (i + 1 == io::kFeatures && *p == '\\0') return true;",
-            "    if (*p != ',') break;",
-            "    ++p;",
-            "  }",
-            '  Serial.print("Ignored a line: expected ");',
-            "  Serial.print(io::kFeatures);",
-            '  Serial.println(" comma-separated numbers.");',
-            "  return false;",
-            "}",
-            "",
-            "// read_sample: fill x[0..io::kFeatures-1] with one sample and return true, or return",
-            "// false while no complete sample is available (loop() then returns and retries).",
-            "//",
-            "// This default reads one line of io::kFeatures comma-separated numbers from",
-            "// Serial, e.g. \"0.12,-0.5,9.81\" (spaces allowed, \\r ignored, empty lines",
-            "// skipped); it never blocks. Replace it with your sensor code: same units, order",
-            "// and normalization as the training data, one call per sample at the training",
-            "// sampling rate.",
-            "static bool read_sample(float* x) {",
-            "  static char line[kLineLength];",
-            "  static int length = 0;",
-            "  static bool too_long = false;",
-            "  while (Serial.available() > 0) {",
-            "    const int c = Serial.read();",
-            "    if (c < 0 || c == '\\r') continue;",
-            "    if (c != '\\n') {",
-            "      if (length < kLineLength - 1) {",
-            "        line[length++] = static_cast<char>(c);",
-            "      } else {",
-            "        too_long = true;",
-            "      }",
-            "      continue;",
-            "    }",
-            "    line[length] = '\\0';",
-            "    const bool empty = length == 0;",
-            "    length = 0;",
-            "    if (too_long) {",
-            "      too_long = false;",
-            '      Serial.println("Ignored a line: too long.");',
-            "      return false;",
-            "    }",
-            "    if (empty) continue;",
-            "    return parse_sample(line, x);",
-            "  }",
-            "  return false;",
-            "}",
-            "",
-        ]
+        return serial_sample_reader()
 
     def check_code(self) -> list[str]:
         return [

@@ -1,0 +1,317 @@
+"""Run generated standalone C on the host, a Cortex-M4 (QEMU) or an ATmega328P (simavr).
+
+:func:`run_c` takes a C conversion (anything with ``name``, ``c_sources``, ``features`` and
+``num_outputs``, e.g. :class:`keras_rnnedge.converters.cexport.CConversionResult` or what
+:func:`keras_rnnedge.converters.load_result` reads back) and int16 input windows, builds a program
+around the model's ``<id>_reset``/``<id>_step``/``<id>_predict`` and returns every window's
+scores with the cost per step:
+
+* ``"host"``: gcc ``-O2``, all windows through standard input in one run; time per step from
+  ``clock_gettime`` (seconds, noisy).
+* ``"cortex-m4"``: arm-none-eabi-gcc ``-O2`` in QEMU ``mps2-an386``; executed instructions per
+  step (exact, resolution 40 per measurement).
+* ``"uno"``: avr-gcc ``-Os`` for the ATmega328P in simavr at 16 MHz; CPU cycles per step (exact).
+
+On the emulated targets the windows are compiled into the program (in flash: ``PROGMEM`` on the
+AVR), a batch per build, so a long test set takes several builds.
+
+:func:`measure_c` compiles a model's C for a target without running it: constant data, code,
+static RAM and the stack frame of ``<id>_step`` (``-fstack-usage``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import tempfile
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from keras_rnnedge.micro_targets.harness import (
+    _PROGMEM_PRELUDE,
+    AVR_CFLAGS,
+    CORTEX_M4_CFLAGS,
+    CompileError,
+    _object_sizes,
+    build_and_run_avr,
+    build_and_run_cortex_m4,
+    build_and_run_host,
+    require_toolchain,
+)
+
+__all__ = ["RUN_TARGETS", "CRunResult", "CodeSize", "measure_c", "run_c", "run_target"]
+
+#: ``rnnedge run --target`` values → the harness target (``None``: the host).
+RUN_TARGETS = {"host": None, "cortex-m4": "cortex_m4", "uno": "avr"}
+_ALIASES = {"cortex_m4": "cortex-m4", "m4": "cortex-m4", "avr": "uno", "atmega328p": "uno"}
+#: Bytes of input windows compiled into one emulated program.
+_BATCH_BYTES = {"cortex_m4": 256 * 1024, "avr": 12 * 1024}
+_CLOCK_HZ = {"avr": 16_000_000}
+
+
+def run_target(target: str) -> str:
+    """The canonical ``rnnedge run`` target of ``target`` (aliases accepted).
+
+    Raises:
+        ValueError: an unknown target, naming the valid ones.
+    """
+    key = str(target).strip().lower()
+    key = _ALIASES.get(key, key)
+    if key not in RUN_TARGETS:
+        raise ValueError(f"Expected target to be one of {', '.join(map(repr, RUN_TARGETS))}, "
+                         f"but got {target!r}.")
+    return key
+
+
+@dataclasses.dataclass(frozen=True)
+class CRunResult:
+    """What :func:`run_c` measured.
+
+    Attributes:
+        target: ``"host"``, ``"cortex-m4"`` or ``"uno"``.
+        scores: ``(N, outputs)`` ``int64`` scores, as ``<id>_predict`` wrote them.
+        per_step: cost of one ``<id>_step`` (mean over every step run) in ``unit``.
+        unit: ``"seconds"`` (host), ``"instructions"`` (Cortex-M4 in QEMU) or ``"cycles"``
+            (ATmega328P in simavr, exact).
+        clock_hz: the emulated CPU clock for cycles (``None`` otherwise).
+        builds: programs built (the windows are split in batches on emulated targets).
+        flash_bytes, ram_bytes: the largest program built (windows included), ``size``'s
+            ``text + data`` and ``data + bss`` (``None`` on the host).
+        model_flash_bytes, model_code_bytes: constant data and code of the model's objects.
+    """
+
+    target: str
+    scores: np.ndarray
+    per_step: float
+    unit: str
+    clock_hz: int | None = None
+    builds: int = 1
+    flash_bytes: int | None = None
+    ram_bytes: int | None = None
+    model_flash_bytes: int | None = None
+    model_code_bytes: int | None = None
+
+    def predictions(self) -> np.ndarray:
+        return np.argmax(self.scores, axis=1)
+
+    def seconds_per_step(self) -> float | None:
+        """Time per step: measured on the host, ``cycles / clock`` on the AVR, else ``None``."""
+        if self.unit == "seconds":
+            return self.per_step
+        if self.unit == "cycles" and self.clock_hz:
+            return self.per_step / self.clock_hz
+        return None
+
+
+def _check_windows(x_q, features: int) -> np.ndarray:
+    x = np.asarray(x_q)
+    if x.ndim != 3 or x.shape[2] != features or x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"Expected int16 input windows of shape (N, T, {features}), but got "
+                         f"{x.shape}.")
+    if not np.issubdtype(x.dtype, np.integer) or x.min() < -(2**15) or x.max() > 2**15 - 1:
+        raise ValueError("Expected int16 input values (quantize the windows with the model's "
+                         "quantize_input first).")
+    return x.astype(np.int64)
+
+
+def _host_main(ident: str, features: int, outputs: int) -> str:
+    return f"""#define _POSIX_C_SOURCE 199309L
+#include <stdio.h>
+#include <stdint.h>
+#include <time.h>
+#include "{ident}.h"
+
+int main(void) {{
+    static {ident}_state_t s;
+    int16_t x[{features}];
+    int32_t y[{outputs}];
+    long n, t, steps, k, i, v;
+    double seconds = 0.0;
+    struct timespec a, b;
+    if (scanf("%ld %ld", &n, &steps) != 2) return 3;
+    for (k = 0; k < n; ++k) {{
+        {ident}_reset(&s);
+        for (t = 0; t < steps; ++t) {{
+            for (i = 0; i < {features}; ++i) {{
+                if (scanf("%ld", &v) != 1) return 4;
+                x[i] = (int16_t)v;
+            }}
+            clock_gettime(CLOCK_MONOTONIC, &a);
+            {ident}_step(&s, x);
+            clock_gettime(CLOCK_MONOTONIC, &b);
+            seconds += (double)(b.tv_sec - a.tv_sec) + 1e-9 * (double)(b.tv_nsec - a.tv_nsec);
+        }}
+        {ident}_predict(&s, y);
+        printf("y");
+        for (i = 0; i < {outputs}; ++i) printf(" %ld", (long)y[i]);
+        printf("\\n");
+    }}
+    printf("@seconds %.9e %ld\\n", seconds, n * steps);
+    return 0;
+}}
+"""
+
+
+def _target_main(ident: str, windows: np.ndarray, outputs: int) -> str:
+    n, t, f = windows.shape
+    rows = ",\n".join("    {" + ", ".join(str(int(v)) for v in row) + "}"
+                      for row in windows.reshape(-1, f))
+    return (
+        "#include <stdio.h>\n#include <stdint.h>\n" + _PROGMEM_PRELUDE
+        + f'#include "rnnedge_target.h"\n#include "{ident}.h"\n\n'
+        f"static const int16_t inputs[{n * t}][{f}] PROGMEM = {{\n{rows}\n}};\n\n"
+        "int main(void) {\n"
+        f"    static {ident}_state_t s;\n    static int16_t x[{f}];\n"
+        f"    static int32_t y[{outputs}];\n"
+        "    uint32_t total = 0, t0, t1;\n    uint16_t n, t, i;\n"
+        f"    for (n = 0; n < {n}u; ++n) {{\n"
+        f"        {ident}_reset(&s);\n"
+        f"        for (t = 0; t < {t}u; ++t) {{\n"
+        f"            memcpy_P(x, inputs[(uint32_t)n * {t}u + t], sizeof x);\n"
+        "            t0 = rnnedge_count();\n"
+        f"            {ident}_step(&s, x);\n"
+        "            t1 = rnnedge_count();\n"
+        "            total += t1 - t0 - rnnedge_count_overhead();\n"
+        "        }\n"
+        f"        {ident}_predict(&s, y);\n"
+        "        putchar('y');\n"
+        f"        for (i = 0; i < {outputs}u; ++i) RE_PRINTF(RE_STR(\" %ld\"), (long)y[i]);\n"
+        "        putchar('\\n');\n"
+        "    }\n"
+        f'    RE_PRINTF(RE_STR("@count step %lu %lu\\n"), (unsigned long)total, '
+        f"(unsigned long){n * t}ul);\n"
+        "    return 0;\n}\n")
+
+
+def _scores(text: str, outputs: int) -> np.ndarray:
+    rows = [line.split()[1:] for line in text.splitlines() if line.startswith("y")]
+    scores = np.array(rows, np.int64).reshape(-1, outputs)
+    return scores
+
+
+def run_c(converted: Any, x_q, *, target: str,
+          progress: Callable[[int, int], None] | None = None,
+          timeout: float = 900.0) -> CRunResult:
+    """Run the generated C of ``converted`` on int16 windows ``x_q`` ``(N, T, F)``.
+
+    Args:
+        converted: has ``name`` (the C identifier), ``c_sources`` (file name → text of
+            ``<id>.h`` and ``<id>.c``), ``features`` and ``num_outputs``.
+        x_q: the quantized windows (``converted.quantize_input(x)``).
+        target: ``"host"``, ``"cortex-m4"`` or ``"uno"`` (:data:`RUN_TARGETS`).
+        progress: called with (windows done, total) after each build.
+        timeout: seconds for each compilation and each run.
+
+    Raises:
+        ValueError: an unknown target or malformed windows.
+        ToolchainMissingError: the target's compiler or emulator is missing (the message names
+            the Debian packages).
+        CompileError: the program did not build or run.
+    """
+    key = run_target(target)
+    x = _check_windows(x_q, converted.features)
+    ident, outputs = converted.name, converted.num_outputs
+    files = dict(converted.c_sources)
+    n, t, f = x.shape
+    if key == "host":
+        text = f"{n} {t}\n" + "\n".join(" ".join(map(str, w.ravel())) for w in x) + "\n"
+        out = build_and_run_host(files, _host_main(ident, f, outputs), stdin=text,
+                                 timeout=timeout)
+        line = next(ln for ln in out.splitlines() if ln.startswith("@seconds"))
+        seconds, steps = float(line.split()[1]), int(line.split()[2])
+        if progress:
+            progress(n, n)
+        return CRunResult(target=key, scores=_scores(out, outputs),
+                          per_step=seconds / max(steps, 1), unit="seconds")
+    harness = RUN_TARGETS[key]
+    runner = build_and_run_avr if harness == "avr" else build_and_run_cortex_m4
+    per_batch = max(1, _BATCH_BYTES[harness] // (t * f * 2))
+    scores, total, steps, builds = [], 0.0, 0, 0
+    flash = ram = model_flash = model_code = None
+    for start in range(0, n, per_batch):
+        batch = x[start:start + per_batch]
+        r = runner(files, _target_main(ident, batch, outputs), timeout=timeout)
+        builds += 1
+        scores.append(_scores(r.stdout, outputs))
+        count = r.counts.get("step")
+        if count is None:
+            raise CompileError(f"The {key} program printed no step count:\n{r.stdout[-2000:]}")
+        total += count * batch.shape[0] * t
+        steps += batch.shape[0] * t
+        flash = max(flash or 0, r.flash_bytes)
+        ram = max(ram or 0, r.ram_bytes)
+        model_flash, model_code = r.model_flash_bytes, r.model_code_bytes
+        if progress:
+            progress(min(start + per_batch, n), n)
+    return CRunResult(target=key, scores=np.concatenate(scores), per_step=total / steps,
+                      unit="cycles" if harness == "avr" else "instructions",
+                      clock_hz=_CLOCK_HZ.get(harness), builds=builds, flash_bytes=flash,
+                      ram_bytes=ram, model_flash_bytes=model_flash, model_code_bytes=model_code)
+
+
+@dataclasses.dataclass(frozen=True)
+class CodeSize:
+    """A model's C compiled for one architecture (:func:`measure_c`).
+
+    Attributes:
+        arch: ``"avr"`` (avr-gcc ``-Os``, ATmega328P) or ``"arm"`` (arm-none-eabi-gcc ``-O2``,
+            Cortex-M4F flags).
+        const_bytes: constant data (weights, biases, indices): flash.
+        code_bytes: the model's functions: flash.
+        static_ram_bytes: writable data of the model's objects (0 for generated models).
+        step_stack_bytes: the stack frame of ``<id>_step`` plus the deepest frame of the
+            runtime functions it calls (``-fstack-usage``; return addresses not counted).
+    """
+
+    arch: str
+    const_bytes: int
+    code_bytes: int
+    static_ram_bytes: int
+    step_stack_bytes: int
+
+    @property
+    def flash_bytes(self) -> int:
+        return self.const_bytes + self.code_bytes
+
+
+def measure_c(c_sources: Mapping[str, str], ident: str, arch: str) -> CodeSize:
+    """Compile ``c_sources`` for ``arch`` (``"avr"`` or ``"arm"``) and measure the model.
+
+    Raises:
+        ValueError: an unknown ``arch``.
+        ToolchainMissingError: the cross compiler is missing.
+        CompileError: the sources do not compile.
+    """
+    if arch not in ("avr", "arm"):
+        raise ValueError(f'Expected arch to be "avr" or "arm", but got {arch!r}.')
+    target = "avr" if arch == "avr" else "cortex_m4"
+    tools = require_toolchain(target)
+    flags = AVR_CFLAGS if arch == "avr" else CORTEX_M4_CFLAGS
+    with tempfile.TemporaryDirectory(prefix="rnnedge_size_") as tmp:
+        for name, text in c_sources.items():
+            if os.path.basename(name) != name:
+                raise ValueError(f"Expected plain file names, but got {name!r}.")
+            with open(os.path.join(tmp, name), "w", encoding="ascii") as fh:
+                fh.write(text)
+        const = code = ram = stack = 0
+        for name in sorted(n for n in c_sources if n.endswith(".c")):
+            obj = name[:-2] + ".o"
+            cmd = [tools["cc"], *flags, "-fstack-usage", "-I", tmp, "-c", name, "-o", obj]
+            build = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=300)
+            if build.returncode != 0:
+                raise CompileError(f"{' '.join(cmd)} failed:\n{build.stderr}")
+            c, k, r = _object_sizes(tools["readelf"], obj, tmp)
+            const, code, ram = const + c, code + k, ram + r
+            frames = {}
+            with open(os.path.join(tmp, name[:-2] + ".su"), encoding="utf-8") as fh:
+                for line in fh:
+                    location, size, _ = line.rstrip("\n").split("\t")
+                    frames[location.rsplit(":", 1)[-1]] = int(size)
+            if f"{ident}_step" in frames:
+                callee = max((v for k2, v in frames.items() if k2.startswith("re_")), default=0)
+                stack = frames[f"{ident}_step"] + callee
+    return CodeSize(arch=arch, const_bytes=const, code_bytes=code, static_ram_bytes=ram,
+                    step_stack_bytes=stack)
