@@ -6,7 +6,10 @@ Usage::
     rnnedge summary MODEL.keras [--format text|markdown|json]
     rnnedge convert MODEL.keras --target BOARD --quantize int8 [--mode step] --data DATA.npz
                     --out DIR [--force]
+    rnnedge convert MODEL.keras --target uno [--format c] [--quantize int8|int16] --data DATA.npz
+                    --out DIR [--force]
     rnnedge emulate DIR --data DATA.npz [--runtime tflm|litert] [--limit N]
+    rnnedge run DIR --target host|cortex-m4|uno --data DATA.npz [--limit N]
 
 Each subcommand is one function that adds its parser, decorated with :func:`subcommand`; the
 parser's ``run`` default is the handler, which takes the parsed arguments and returns the exit
@@ -273,23 +276,32 @@ def _progress(label: str):
 
 @subcommand
 def _add_convert(subparsers) -> None:
-    from keras_rnnedge.converters import MODES, QUANTIZATIONS
+    from keras_rnnedge.converters import C_PRECISIONS, MODES, QUANTIZATIONS
 
     parser = subparsers.add_parser(
-        "convert", help="convert a saved model to TFLite, a C array and an Arduino sketch",
-        description="Lower a trained model (step / unrolled / fused), convert it to a TFLite "
-        "flatbuffer, audit it against the target board (TFLite Micro ops, measured arena, "
-        "flash and RAM) and write the flatbuffer, the C array, an Arduino sketch and a "
-        "PlatformIO project to --out.")
+        "convert", help="convert a saved model to TFLite or standalone C, with an Arduino sketch",
+        description="TFLite (--format tflite): lower a trained model (step / unrolled / fused), "
+        "convert it to a flatbuffer, audit it against the target board (TFLite Micro ops, "
+        "measured arena, flash and RAM) and write the flatbuffer, the C array, an Arduino sketch "
+        "and a PlatformIO project to --out. Standalone C (--format c, the default for boards "
+        "without TFLite Micro such as the Uno): quantize to integer arithmetic, generate C99 "
+        "checked bit for bit against the integer oracle, measure flash and RAM with the "
+        "board's compiler, and write the C, an Arduino sketch and (Arm boards) a Cortex-M "
+        "project; `rnnedge run` runs it.")
     parser.add_argument("model", type=Path, metavar="MODEL.keras")
     parser.add_argument("--target", required=True, help="board: nano33ble, uno, due, mkrzero, "
                         "mkr1000, pico, stm32f746disco, esp32 or host")
-    parser.add_argument("--quantize", default="int8", choices=QUANTIZATIONS,
-                        help="(default: %(default)s)")
-    parser.add_argument("--mode", default="step", choices=MODES, help="(default: %(default)s)")
+    parser.add_argument("--format", default=None, choices=("tflite", "c"),
+                        help="tflite (TFLite Micro) or c (standalone C); default: tflite where "
+                        "TFLite Micro runs, else c")
+    parser.add_argument("--quantize", default="int8",
+                        help=f"tflite: {', '.join(QUANTIZATIONS)}; c: {', '.join(C_PRECISIONS)} "
+                        "weights (default: %(default)s)")
+    parser.add_argument("--mode", default="step", choices=MODES,
+                        help="tflite only (default: %(default)s)")
     parser.add_argument("--data", type=Path, default=None,
                         help=".npz with x_train (or x): representative sequences, needed for "
-                        "int8 and int16x8")
+                        "int8 and int16x8 and for --format c")
     parser.add_argument("--calibration", type=int, default=64,
                         help="number of sequences used for calibration (default: %(default)s)")
     parser.add_argument("--name", default=None, help="C name of the model (default: its name)")
@@ -301,8 +313,24 @@ def _add_convert(subparsers) -> None:
 
 
 def _run_convert(args: argparse.Namespace) -> int:
-    from keras_rnnedge.converters import OutputExistsError, convert
+    from keras_rnnedge.converters import (
+        C_PRECISIONS,
+        QUANTIZATIONS,
+        OutputExistsError,
+        convert,
+        convert_c,
+    )
+    from keras_rnnedge.micro_targets.boards import get_board
 
+    try:
+        board = get_board(args.target)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+    fmt = args.format or ("tflite" if board.tflm or board.arch == "host" else "c")
+    allowed = C_PRECISIONS if fmt == "c" else QUANTIZATIONS
+    if args.quantize not in allowed:
+        raise CommandError(f"--quantize {args.quantize!r} is not available with --format {fmt}; "
+                           f"choose one of {', '.join(allowed)}")
     if args.out.exists() and not args.force:
         raise CommandError(f"output directory {str(args.out)!r} exists; pass --force to "
                            "replace it, or choose another --out")
@@ -311,13 +339,21 @@ def _run_convert(args: argparse.Namespace) -> int:
     if args.data is not None:
         x, _ = _load_npz(args.data, "calibrate")
         x = x[: max(args.calibration, 1)]
+    elif fmt == "c":
+        raise CommandError("--format c needs --data (an .npz with x_train): representative "
+                           "sequences set the input scaling of the integer model")
     names = args.class_names.split(",") if args.class_names else None
-    print(f"converting {args.model} for {args.target} ({args.quantize}, {args.mode} mode)...",
-          file=sys.stderr, flush=True)
+    what = f"standalone C, {args.quantize} weights" if fmt == "c" else \
+        f"{args.quantize}, {args.mode} mode"
+    print(f"converting {args.model} for {args.target} ({what})...", file=sys.stderr, flush=True)
     try:
-        result = convert(model, target=args.target, quantization=args.quantize,
-                         mode=args.mode, representative_data=x, name=args.name,
-                         class_names=names)
+        if fmt == "c":
+            result = convert_c(model, target=args.target, representative_data=x,
+                               precision=args.quantize, name=args.name, class_names=names)
+        else:
+            result = convert(model, target=args.target, quantization=args.quantize,
+                             mode=args.mode, representative_data=x, name=args.name,
+                             class_names=names)
         out = result.save(args.out, force=args.force)
     except OutputExistsError as exc:
         raise CommandError(str(exc)) from exc
@@ -352,6 +388,10 @@ def _run_emulate(args: argparse.Namespace) -> int:
         converted = load_result(args.directory)
     except ConversionError as exc:
         raise CommandError(str(exc)) from exc
+    if not hasattr(converted, "flatbuffer"):
+        raise CommandError(f"{str(args.directory)!r} holds standalone C (rnnedge convert "
+                           "--format c), not a TFLite model; run it with `rnnedge run "
+                           f"{args.directory} --target host|cortex-m4|uno --data ...`")
     x, y = _load_npz(args.data, "eval")
     if args.limit:
         x, y = x[: args.limit], None if y is None else y[: args.limit]
@@ -377,6 +417,85 @@ def _run_emulate(args: argparse.Namespace) -> int:
     print(f"time per step    {1e6 * result.seconds_per_step:.1f} us (host, median)")
     if result.arena_bytes:
         print(f"arena            {result.arena_bytes:,} bytes")
+    return 0
+
+
+@subcommand
+def _add_run(subparsers) -> None:
+    from keras_rnnedge.micro_targets.crun import RUN_TARGETS
+
+    parser = subparsers.add_parser(
+        "run", help="run standalone C on the host, a Cortex-M4 (QEMU) or an Uno (simavr)",
+        description="Build the C written by `rnnedge convert --format c` for --target, run the "
+        "windows of --data through it step by step (host: gcc; cortex-m4: arm-none-eabi-gcc in "
+        "QEMU mps2-an386; uno: avr-gcc for the ATmega328P in simavr at 16 MHz) and report "
+        "accuracy, agreement with the Keras model, bit-exactness against the host build, the "
+        "cost per step and the program's flash and RAM.")
+    parser.add_argument("directory", type=Path, metavar="DIR")
+    parser.add_argument("--target", required=True, choices=tuple(RUN_TARGETS))
+    parser.add_argument("--data", type=Path, required=True,
+                        help=".npz with x_test/y_test (or x/y)")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="use the first N sequences (default: all on the host, 8 on the "
+                        "emulated targets, which run at emulation speed)")
+    parser.set_defaults(run=_run_run)
+
+
+def _run_run(args: argparse.Namespace) -> int:
+    from keras_rnnedge.converters import ConversionError, load_result
+    from keras_rnnedge.micro_targets.crun import run_c
+
+    try:
+        converted = load_result(args.directory)
+    except ConversionError as exc:
+        raise CommandError(str(exc)) from exc
+    if not hasattr(converted, "c_sources"):
+        raise CommandError(f"{str(args.directory)!r} holds a TFLite model, not standalone C; "
+                           "convert with `rnnedge convert ... --format c`, or run this one with "
+                           "`rnnedge emulate`")
+    x, y = _load_npz(args.data, "eval")
+    limit = args.limit if args.limit is not None else (None if args.target == "host" else 8)
+    if limit is not None:
+        if limit < 1:
+            raise CommandError(f"--limit must be at least 1, got {limit}")
+        x, y = x[:limit], None if y is None else y[:limit]
+    if x.shape[-1] != converted.features:
+        raise CommandError(f"data has {x.shape[-1]} features per step; the model takes "
+                           f"{converted.features}")
+    x_q = converted.quantize_input(x)
+    try:
+        result = run_c(converted, x_q, target=args.target, progress=_progress(args.target))
+        host = result if args.target == "host" else run_c(converted, x_q, target="host")
+    except (ValueError, FileNotFoundError) as exc:  # bad data, ToolchainMissingError
+        raise CommandError(str(exc)) from exc
+    pred = result.predictions()
+    keras_pred = converted.source_model().predict(x, verbose=0).argmax(-1)
+    print(f"model            {converted.name} (standalone C, {converted.precision} weights) on "
+          f"{args.target}")
+    print(f"sequences        {len(x)} of {x.shape[1]} steps")
+    if y is not None:
+        print(f"accuracy         {100 * np.mean(pred == y):.2f} % (Keras: "
+              f"{100 * np.mean(keras_pred == y):.2f} %)")
+    print(f"agreement        {100 * np.mean(pred == keras_pred):.2f} % of predictions equal the "
+          "Keras model's")
+    if args.target != "host":
+        same = bool(np.array_equal(result.scores, host.scores))
+        print(f"bit-exact        {'yes' if same else 'NO'}: scores "
+              f"{'equal' if same else 'differ from'} the host build's")
+    if result.unit == "seconds":
+        print(f"time per step    {1e6 * result.per_step:.2f} us (host, mean)")
+    else:
+        line = f"per step         {result.per_step:,.0f} {result.unit}"
+        seconds = result.seconds_per_step()
+        if seconds is not None:
+            line += (f" = {1e3 * seconds:.3f} ms at {result.clock_hz / 1e6:g} MHz; "
+                     f"{seconds * x.shape[1]:.3f} s per {x.shape[1]}-step window")
+        print(line)
+        print(f"program          {result.flash_bytes:,} B flash (test windows included), "
+              f"{result.ram_bytes:,} B static RAM; model {result.model_flash_bytes:,} B "
+              f"constants + {result.model_code_bytes:,} B code")
+    if args.target != "host" and not np.array_equal(result.scores, host.scores):
+        return 1
     return 0
 
 
