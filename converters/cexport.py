@@ -103,6 +103,11 @@ def _state_bytes(im: IntModel) -> int:
 
 def _fit(im: IntModel, sources: dict[str, str], ident: str, board: Board) -> CFit:
     arch = {"avr": "avr", "arm": "arm"}.get(board.arch)
+    weights = CFit(board=board, flash_needed=im.weight_bytes(), ram_needed=_state_bytes(im),
+                   measured=False, how="the weights as stored and the state alone, without "
+                   "code or stack: already too big, so not compiled")
+    if not weights.fits:
+        return weights
     if arch is not None:
         from keras_rnnedge.micro_targets.crun import measure_c
 
