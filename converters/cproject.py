@@ -267,7 +267,7 @@ SIZE = arm-none-eabi-size
 QEMU = qemu-system-arm
 CFLAGS = -std=c99 -Wall -Wextra -Werror -mcpu=cortex-m4 -mthumb -mfloat-abi=hard \\
 	-mfpu=fpv4-sp-d16 -O2
-LDFLAGS = --specs=rdimon.specs -nostartfiles -T link.ld
+LDFLAGS = --specs=rdimon.specs -nostartfiles -T link.ld -lm
 SOURCES = main.c {ident}.c startup.c
 
 all: {ident}.elf

@@ -526,7 +526,7 @@ def build_and_run_cortex_m4(files: Mapping[str, str], main_c: str, *,
     with tempfile.TemporaryDirectory(prefix="rnnedge_m4_") as tmp:
         elf, model = _build("cortex_m4", tools, files, main_c, tmp, cflags, (), ("startup.c",),
                             ("--specs=rdimon.specs", "-nostartfiles", "-T",
-                             os.path.join(support_dir, "link.ld")), timeout)
+                             os.path.join(support_dir, "link.ld"), "-lm"), timeout)
         sizes = _sizes(tools["size"], elf, tmp)
         cmd = [tools["emulator"], "-M", "mps2-an386", "-nographic", "-monitor", "none",
                "-serial", "none", "-semihosting", "-icount", "shift=0", "-kernel", elf]
@@ -559,7 +559,8 @@ def build_and_run_avr(files: Mapping[str, str], main_c: str, *, defines: Sequenc
     cflags = [*AVR_CFLAGS, *(f"-D{d}" for d in defines)]
     with tempfile.TemporaryDirectory(prefix="rnnedge_avr_") as tmp:
         elf, model = _build("avr", tools, files, main_c, tmp, cflags,
-                            ("-Dmain=rnnedge_user_main",), ("rnnedge_support.c",), (), timeout)
+                            ("-Dmain=rnnedge_user_main",), ("rnnedge_support.c",), ("-lm",),
+                            timeout)
         sizes = _sizes(tools["size"], elf, tmp)
         cmd = [tools["emulator"], "-m", "atmega328p", "-f", "16000000", elf]
         run = _run(cmd, tmp, timeout, "simavr")

@@ -1,0 +1,320 @@
+"""The float build of the standalone C: the same API as :mod:`~keras_rnnedge.converters.cgen`,
+in ``float`` arithmetic, for boards with an FPU (Cortex-M4F/M7, ESP32).
+
+:func:`generate_float_c` reads the trained Keras model (no quantization: the weights are the
+float32 values the model holds) and emits ``<id>.h``/``<id>.c``, C99 with ``<math.h>`` (``expf``,
+``tanhf``) and no ``malloc``::
+
+    typedef struct { float h0[H0]; [float c0[H0];] ... } <id>_state_t;
+    void <id>_reset(<id>_state_t *state);
+    void <id>_step(<id>_state_t *state, const float x[<ID>_NUM_FEATURES]);   // raw inputs
+    void <id>_predict(const <id>_state_t *state, float scores[<ID>_NUM_OUTPUTS]);
+
+Scores are the head's pre-softmax outputs (the argmax is the class). The structure is that of the
+integer build: low-rank factors stay factored, a matrix is stored as CSR (``float`` values,
+``uint8``/``uint16`` column indices, ``uint16`` row pointers) when that is smaller than dense,
+``PROGMEM`` on AVR. The activations are the exact ones (``tanhf``, ``1 / (1 + expf(-x))``,
+Keras' ``hard_sigmoid``, ...), so the oracle is the Keras model itself: the outputs agree to
+float32 rounding (the order of the sums differs from TensorFlow's).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from keras_rnnedge._compat import keras
+from keras_rnnedge.converters.carray import c_identifier, comment_text
+from keras_rnnedge.converters.intmodel import (
+    _CELL_KINDS,
+    _KIND_ACTIVATIONS,
+    _LAYER_TYPES,
+    DENSE_ACTIVATIONS,
+    _act,
+    _act_name,
+    _layer_biases,
+    _unsupported,
+    _weights,
+)
+from keras_rnnedge.converters.lowering import plan_model, strip_wrappers
+
+__all__ = ["generate_float_c"]
+
+_RUNTIME = r"""
+#if defined(__AVR__)
+#include <avr/pgmspace.h>
+#define RF_RD(p) pgm_read_float(p)
+#define RF_RD_U8(p) ((uint8_t)pgm_read_byte(p))
+#define RF_RD_U16(p) ((uint16_t)pgm_read_word(p))
+#else
+#ifndef PROGMEM
+#define PROGMEM
+#endif
+#define RF_RD(p) (*(p))
+#define RF_RD_U8(p) (*(p))
+#define RF_RD_U16(p) (*(p))
+#endif
+
+static inline float rf_sigmoid(float v) { return 1.0f / (1.0f + expf(-v)); }
+static inline float rf_clip(float v, float lo, float hi) { return v < lo ? lo : v > hi ? hi : v; }
+static inline float rf_hsigmoid(float v) { return rf_clip(0.2f * v + 0.5f, 0.0f, 1.0f); }
+static inline float rf_qsigmoid(float v) { return rf_clip(0.5f * (v + 1.0f), 0.0f, 1.0f); }
+static inline float rf_relu(float v) { return v > 0.0f ? v : 0.0f; }
+
+static inline void rf_mv_dense(const float *w, uint16_t rows, uint16_t cols, const float *x,
+                               float *y) {
+    while (rows--) {
+        const float *xp = x;
+        uint16_t n = cols;
+        float acc = 0.0f;
+        while (n--) acc += RF_RD(w++) * *xp++;
+        *y++ = acc;
+    }
+}
+"""
+
+_CSR = """
+static inline void rf_mv_csr_c{c}(const float *val, const uint{c}_t *col, const uint16_t *ptr,
+                          uint16_t rows, const float *x, float *y) {{
+    uint16_t k = RF_RD_U16(ptr);
+    while (rows--) {{
+        const uint16_t end = RF_RD_U16(++ptr);
+        float acc = 0.0f;
+        for (; k < end; ++k) acc += RF_RD(&val[k]) * x[RF_RD_U{c}(&col[k])];
+        *y++ = acc;
+    }}
+}}
+"""
+
+_ACT = {"tanh": "tanhf({})", "sigmoid": "rf_sigmoid({})", "hard_sigmoid": "rf_hsigmoid({})",
+        "quantized_sigmoid": "rf_qsigmoid({})", "quantized_tanh": "rf_clip({}, -1.0f, 1.0f)",
+        "relu": "rf_relu({})", "linear": "{}", "softmax": "{}"}
+
+
+def _f(v) -> str:
+    text = repr(float(np.float32(v)))
+    if "inf" in text or "nan" in text:
+        raise ValueError(f"Expected finite weights, but got {text}.")
+    return f"{text}f"
+
+
+class _Emitter:
+    def __init__(self):
+        self.arrays: list[str] = []
+        self.symbols: set[str] = set()
+        self.csr_kernels: dict[int, str] = {}
+
+    def array(self, ctype: str, symbol: str, values, fmt=str) -> str:
+        self.symbols.add(symbol)
+        values = list(np.asarray(values).ravel()) or [0]
+        lines = [", ".join(fmt(v) for v in values[i:i + 8]) for i in range(0, len(values), 8)]
+        body = ",\n    ".join(lines)
+        self.arrays.append(f"static const {ctype} {symbol}[{len(values)}] PROGMEM = {{\n"
+                           f"    {body}\n}};\n")
+        return symbol
+
+    def matvec(self, w: np.ndarray, name: str, symbol: str, x: str, dst: str,
+               rows: tuple[int, int] | None = None) -> str:
+        """``dst[k] = (x @ w)[start + k]``; ``w`` is ``(inputs, outputs)`` as Keras holds it."""
+        if not np.all(np.isfinite(w)):
+            raise ValueError(f"Weight {name!r} has NaN or Inf values; retrain or restore a good "
+                             "checkpoint.")
+        m = np.asarray(w, np.float32).T  # (outputs, inputs)
+        start, stop = rows if rows is not None else (0, m.shape[0])
+        nnz = int(np.count_nonzero(m))
+        c = 8 if m.shape[1] <= 256 else 16
+        csr_bytes = nnz * (4 + c // 8) + 2 * (m.shape[0] + 1)
+        if csr_bytes < 4 * m.size and nnz <= 65535:
+            if symbol + "_val" not in self.symbols:
+                r, cols = np.nonzero(m)
+                ptr = np.concatenate([[0], np.cumsum(np.bincount(r, minlength=m.shape[0]))])
+                self.arrays.append(f"/* {comment_text(name)}: {m.shape[0]}x{m.shape[1]} "
+                                   f"(transposed), {nnz} non-zeros, CSR */\n")
+                self.array("float", f"{symbol}_val", m[r, cols], _f)
+                self.array(f"uint{c}_t", f"{symbol}_col", cols)
+                self.array("uint16_t", f"{symbol}_ptr", ptr)
+            self.csr_kernels.setdefault(c, _CSR.format(c=c))
+            base = f"{symbol}_ptr + {start}" if start else f"{symbol}_ptr"
+            return (f"rf_mv_csr_c{c}({symbol}_val, {symbol}_col, {base}, {stop - start}, {x}, "
+                    f"{dst});")
+        if symbol not in self.symbols:
+            self.arrays.append(f"/* {comment_text(name)}: {m.shape[0]}x{m.shape[1]} "
+                               "(transposed), dense */\n")
+            self.array("float", symbol, m, _f)
+        base = f"{symbol} + {start * m.shape[1]}" if start else symbol
+        return f"rf_mv_dense({base}, {stop - start}, {m.shape[1]}, {x}, {dst});"
+
+
+def _linear(em: _Emitter, w: dict, base: str, lname: str, sym: str, x: str, dst: str,
+            rows=None) -> tuple[list[str], list[str]]:
+    """(scratch declarations, lines) computing ``dst = (x @ W)[rows]``, factored or not."""
+    if base in w:
+        return [], [em.matvec(w[base], f"{lname}/{base}", f"{sym}_{base}", x, dst, rows)]
+    u, v = w[f"{base}_u"], w[f"{base}_v"]
+    mid = f"{sym}_{base}_mid"
+    return [f"float {mid}[{u.shape[1]}];"], [
+        em.matvec(u, f"{lname}/{base}_u", f"{sym}_{base}_u", x, mid),
+        em.matvec(v, f"{lname}/{base}_v", f"{sym}_{base}_v", mid, dst, rows)]
+
+
+def _layer(em: _Emitter, layer, n: int, x: str) -> tuple[list[str], int, bool]:
+    cell = layer.cell
+    kind = _CELL_KINDS[type(cell)]
+    w = _weights(cell)
+    H = int(cell.units)
+    reset_after = bool(getattr(cell, "reset_after", False)) if kind == "gru" else False
+    phi_ok, sig_ok = _KIND_ACTIVATIONS[kind]
+    phi = _act(layer, _act_name(cell.activation), phi_ok, "activation")
+    sig = (_act(layer, _act_name(cell.recurrent_activation), sig_ok, "recurrent_activation")
+           if sig_ok else None)
+    biases, _ = _layer_biases(kind, w, H, reset_after)
+    sym, h, cs = f"l{n}", f"state->h{n}", f"state->c{n}"
+    width = {"lstm": 4, "gru": 3}.get(kind, 1) * H
+    b = {k: em.array("float", f"{sym}_{k}", v, _f) for k, v in biases.items()}
+
+    def P(name):  # noqa: N802 - an activation applied to an expression
+        return lambda e: _ACT[name].format(e)
+
+    S, A = P(sig) if sig else None, P(phi)
+    rb = {k: f"RF_RD(&{v}[i])" for k, v in b.items()}  # bias k at unit i
+    decl = [f"float a[{width}];", f"float u[{width}];"]
+    s1, lines = _linear(em, w, "kernel", layer.name, sym, x, "a")
+    decl += s1
+    if kind == "gru" and not reset_after:
+        s2, zr = _linear(em, w, "recurrent_kernel", layer.name, sym, h, "u", (0, 2 * H))
+        s3, hh = _linear(em, w, "recurrent_kernel", layer.name, sym, "rh", "u", (2 * H, 3 * H))
+        decl += s2 + [f"float rh[{H}];"]
+        lines += [f"for (i = 0; i < {width}; ++i) a[i] += RF_RD(&{b['bias']}[i]);", *zr,
+                  f"for (i = 0; i < {H}; ++i) {{",
+                  f"    const float r = {S(f'a[{H} + i] + u[{H} + i]')};",
+                  f"    a[i] = {S('a[i] + u[i]')};",
+                  f"    rh[i] = r * {h}[i];", "}", *hh,
+                  f"for (i = 0; i < {H}; ++i) {{",
+                  f"    const float c = {A(f'a[{2 * H} + i] + u[i]')};",
+                  f"    {h}[i] = a[i] * {h}[i] + (1.0f - a[i]) * c;", "}"]
+        return ["{", *("    " + d for d in decl), *("    " + s for s in lines), "}"], H, False
+    s2, rec = _linear(em, w, "recurrent_kernel", layer.name, sym, h, "u")
+    decl += s2
+    lines += rec
+    if kind == "gru":
+        lines += [f"for (i = 0; i < {width}; ++i) {{ a[i] += RF_RD(&{b['input_bias']}[i]); "
+                  f"u[i] += RF_RD(&{b['recurrent_bias']}[i]); }}",
+                  f"for (i = 0; i < {H}; ++i) {{",
+                  f"    const float z = {S('a[i] + u[i]')};",
+                  f"    const float r = {S(f'a[{H} + i] + u[{H} + i]')};",
+                  f"    const float c = {A(f'a[{2 * H} + i] + r * u[{2 * H} + i]')};",
+                  f"    {h}[i] = z * {h}[i] + (1.0f - z) * c;", "}"]
+    elif kind == "fastgrnn":
+        zeta = 1.0 / (1.0 + np.exp(-float(w["zeta"][0])))
+        nu = 1.0 / (1.0 + np.exp(-float(w["nu"][0])))
+        lines += [f"for (i = 0; i < {H}; ++i) {{",
+                  "    const float s = a[i] + u[i];",
+                  f"    const float z = {S('s + ' + rb['gate_bias'])};",
+                  f"    const float c = {A('s + ' + rb['update_bias'])};",
+                  f"    {h}[i] = ({_f(zeta)} * (1.0f - z) + {_f(nu)}) * c + z * {h}[i];", "}"]
+    elif kind == "fastrnn":
+        alpha = 1.0 / (1.0 + np.exp(-float(w["alpha"][0])))
+        beta = 1.0 / (1.0 + np.exp(-float(w["beta"][0])))
+        lines += [f"for (i = 0; i < {H}; ++i) {{",
+                  f"    const float c = {A('a[i] + u[i] + ' + rb['bias'])};",
+                  f"    {h}[i] = {_f(alpha)} * c + {_f(beta)} * {h}[i];", "}"]
+    elif kind == "simplernn":
+        lines.append(f"for (i = 0; i < {H}; ++i) {h}[i] = "
+                     f"{A('a[i] + u[i] + ' + rb['bias'])};")
+    else:  # lstm
+        lines += [f"for (i = 0; i < {width}; ++i) a[i] += u[i] + RF_RD(&{b['bias']}[i]);",
+                  f"for (i = 0; i < {H}; ++i) {{",
+                  f"    {cs}[i] = {S(f'a[{H} + i]')} * {cs}[i] + {S('a[i]')} * "
+                  f"{A(f'a[{2 * H} + i]')};",
+                  f"    {h}[i] = {S(f'a[{3 * H} + i]')} * {A(f'{cs}[i]')};", "}"]
+    return (["{", *("    " + d for d in decl), *("    " + s for s in lines), "}"], H,
+            kind == "lstm")
+
+
+def generate_float_c(model: keras.Model, name: str) -> dict[str, str]:
+    """Float C99 of a trained model: ``{"<id>.h": header, "<id>.c": source}``.
+
+    Args:
+        model: the layers :func:`~keras_rnnedge.converters.intmodel.quantize_model` accepts
+            (recurrent layers, then ``Dense``/``Activation``/``Dropout``); wrappers stripped.
+        name: the model name (``<id>`` is its C identifier).
+
+    Raises:
+        ValueError: an unsupported layer, cell or activation (named), NaN/Inf weights.
+    """
+    model = strip_wrappers(model)
+    plan = plan_model(model)
+    ident, up = c_identifier(name), c_identifier(name).upper()
+    em = _Emitter()
+    step, fields, x = [], [], "x"
+    for n, layer in enumerate(plan.recurrent):
+        if type(layer) not in _LAYER_TYPES or type(getattr(layer, "cell", None)) not in \
+                _CELL_KINDS:
+            raise _unsupported(layer, "no C implementation for this layer")
+        block, units, has_c = _layer(em, layer, n, x)
+        step += [f"/* layer {comment_text(layer.name)} */", *block]
+        fields.append(f"    float h{n}[{units}];")
+        if has_c:
+            fields.append(f"    float c{n}[{units}]; /* LSTM cell state */")
+        x = f"state->h{n}"
+    dense = []
+    for layer in plan.head:
+        if isinstance(layer, keras.layers.Dense):
+            dense.append([layer, _act(layer, layer.activation, DENSE_ACTIVATIONS,
+                                      "activation")])
+        elif isinstance(layer, keras.layers.Activation):
+            act = _act(layer, layer.activation, DENSE_ACTIVATIONS, "activation")
+            if not dense or dense[-1][1] != "linear":
+                raise _unsupported(layer, "an Activation layer must follow a Dense layer with "
+                                   "a linear activation")
+            dense[-1][1] = act
+        else:
+            raise _unsupported(layer, "no C implementation for this head layer")
+    predict = []
+    outputs = plan.recurrent[-1].cell.units if not dense else None
+    if not dense:
+        predict.append(f"for (i = 0; i < {outputs}; ++i) scores[i] = {x}[i];")
+    for n, (layer, act) in enumerate(dense):
+        kernel, *rest = layer.get_weights()
+        bias = rest[0] if rest else np.zeros(kernel.shape[1], np.float32)
+        last = n == len(dense) - 1
+        if act == "softmax" and not last:
+            raise _unsupported(layer, "softmax is supported only on the last layer")
+        dst = "scores" if last else f"y{n}"
+        bsym = em.array("float", f"d{n}_bias", bias, _f)
+        if not last:
+            predict.insert(0, f"float {dst}[{kernel.shape[1]}];")
+        predict += [em.matvec(kernel, f"{layer.name}/kernel", f"d{n}_kernel", x, dst),
+                    f"for (i = 0; i < {kernel.shape[1]}; ++i) {dst}[i] = "
+                    f"{_ACT[act].format(f'{dst}[i] + RF_RD(&{bsym}[i])')};"]
+        x, outputs = dst, kernel.shape[1]
+    banner = (f"/* {comment_text(plan.name)}: float inference (float32 weights and state).\n"
+              " * Generated by keras_rnnedge.converters.cgen_float. Do not edit. */\n")
+    state = "\n".join(fields)
+    header = (
+        f"{banner}\n#ifndef {up}_H_\n#define {up}_H_\n\n#include <stdint.h>\n\n"
+        "#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n"
+        f"#define {up}_NUM_FEATURES {plan.features}\n#define {up}_NUM_OUTPUTS {outputs}\n"
+        f"#define {up}_FLOAT 1\n\n"
+        f"typedef struct {{\n{state}\n}} {ident}_state_t;\n\n"
+        f"void {ident}_reset({ident}_state_t *state);\n"
+        f"/* One time step on the raw inputs (the Keras model's). */\n"
+        f"void {ident}_step({ident}_state_t *state, const float x[{up}_NUM_FEATURES]);\n"
+        "/* The head's pre-softmax outputs. */\n"
+        f"void {ident}_predict(const {ident}_state_t *state, float scores[{up}_NUM_OUTPUTS]);\n"
+        "\n#ifdef __cplusplus\n}\n#endif\n\n"
+        f"#endif /* {up}_H_ */\n")
+    resets = "".join(
+        f"    for (i = 0; i < {layer.cell.units}; ++i) state->h{n}[i] = 0.0f;\n"
+        + (f"    for (i = 0; i < {layer.cell.units}; ++i) state->c{n}[i] = 0.0f;\n"
+           if _CELL_KINDS[type(layer.cell)] == "lstm" else "")
+        for n, layer in enumerate(plan.recurrent))
+    source = (
+        f"{banner}\n#include <math.h>\n#include \"{ident}.h\"\n" + _RUNTIME
+        + "".join(em.csr_kernels[c] for c in sorted(em.csr_kernels)) + "\n"
+        + "\n".join(em.arrays) + "\n"
+        f"void {ident}_reset({ident}_state_t *state) {{\n    uint16_t i;\n{resets}}}\n\n"
+        f"void {ident}_step({ident}_state_t *state, const float x[{up}_NUM_FEATURES]) {{\n"
+        "    uint16_t i;\n" + "".join(f"    {s}\n" for s in step) + "}\n\n"
+        f"void {ident}_predict(const {ident}_state_t *state, float scores[{up}_NUM_OUTPUTS]) "
+        "{\n    uint16_t i;\n" + "".join(f"    {s}\n" for s in predict) + "}\n")
+    return {f"{ident}.h": header, f"{ident}.c": source}
