@@ -39,20 +39,26 @@ from typing import Any
 from keras_rnnedge._compat import keras, np
 from keras_rnnedge.converters.carray import c_identifier
 from keras_rnnedge.converters.cgen import generate_c
+from keras_rnnedge.converters.cgen_float import generate_float_c
 from keras_rnnedge.converters.cproject import c_sketch, cortex_m_project
 from keras_rnnedge.converters.intmodel import IntModel, quantize_input, quantize_model
-from keras_rnnedge.converters.lowering import ConversionError, strip_wrappers
+from keras_rnnedge.converters.lowering import ConversionError, plan_model, strip_wrappers
 from keras_rnnedge.micro_targets.audit import TargetFitError
 from keras_rnnedge.micro_targets.boards import Board, get_board
 from keras_rnnedge.micro_targets.harness import CompileError, ToolchainMissingError
 
-__all__ = ["C_PRECISIONS", "CConversionResult", "CFit", "SavedC", "convert_c", "load_c_result"]
+__all__ = ["C_PRECISIONS", "CConversionResult", "CFit", "CModelInfo", "SavedC", "convert_c",
+           "load_c_result"]
 
-#: Precisions of the standalone C: the weights' integer width (state and activations Q15).
-C_PRECISIONS = ("int8", "int16")
+#: Precisions of the standalone C: the weights' integer width (``int8``/``int16``; state and
+#: activations Q15), or ``float32`` (the float build, for boards with an FPU).
+C_PRECISIONS = ("int8", "int16", "float32")
 FORMAT = "c"
 _MANIFEST = "manifest.json"
 _CHECK_SEQUENCES = 2
+#: Float C vs the Keras model: float32 sums in another order and libm's expf/tanhf against
+#: TensorFlow's, over a few hundred steps.
+FLOAT_ATOL = 1e-4
 #: Flash of the model's code when no cross compiler measures it (the generated step, predict
 #: and runtime functions compile to 1-2.5 KB for one recurrent layer and a Dense head on AVR
 #: and Cortex-M4; per extra layer about as much again).
@@ -97,13 +103,55 @@ class CFit:
                 f"measured       {self.how}")
 
 
-def _state_bytes(im: IntModel) -> int:
-    return 2 * (sum(im.state_sizes) + sum(im.cell_sizes))
+@dataclasses.dataclass(frozen=True)
+class CModelInfo:
+    """What the files, the fit and ``rnnedge run`` need to know of the converted model.
+
+    Attributes:
+        features, num_outputs: inputs per step, scores per prediction.
+        frac_bits: ``Q`` of the integer build's scores; ``None`` for the float build.
+        weight_bytes: constant data as stored.
+        state_bytes: the state struct.
+        input_offset, input_scale: the integer build's input quantization (``None``: float).
+        approximations: activations the integer build approximates.
+    """
+
+    features: int
+    num_outputs: int
+    frac_bits: int | None
+    weight_bytes: int
+    state_bytes: int
+    input_offset: np.ndarray | None = None
+    input_scale: np.ndarray | None = None
+    approximations: tuple[str, ...] = ()
+
+    @classmethod
+    def of_int_model(cls, im: IntModel) -> CModelInfo:
+        return cls(features=im.features, num_outputs=im.num_outputs, frac_bits=im.frac_bits,
+                   weight_bytes=im.weight_bytes(),
+                   state_bytes=2 * (sum(im.state_sizes) + sum(im.cell_sizes)),
+                   input_offset=np.asarray(im.input_offset, np.float32),
+                   input_scale=np.asarray(im.input_scale, np.float32),
+                   approximations=tuple(im.approximations))
+
+    @classmethod
+    def of_float_model(cls, model: keras.Model) -> CModelInfo:
+        plan = plan_model(model)
+        state = sum(int(layer.cell.units) * (2 if "LSTM" in type(layer.cell).__name__ else 1)
+                    for layer in plan.recurrent)
+        return cls(features=plan.features, num_outputs=plan.num_outputs, frac_bits=None,
+                   weight_bytes=4 * int(model.count_params()), state_bytes=4 * state)
+
+    def quantize_input(self, x) -> np.ndarray:
+        """Float windows → what ``<id>_step`` takes (int16 values, or float32 as they are)."""
+        if self.input_offset is None:
+            return np.asarray(x, np.float32)
+        return quantize_input(x, self.input_offset, self.input_scale)
 
 
-def _fit(im: IntModel, sources: dict[str, str], ident: str, board: Board) -> CFit:
+def _fit(info: CModelInfo, sources: dict[str, str], ident: str, board: Board) -> CFit:
     arch = {"avr": "avr", "arm": "arm"}.get(board.arch)
-    weights = CFit(board=board, flash_needed=im.weight_bytes(), ram_needed=_state_bytes(im),
+    weights = CFit(board=board, flash_needed=info.weight_bytes, ram_needed=info.state_bytes,
                    measured=False, how="the weights as stored and the state alone, without "
                    "code or stack: already too big, so not compiled")
     if not weights.fits:
@@ -121,15 +169,15 @@ def _fit(im: IntModel, sources: dict[str, str], ident: str, board: Board) -> CFi
         else:
             flags = "avr-gcc -Os" if arch == "avr" else "arm-none-eabi-gcc -O2 (Cortex-M4F)"
             return CFit(board=board, flash_needed=size.flash_bytes,
-                        ram_needed=_state_bytes(im) + size.static_ram_bytes
+                        ram_needed=info.state_bytes + size.static_ram_bytes
                         + size.step_stack_bytes, measured=True,
                         how=f"compiled with {flags}: {size.const_bytes:,} B constants + "
-                            f"{size.code_bytes:,} B code; state {_state_bytes(im):,} B + step "
+                            f"{size.code_bytes:,} B code; state {info.state_bytes:,} B + step "
                             f"stack {size.step_stack_bytes:,} B")
     else:
         how = f"estimated (weights + {_CODE_ESTIMATE_BYTES:,} B of code; no {board.arch} build)"
-    return CFit(board=board, flash_needed=im.weight_bytes() + _CODE_ESTIMATE_BYTES,
-                ram_needed=_state_bytes(im), measured=False, how=how)
+    return CFit(board=board, flash_needed=info.weight_bytes + _CODE_ESTIMATE_BYTES,
+                ram_needed=info.state_bytes, measured=False, how=how)
 
 
 def _fit_error(fit: CFit) -> TargetFitError:
@@ -154,8 +202,10 @@ class CConversionResult:
     Attributes:
         name: the C identifier (``<id>``).
         target: the board.
-        precision: ``"int8"`` or ``"int16"`` weights.
-        int_model: the integer model (its methods are the C code's oracle).
+        precision: ``"int8"``/``"int16"`` weights, or ``"float32"`` (the float build).
+        info: sizes and the input quantization of the model (:class:`CModelInfo`).
+        int_model: the integer model (its methods are the C code's oracle); ``None`` for the
+            float build (whose oracle is the Keras model).
         source_model: the trained model, wrappers stripped.
         files: relative path → text of every file :meth:`save` writes.
         fit: flash and RAM against the board.
@@ -168,7 +218,8 @@ class CConversionResult:
     name: str
     target: Board
     precision: str
-    int_model: IntModel
+    info: CModelInfo
+    int_model: IntModel | None
     source_model: keras.Model
     files: dict[str, str]
     fit: CFit
@@ -178,15 +229,15 @@ class CConversionResult:
 
     @property
     def features(self) -> int:
-        return self.int_model.features
+        return self.info.features
 
     @property
     def num_outputs(self) -> int:
-        return self.int_model.num_outputs
+        return self.info.num_outputs
 
     @property
-    def frac_bits(self) -> int:
-        return self.int_model.frac_bits
+    def frac_bits(self) -> int | None:
+        return self.info.frac_bits
 
     @property
     def c_sources(self) -> dict[str, str]:
@@ -195,40 +246,47 @@ class CConversionResult:
                 if rel.startswith("c/") and "/" not in rel[2:]}
 
     def quantize_input(self, x) -> np.ndarray:
-        """Float windows → the int16 values ``<id>_step`` takes."""
-        return self.int_model.quantize_input(x)
+        """Float windows → what ``<id>_step`` takes (int16 values; float32 for the float
+        build)."""
+        return self.info.quantize_input(x)
 
     def report(self) -> str:
-        im = self.int_model
+        info = self.info
+        kind = ("float arithmetic" if info.frac_bits is None
+                else f"{self.precision} weights, Q{info.frac_bits} state")
         lines = [
-            f"model          {self.name} (standalone C, {self.precision} weights, "
-            f"Q{im.frac_bits} state)",
+            f"model          {self.name} (standalone C, {kind})",
             f"target         {self.target.display_name} ({self.target.key})",
-            f"weights        {im.weight_bytes():,} bytes as stored (CSR where smaller)",
-            f"state          {_state_bytes(im):,} bytes",
+            f"weights        {info.weight_bytes:,} bytes" + (
+                " (float32 parameters, before CSR)" if info.frac_bits is None
+                else " as stored (CSR where smaller)"),
+            f"state          {info.state_bytes:,} bytes",
             self.fit.to_text(),
         ]
         for key, value in self.checks.items():
             lines.append(f"check          {key}: {value:.4g}")
-        for a in im.approximations:
+        for a in info.approximations:
             lines.append(f"approximation  {a}")
         lines += ["", "files          " + ", ".join(sorted(self.files))]
         return "\n".join(lines)
 
     def manifest(self) -> dict[str, Any]:
-        im = self.int_model
+        info = self.info
+
+        def floats(values):
+            return None if values is None else [float(v) for v in values]
+
         return {
             "format": FORMAT, "name": self.name, "target": self.target.key,
-            "precision": self.precision, "features": im.features,
-            "num_outputs": im.num_outputs, "frac_bits": im.frac_bits,
-            "timesteps": self.timesteps, "state_sizes": im.state_sizes,
-            "cell_sizes": im.cell_sizes,
-            "input_offset": [float(v) for v in np.asarray(im.input_offset, np.float32)],
-            "input_scale": [float(v) for v in np.asarray(im.input_scale, np.float32)],
+            "precision": self.precision, "features": info.features,
+            "num_outputs": info.num_outputs, "frac_bits": info.frac_bits,
+            "timesteps": self.timesteps, "state_bytes": info.state_bytes,
+            "weight_bytes": info.weight_bytes,
+            "input_offset": floats(info.input_offset), "input_scale": floats(info.input_scale),
             "class_names": list(self.class_names),
             "fit": {"flash_needed": self.fit.flash_needed, "ram_needed": self.fit.ram_needed,
                     "measured": self.fit.measured, "how": self.fit.how},
-            "checks": self.checks, "approximations": list(im.approximations),
+            "checks": self.checks, "approximations": list(info.approximations),
         }
 
     def save(self, path: str | os.PathLike, *, force: bool = False) -> Path:
@@ -251,14 +309,18 @@ class SavedC:
     precision: str
     features: int
     num_outputs: int
-    frac_bits: int
+    frac_bits: int | None
     timesteps: int | None
-    input_offset: np.ndarray
-    input_scale: np.ndarray
+    input_offset: np.ndarray | None
+    input_scale: np.ndarray | None
     class_names: tuple[str, ...]
     c_sources: dict[str, str]
 
     def quantize_input(self, x) -> np.ndarray:
+        """Float windows → what ``<id>_step`` takes (int16 values; float32 for the float
+        build)."""
+        if self.input_offset is None:
+            return np.asarray(x, np.float32)
         return quantize_input(x, self.input_offset, self.input_scale)
 
     def source_model(self) -> keras.Model:
@@ -285,13 +347,19 @@ def load_c_result(path: str | os.PathLike, manifest: dict | None = None) -> Save
                 raise ConversionError(f"{str(p)!r} is missing: expected the generated C of "
                                       "`rnnedge convert --format c`; convert again.")
             sources[name] = p.read_text(encoding="ascii")
-        offset = np.asarray(m["input_offset"], np.float32)
-        scale = np.asarray(m["input_scale"], np.float32)
-        if offset.shape != (m["features"],) or scale.shape != (m["features"],):
-            raise ValueError(f"input_offset/input_scale do not have {m['features']} values")
+        if m["precision"] not in C_PRECISIONS:
+            raise ValueError(f"unknown precision {m['precision']!r}")
+        offset = scale = None
+        if m["precision"] != "float32":
+            offset = np.asarray(m["input_offset"], np.float32)
+            scale = np.asarray(m["input_scale"], np.float32)
+            if offset.shape != (m["features"],) or scale.shape != (m["features"],):
+                raise ValueError(f"input_offset/input_scale do not have {m['features']} "
+                                 "values")
         return SavedC(path=root, name=ident, target=m["target"], precision=m["precision"],
                       features=int(m["features"]), num_outputs=int(m["num_outputs"]),
-                      frac_bits=int(m["frac_bits"]), timesteps=m["timesteps"],
+                      frac_bits=None if m["frac_bits"] is None else int(m["frac_bits"]),
+                      timesteps=m["timesteps"],
                       input_offset=offset, input_scale=scale,
                       class_names=tuple(m.get("class_names", ())), c_sources=sources)
     except OSError as exc:
@@ -302,32 +370,54 @@ def load_c_result(path: str | os.PathLike, manifest: dict | None = None) -> Save
                               f"({type(exc).__name__}: {exc}); convert again.") from exc
 
 
-def _stage_checks(im: IntModel, sources: dict[str, str], ident: str, model: keras.Model,
-                  data: np.ndarray) -> dict[str, float]:
-    """Host C vs the oracle (bit for bit, first windows) and the integer model's argmax
-    agreement with the float model (every window; the host C when gcc is installed, else the
-    oracle on the first windows)."""
-    probe = data[:_CHECK_SEQUENCES]
-    oracle = np.stack([im.run(s) for s in probe])
-    checks: dict[str, float] = {}
-    if shutil.which("gcc") is None:
-        scores, x = oracle, probe
-    else:
-        from keras_rnnedge.micro_targets.crun import run_c
+def _stage_checks(im: IntModel | None, info: CModelInfo, sources: dict[str, str], ident: str,
+                  model: keras.Model, data: np.ndarray) -> dict[str, float]:
+    """The generated C against its oracle and against the float model.
 
-        c_model = _CModel(ident, sources, im.features, im.num_outputs)
-        scores = run_c(c_model, np.stack([im.quantize_input(s) for s in data]),
-                       target="host").scores
+    Integer build: the host C equals the integer oracle bit for bit on the first windows, and
+    its argmax agreement with the float model is measured on every window. Float build: the
+    host C's outputs against the Keras model's on every window (softmax applied when the model
+    ends with one). Without gcc only the oracle is checked, on the first windows.
+    """
+    checks: dict[str, float] = {}
+    probe = data[:_CHECK_SEQUENCES]
+    oracle = None if im is None else np.stack([im.run(s) for s in probe])
+    float_out = np.asarray(model.predict(data, verbose=0))
+    if shutil.which("gcc") is None:
+        if oracle is not None:
+            agree = np.argmax(oracle, -1) == np.argmax(float_out[:len(probe)], -1)
+            checks["int vs float argmax agreement"] = float(np.mean(agree))
+        return checks
+    from keras_rnnedge.micro_targets.crun import run_c
+
+    c_model = _CModel(ident, sources, info.features, info.num_outputs,
+                      "float32" if im is None else "int")
+    scores = run_c(c_model, info.quantize_input(data), target="host").scores
+    if oracle is not None:
         diff = float(np.max(np.abs(scores[:len(probe)] - oracle)))
         if diff != 0:
             raise ConversionError(f"The generated C differs from the integer oracle by {diff:g} "
                                   "(expected bit-exact); this is a bug, please report it with "
                                   "the model.")
         checks["host C vs oracle max |diff|"] = diff
-        x = data
-    float_pred = np.argmax(np.asarray(model.predict(x, verbose=0)), axis=-1)
-    checks["int vs float argmax agreement"] = float(np.mean(np.argmax(scores, -1) == float_pred))
+        checks["int vs float argmax agreement"] = float(np.mean(
+            np.argmax(scores, -1) == np.argmax(float_out, -1)))
+        return checks
+    got = np.asarray(scores, np.float64)
+    if _ends_with_softmax(model):
+        got = np.exp(got - got.max(axis=-1, keepdims=True))
+        got /= got.sum(axis=-1, keepdims=True)
+    diff = float(np.max(np.abs(got - float_out)))
+    if diff > FLOAT_ATOL:
+        raise ConversionError(f"The float C differs from the Keras model by {diff:.3g} (tolerance "
+                              f"{FLOAT_ATOL}); this is a bug, please report it with the model.")
+    checks["float C vs keras max |diff|"] = diff
     return checks
+
+
+def _ends_with_softmax(model: keras.Model) -> bool:
+    last = model.layers[-1]
+    return getattr(last, "activation", None) is keras.activations.softmax
 
 
 @dataclasses.dataclass(frozen=True)
@@ -336,6 +426,7 @@ class _CModel:
     c_sources: dict[str, str]
     features: int
     num_outputs: int
+    precision: str
 
 
 def convert_c(model: keras.Model, *, target: str, representative_data, precision: str = "int8",
@@ -380,36 +471,57 @@ def convert_c(model: keras.Model, *, target: str, representative_data, precision
                               f"shape {data.shape}" + ("" if data.ndim != 3 else
                                                        " with NaN or Inf values") + ".")
     ident = c_identifier(name or model.name)
+    reference = strip_wrappers(model)
     try:
-        im = quantize_model(model, data, weight_bits=int(precision[3:]))
+        if precision == "float32":
+            im = None
+            info = CModelInfo.of_float_model(reference)
+            sources = generate_float_c(reference, ident)
+        else:
+            im = quantize_model(model, data, weight_bits=int(precision[3:]))
+            info = CModelInfo.of_int_model(im)
+            sources = generate_c(im, ident, progmem=True)
     except ConversionError:
         raise
     except ValueError as exc:
         raise ConversionError(str(exc)) from exc
-    sources = generate_c(im, ident, progmem=True)
+    checks = _stage_checks(im, info, sources, ident, reference, data)
 
-    reference = strip_wrappers(model)
-    checks = _stage_checks(im, sources, ident, reference, data)
-
-    fit = _fit(im, sources, ident, board)
+    fit = _fit(info, sources, ident, board)
     if not fit.fits:
         raise _fit_error(fit)
     names = tuple(str(c) for c in (class_names or ()))
     window = timesteps or (model.inputs[0].shape[1] if model.inputs else None) or data.shape[1]
     files = {f"c/{n}": text for n, text in sources.items()}
     if board.arduino_fqbn:
-        for rel, text in c_sketch(ident, sources, features=im.features,
-                                  num_outputs=im.num_outputs, frac_bits=im.frac_bits,
-                                  timesteps=int(window), input_offset=im.input_offset,
-                                  input_scale=im.input_scale, class_names=names,
+        for rel, text in c_sketch(ident, sources, features=info.features,
+                                  num_outputs=info.num_outputs, frac_bits=info.frac_bits,
+                                  timesteps=int(window), input_offset=info.input_offset,
+                                  input_scale=info.input_scale, class_names=names,
                                   board_name=board.display_name).items():
             files[f"arduino/{rel}"] = text
     if board.arch == "arm":
-        example = im.quantize_input(data[0])
-        for rel, text in cortex_m_project(ident, sources, example=example,
-                                          expected=im.run(data[0]),
-                                          num_outputs=im.num_outputs).items():
+        expected = (im.run(data[0]) if im is not None
+                    else _float_scores(reference, data[:1])[0])
+        for rel, text in cortex_m_project(ident, sources, example=info.quantize_input(data[0]),
+                                          expected=expected,
+                                          num_outputs=info.num_outputs).items():
             files[f"cortex-m/{rel}"] = text
-    return CConversionResult(name=ident, target=board, precision=precision, int_model=im,
+    return CConversionResult(name=ident, target=board, precision=precision, info=info,
+                             int_model=im,
                              source_model=reference, files=files, fit=fit, checks=checks,
                              timesteps=int(window), class_names=names)
+
+
+def _float_scores(model: keras.Model, x) -> np.ndarray:
+    """The model's pre-softmax outputs (what the float C's ``<id>_predict`` writes)."""
+    if not _ends_with_softmax(model):
+        return np.asarray(model.predict(x, verbose=0))
+    last = model.layers[-1]
+    y = np.asarray(x, np.float32)
+    for layer in model.layers[:-1]:  # a chain (plan_model): recurrent layers, then the head
+        if not isinstance(layer, keras.layers.InputLayer):
+            y = layer(y, training=False)
+    features = np.asarray(y)
+    kernel, *bias = last.get_weights()
+    return features @ kernel + (bias[0] if bias else 0.0)

@@ -55,16 +55,18 @@ def _c_string(text: str) -> str:
 
 
 def c_sketch(ident: str, model_files: dict[str, str], *, features: int, num_outputs: int,
-             frac_bits: int, timesteps: int, input_offset, input_scale,
+             frac_bits: int | None, timesteps: int, input_offset, input_scale,
              class_names: Sequence[str] = (), board_name: str = "") -> dict[str, str]:
     """The Arduino sketch folder for the standalone C model: ``{"<id>/<file>": text}``.
 
     Args:
         ident: the model's C identifier (``<id>``).
         model_files: ``{"<id>.h": ..., "<id>.c": ...}`` from ``generate_c``.
-        features, num_outputs, frac_bits: the model's (scores are in ``Q<frac_bits>``).
+        features, num_outputs, frac_bits: the model's (scores are in ``Q<frac_bits>``;
+            ``None``: the float build, which takes the samples and gives the scores as floats).
         timesteps: samples per window (a prediction every ``timesteps`` samples).
-        input_offset, input_scale: ``x_q = sat16(round((x - offset) * scale))`` per feature.
+        input_offset, input_scale: ``x_q = sat16(round((x - offset) * scale))`` per feature
+            (ignored for the float build).
         class_names: printed instead of class numbers when given (one per output).
         board_name: for the comments and the README.
 
@@ -75,7 +77,9 @@ def c_sketch(ident: str, model_files: dict[str, str], *, features: int, num_outp
         raise ValueError(f"Expected timesteps to be a positive integer (the window length), but "
                          f"got {timesteps!r}; pass timesteps= for models without a fixed input "
                          "length.")
-    offset, scale = np.asarray(input_offset).ravel(), np.asarray(input_scale).ravel()
+    is_float = frac_bits is None
+    offset = np.zeros(features) if is_float else np.asarray(input_offset).ravel()
+    scale = np.ones(features) if is_float else np.asarray(input_scale).ravel()
     if offset.size != features or scale.size != features:
         raise ValueError(f"Expected {features} input offsets and scales, but got {offset.size} "
                          f"and {scale.size}.")
@@ -84,8 +88,38 @@ def c_sketch(ident: str, model_files: dict[str, str], *, features: int, num_outp
     cases = [f"    case {k}: Serial.print(F(\"{_c_string(n)}\")); break;"
              for k, n in enumerate(class_names)]
     up = ident.upper()
+    if is_float:
+        quantization, quantize_fn = [], []
+        step_lines = ["  if (!read_sample(x)) return;", f"  {ident}_step(&state, x);"]
+        score_type = "float"
+        score_line = "  Serial.println(scores[best], 4);"
+    else:
+        quantization = [
+            "// x_q = sat16(round((x - offset) * scale)): the model's input quantization.",
+            "static const float kInputOffset[io::kFeatures] PROGMEM = {"
+            + ", ".join(_c_float(v) for v in offset) + "};",
+            "static const float kInputScale[io::kFeatures] PROGMEM = {"
+            + ", ".join(_c_float(v) for v in scale) + "};",
+            ""]
+        quantize_fn = [
+            "static int16_t quantize(float x, int i) {",
+            "  float v = (x - RE_READ_FLOAT(&kInputOffset[i])) * "
+            "RE_READ_FLOAT(&kInputScale[i]);",
+            "  if (v != v) v = 0.0f;  // NaN",
+            "  if (v > 32767.0f) v = 32767.0f;",
+            "  if (v < -32768.0f) v = -32768.0f;",
+            "  return static_cast<int16_t>(v >= 0.0f ? v + 0.5f : v - 0.5f);",
+            "}",
+            ""]
+        step_lines = ["  int16_t x_q[io::kFeatures];", "  if (!read_sample(x)) return;",
+                      "  for (int i = 0; i < io::kFeatures; ++i) x_q[i] = quantize(x[i], i);",
+                      f"  {ident}_step(&state, x_q);"]
+        score_type = "int32_t"
+        score_line = (f"  Serial.println(static_cast<float>(scores[best]) / "
+                      f"{float(1 << frac_bits)!r}f, 4);")
     lines = [
-        f"// {comment_text(ident)}: standalone integer C model (keras-rnnedge), no TFLite Micro"
+        f"// {comment_text(ident)}: standalone {'float' if is_float else 'integer'} C model "
+        "(keras-rnnedge), no TFLite Micro"
         + (f", for the {comment_text(board_name)}." if board_name else "."),
         "// Streams one sample per line of comma-separated values on Serial; prints the class",
         f"// every {timesteps} samples. See README.md.",
@@ -111,25 +145,13 @@ def c_sketch(ident: str, model_files: dict[str, str], *, features: int, num_outp
         f"constexpr long kBaudRate = {BAUD_RATE};",
         f"constexpr int kLineLength = io::kFeatures * {_CHARS_PER_VALUE} + 2;",
         "",
-        "// x_q = sat16(round((x - offset) * scale)): the model's input quantization.",
-        "static const float kInputOffset[io::kFeatures] PROGMEM = {"
-        + ", ".join(_c_float(v) for v in offset) + "};",
-        "static const float kInputScale[io::kFeatures] PROGMEM = {"
-        + ", ".join(_c_float(v) for v in scale) + "};",
-        "",
+        *quantization,
         f"static {ident}_state_t state;",
         "static unsigned long steps = 0;",
         "static unsigned long window_count = 0;",
         "",
         *serial_sample_reader(),
-        "static int16_t quantize(float x, int i) {",
-        "  float v = (x - RE_READ_FLOAT(&kInputOffset[i])) * RE_READ_FLOAT(&kInputScale[i]);",
-        "  if (v != v) v = 0.0f;  // NaN",
-        "  if (v > 32767.0f) v = 32767.0f;",
-        "  if (v < -32768.0f) v = -32768.0f;",
-        "  return static_cast<int16_t>(v >= 0.0f ? v + 0.5f : v - 0.5f);",
-        "}",
-        "",
+        *quantize_fn,
         "static void print_class(int k) {",
         "  switch (k) {",
         *cases,
@@ -151,12 +173,9 @@ def c_sketch(ident: str, model_files: dict[str, str], *, features: int, num_outp
         "",
         "void loop() {",
         "  float x[io::kFeatures];",
-        "  int16_t x_q[io::kFeatures];",
-        "  if (!read_sample(x)) return;",
-        "  for (int i = 0; i < io::kFeatures; ++i) x_q[i] = quantize(x[i], i);",
-        f"  {ident}_step(&state, x_q);",
+        *step_lines,
         "  if (++steps < io::kTimesteps) return;",
-        "  int32_t scores[io::kNumClasses];",
+        f"  {score_type} scores[io::kNumClasses];",
         f"  {ident}_predict(&state, scores);",
         "  int best = 0;",
         "  for (int k = 1; k < io::kNumClasses; ++k) {",
@@ -167,7 +186,7 @@ def c_sketch(ident: str, model_files: dict[str, str], *, features: int, num_outp
         '  Serial.print(F(": "));',
         "  print_class(best);",
         "  Serial.print(' ');",
-        f"  Serial.println(static_cast<float>(scores[best]) / {float(1 << frac_bits)!r}f, 4);",
+        score_line,
         "  ++window_count;",
         "  steps = 0;",
         f"  {ident}_reset(&state);",
@@ -216,30 +235,46 @@ def cortex_m_project(ident: str, model_files: dict[str, str], *, example, expect
         expected: the oracle's scores for ``example`` (``num_outputs`` int32 values).
         num_outputs: scores per prediction.
     """
-    x = np.asarray(example, np.int64)
-    y = np.asarray(expected, np.int64).ravel()
+    is_float = np.asarray(example).dtype.kind == "f"
+    x = np.asarray(example, np.float32 if is_float else np.int64)
+    y = np.asarray(expected, np.float64 if is_float else np.int64).ravel()
     if x.ndim != 2 or y.size != num_outputs:
         raise ValueError(f"Expected an example window (T, F) and {num_outputs} expected scores, "
                          f"but got shapes {x.shape} and {y.shape}.")
     t, f = x.shape
-    rows = ",\n".join("    {" + ", ".join(str(int(v)) for v in row) + "}" for row in x)
+    value = (lambda v: f"{float(v)!r}f") if is_float else (lambda v: str(int(v)))
+    rows = ",\n".join("    {" + ", ".join(value(v) for v in row) + "}" for row in x)
+    if is_float:
+        x_type, y_type = "float", "float"
+        expected_c = ", ".join(f"{float(np.float32(v))!r}f" for v in y)
+        print_score = 'printf(" %.6f", (double)scores[i]);'
+        # float32 C against the Keras model: sums in another order, libm against TensorFlow
+        differs = "fabsf(scores[i] - expected[i]) > 1e-4f * (1.0f + fabsf(expected[i]))"
+        what = "the Keras model's (to 1e-4)"
+    else:
+        x_type, y_type = "int16_t", "int32_t"
+        expected_c = ", ".join(f"INT32_C({int(v)})" for v in y)
+        print_score = 'printf(" %ld", (long)scores[i]);'
+        differs = "scores[i] != expected[i]"
+        what = "the oracle's"
     main = f"""/* {comment_text(ident)}: run one example window on a Cortex-M and check the scores.
  * Generated by keras-rnnedge (`rnnedge convert --format c`). */
+#include <math.h>
 #include <stdio.h>
 #include <stdint.h>
 #include "rnnedge_target.h"
 #include "{ident}.h"
 
-/* One window of quantized inputs (x_q = sat16(round((x - offset) * scale))). */
-static const int16_t example[{t}][{f}] = {{
+/* One window of inputs as {ident}_step takes them. */
+static const {x_type} example[{t}][{f}] = {{
 {rows}
 }};
-/* Its scores by keras_rnnedge's integer oracle (converters.intmodel). */
-static const int32_t expected[{num_outputs}] = {{{", ".join(f"INT32_C({int(v)})" for v in y)}}};
+/* Its scores by keras_rnnedge's oracle (the integer model, or the Keras model for floats). */
+static const {y_type} expected[{num_outputs}] = {{{expected_c}}};
 
 int main(void) {{
     static {ident}_state_t state;
-    int32_t scores[{num_outputs}];
+    {y_type} scores[{num_outputs}];
     uint32_t t0, t1;
     int i, t, best = 0, same = 1;
     {ident}_reset(&state);
@@ -249,13 +284,13 @@ int main(void) {{
     {ident}_predict(&state, scores);
     printf("scores");
     for (i = 0; i < {num_outputs}; ++i) {{
-        printf(" %ld", (long)scores[i]);
+        {print_score}
         if (scores[i] > scores[best]) best = i;
-        if (scores[i] != expected[i]) same = 0;
+        if ({differs}) same = 0;
     }}
     printf("\\nclass %d\\n%s per step: %lu\\n", best, RNNEDGE_COUNT_UNIT,
            (unsigned long)((t1 - t0) / {t}u));
-    printf("%s\\n", same ? "scores equal the oracle's" : "MISMATCH with the oracle's scores");
+    printf("%s\\n", same ? "scores equal {what}" : "MISMATCH with {what}");
     return same ? 0 : 1;
 }}
 """

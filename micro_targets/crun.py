@@ -72,7 +72,9 @@ class CRunResult:
 
     Attributes:
         target: ``"host"``, ``"cortex-m4"`` or ``"uno"``.
-        scores: ``(N, outputs)`` ``int64`` scores, as ``<id>_predict`` wrote them.
+        scores: ``(N, outputs)`` scores as ``<id>_predict`` wrote them: ``int64`` (integer
+            build), ``float64`` (float build; to 1e-6 on the emulated targets, which print
+            micro-units clamped to +-2000, 9 significant digits on the host).
         per_step: cost of one ``<id>_step`` (mean over every step run) in ``unit``.
         unit: ``"seconds"`` (host), ``"instructions"`` (Cortex-M4 in QEMU) or ``"cycles"``
             (ATmega328P in simavr, exact).
@@ -106,18 +108,28 @@ class CRunResult:
         return None
 
 
-def _check_windows(x_q, features: int) -> np.ndarray:
+def _check_windows(x_q, features: int, is_float: bool) -> np.ndarray:
     x = np.asarray(x_q)
+    kind = "float32" if is_float else "int16"
     if x.ndim != 3 or x.shape[2] != features or x.shape[0] == 0 or x.shape[1] == 0:
-        raise ValueError(f"Expected int16 input windows of shape (N, T, {features}), but got "
+        raise ValueError(f"Expected {kind} input windows of shape (N, T, {features}), but got "
                          f"{x.shape}.")
+    if is_float:
+        if not np.all(np.isfinite(x)):
+            raise ValueError("Expected finite float input windows (NaN or Inf found).")
+        return x.astype(np.float32)
     if not np.issubdtype(x.dtype, np.integer) or x.min() < -(2**15) or x.max() > 2**15 - 1:
         raise ValueError("Expected int16 input values (quantize the windows with the model's "
                          "quantize_input first).")
     return x.astype(np.int64)
 
 
-def _host_main(ident: str, features: int, outputs: int) -> str:
+def _host_main(ident: str, features: int, outputs: int, is_float: bool) -> str:
+    if is_float:
+        x_type, read, y_type, fmt, cast = "float", '"%f", &x[i]', "float", "%.9g", "(double)"
+    else:
+        x_type, read, y_type, fmt, cast = "int16_t", '"%ld", &v', "int32_t", "%ld", "(long)"
+    store = "" if is_float else "\n                x[i] = (int16_t)v;"
     return f"""#define _POSIX_C_SOURCE 199309L
 #include <stdio.h>
 #include <stdint.h>
@@ -126,9 +138,9 @@ def _host_main(ident: str, features: int, outputs: int) -> str:
 
 int main(void) {{
     static {ident}_state_t s;
-    int16_t x[{features}];
-    int32_t y[{outputs}];
-    long n, t, steps, k, i, v;
+    {x_type} x[{features}];
+    {y_type} y[{outputs}];
+    long n, t, steps, k, i, v = 0;
     double seconds = 0.0;
     struct timespec a, b;
     if (scanf("%ld %ld", &n, &steps) != 2) return 3;
@@ -136,9 +148,9 @@ int main(void) {{
         {ident}_reset(&s);
         for (t = 0; t < steps; ++t) {{
             for (i = 0; i < {features}; ++i) {{
-                if (scanf("%ld", &v) != 1) return 4;
-                x[i] = (int16_t)v;
+                if (scanf({read}) != 1) return 4;{store}
             }}
+            (void)v;
             clock_gettime(CLOCK_MONOTONIC, &a);
             {ident}_step(&s, x);
             clock_gettime(CLOCK_MONOTONIC, &b);
@@ -146,7 +158,7 @@ int main(void) {{
         }}
         {ident}_predict(&s, y);
         printf("y");
-        for (i = 0; i < {outputs}; ++i) printf(" %ld", (long)y[i]);
+        for (i = 0; i < {outputs}; ++i) printf(" {fmt}", {cast}y[i]);
         printf("\\n");
     }}
     printf("@seconds %.9e %ld\\n", seconds, n * steps);
@@ -155,17 +167,24 @@ int main(void) {{
 """
 
 
-def _target_main(ident: str, windows: np.ndarray, outputs: int) -> str:
+def _target_main(ident: str, windows: np.ndarray, outputs: int, is_float: bool) -> str:
     n, t, f = windows.shape
-    rows = ",\n".join("    {" + ", ".join(str(int(v)) for v in row) + "}"
+    value = (lambda v: f"{float(v)!r}f") if is_float else (lambda v: str(int(v)))
+    rows = ",\n".join("    {" + ", ".join(value(v) for v in row) + "}"
                       for row in windows.reshape(-1, f))
+    x_type, y_type = ("float", "float") if is_float else ("int16_t", "int32_t")
+    if is_float:  # avr-libc's printf has no %f by default: micro-units as a long, clamped
+        print_y = ("            RE_PRINTF(RE_STR(\" %ld\"), (long)(y[i] > 2000.0f ? 2e9f : "
+                   "y[i] < -2000.0f ? -2e9f : y[i] * 1e6f + (y[i] < 0.0f ? -0.5f : 0.5f)));\n")
+    else:
+        print_y = "            RE_PRINTF(RE_STR(\" %ld\"), (long)y[i]);\n"
     return (
         "#include <stdio.h>\n#include <stdint.h>\n" + _PROGMEM_PRELUDE
         + f'#include "rnnedge_target.h"\n#include "{ident}.h"\n\n'
-        f"static const int16_t inputs[{n * t}][{f}] PROGMEM = {{\n{rows}\n}};\n\n"
+        f"static const {x_type} inputs[{n * t}][{f}] PROGMEM = {{\n{rows}\n}};\n\n"
         "int main(void) {\n"
-        f"    static {ident}_state_t s;\n    static int16_t x[{f}];\n"
-        f"    static int32_t y[{outputs}];\n"
+        f"    static {ident}_state_t s;\n    static {x_type} x[{f}];\n"
+        f"    static {y_type} y[{outputs}];\n"
         "    uint32_t total = 0, t0, t1;\n    uint16_t n, t, i;\n"
         f"    for (n = 0; n < {n}u; ++n) {{\n"
         f"        {ident}_reset(&s);\n"
@@ -178,7 +197,7 @@ def _target_main(ident: str, windows: np.ndarray, outputs: int) -> str:
         "        }\n"
         f"        {ident}_predict(&s, y);\n"
         "        putchar('y');\n"
-        f"        for (i = 0; i < {outputs}u; ++i) RE_PRINTF(RE_STR(\" %ld\"), (long)y[i]);\n"
+        f"        for (i = 0; i < {outputs}u; ++i)\n{print_y}"
         "        putchar('\\n');\n"
         "    }\n"
         f'    RE_PRINTF(RE_STR("@count step %lu %lu\\n"), (unsigned long)total, '
@@ -186,10 +205,11 @@ def _target_main(ident: str, windows: np.ndarray, outputs: int) -> str:
         "    return 0;\n}\n")
 
 
-def _scores(text: str, outputs: int) -> np.ndarray:
+def _scores(text: str, outputs: int, is_float: bool) -> np.ndarray:
     rows = [line.split()[1:] for line in text.splitlines() if line.startswith("y")]
-    scores = np.array(rows, np.int64).reshape(-1, outputs)
-    return scores
+    if is_float:
+        return np.array(rows, np.float64).reshape(-1, outputs)
+    return np.array(rows, np.int64).reshape(-1, outputs)
 
 
 def run_c(converted: Any, x_q, *, target: str,
@@ -199,8 +219,10 @@ def run_c(converted: Any, x_q, *, target: str,
 
     Args:
         converted: has ``name`` (the C identifier), ``c_sources`` (file name → text of
-            ``<id>.h`` and ``<id>.c``), ``features`` and ``num_outputs``.
-        x_q: the quantized windows (``converted.quantize_input(x)``).
+            ``<id>.h`` and ``<id>.c``), ``features``, ``num_outputs`` and optionally
+            ``precision`` (``"float32"``: the float build).
+        x_q: the windows as ``<id>_step`` takes them (``converted.quantize_input(x)``: int16
+            values, or float32 for the float build).
         target: ``"host"``, ``"cortex-m4"`` or ``"uno"`` (:data:`RUN_TARGETS`).
         progress: called with (windows done, total) after each build.
         timeout: seconds for each compilation and each run.
@@ -212,30 +234,33 @@ def run_c(converted: Any, x_q, *, target: str,
         CompileError: the program did not build or run.
     """
     key = run_target(target)
-    x = _check_windows(x_q, converted.features)
+    is_float = getattr(converted, "precision", "") == "float32"
+    x = _check_windows(x_q, converted.features, is_float)
     ident, outputs = converted.name, converted.num_outputs
     files = dict(converted.c_sources)
     n, t, f = x.shape
     if key == "host":
-        text = f"{n} {t}\n" + "\n".join(" ".join(map(str, w.ravel())) for w in x) + "\n"
-        out = build_and_run_host(files, _host_main(ident, f, outputs), stdin=text,
+        value = (lambda v: repr(float(v))) if is_float else str
+        text = f"{n} {t}\n" + "\n".join(" ".join(map(value, w.ravel())) for w in x) + "\n"
+        out = build_and_run_host(files, _host_main(ident, f, outputs, is_float), stdin=text,
                                  timeout=timeout)
         line = next(ln for ln in out.splitlines() if ln.startswith("@seconds"))
         seconds, steps = float(line.split()[1]), int(line.split()[2])
         if progress:
             progress(n, n)
-        return CRunResult(target=key, scores=_scores(out, outputs),
+        return CRunResult(target=key, scores=_scores(out, outputs, is_float),
                           per_step=seconds / max(steps, 1), unit="seconds")
     harness = RUN_TARGETS[key]
     runner = build_and_run_avr if harness == "avr" else build_and_run_cortex_m4
-    per_batch = max(1, _BATCH_BYTES[harness] // (t * f * 2))
+    per_batch = max(1, _BATCH_BYTES[harness] // (t * f * (4 if is_float else 2)))
     scores, total, steps, builds = [], 0.0, 0, 0
     flash = ram = model_flash = model_code = None
     for start in range(0, n, per_batch):
         batch = x[start:start + per_batch]
-        r = runner(files, _target_main(ident, batch, outputs), timeout=timeout)
+        r = runner(files, _target_main(ident, batch, outputs, is_float), timeout=timeout)
         builds += 1
-        scores.append(_scores(r.stdout, outputs))
+        got = _scores(r.stdout, outputs, is_float)
+        scores.append(got / 1e6 if is_float else got)
         count = r.counts.get("step")
         if count is None:
             raise CompileError(f"The {key} program printed no step count:\n{r.stdout[-2000:]}")

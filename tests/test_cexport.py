@@ -366,3 +366,68 @@ def test_cli_errors(toy, tmp_path, capsys):
     assert cli.main(["run", str(tmp_path / "c"), "--target", "host", "--data",
                      str(wrong)]) == 2
     assert "4 features per step; the model takes 3" in capsys.readouterr().err
+
+
+# -- the float build ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def float_result(toy):
+    model, x, _ = toy
+    return convert_c(model, target="nano33ble", representative_data=x[:32],
+                     precision="float32")
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_float_build_matches_keras_everywhere(toy, float_result):
+    model, x, _ = toy
+    r = float_result
+    assert r.int_model is None and r.frac_bits is None and r.fit.measured
+    assert r.checks["float C vs keras max |diff|"] <= 1e-4
+    want = model.predict(x[:3], verbose=0)
+    windows = r.quantize_input(x[:3])
+    assert windows.dtype == np.float32
+    host = run_c(r, windows, target="host")
+    np.testing.assert_allclose(_softmax(host.scores), want, atol=2e-5)
+    for target, tool in (("cortex-m4", "cortex_m4"), ("uno", "avr")):
+        _toolchain(tool)
+        out = run_c(r, windows, target=target)
+        # the emulated targets print micro-units; avr-gcc's float is IEEE single precision too
+        np.testing.assert_allclose(out.scores, host.scores, atol=2e-5)
+    assert "float" in r.report() and "cortex-m/main.c" in r.files
+
+
+def test_float_cortex_m_project_runs_in_qemu(float_result, tmp_path):
+    _toolchain("cortex_m4")
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    float_result.save(tmp_path / "f")
+    run = subprocess.run(["make", "run"], cwd=tmp_path / "f" / "cortex-m", capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "scores equal the Keras model's (to 1e-4)" in run.stdout
+
+
+def test_float_sketch_streams_on_the_host(toy, float_result, tmp_path):
+    _, x, _ = toy
+    folder = tmp_path / "sketch"
+    folder.mkdir()
+    for rel, text in float_result.files.items():
+        if rel.startswith("arduino/toy_model/"):
+            (folder / os.path.basename(rel)).write_text(text)
+    (folder / "Arduino.h").write_text(FAKE_ARDUINO)
+    (folder / "main.cpp").write_text(SKETCH_MAIN)
+    subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-c", "toy_model.c"],
+                   cwd=folder, check=True)
+    subprocess.run(["g++", "-std=c++11", "-Wall", "-Wextra", "-Werror", "-I", ".", "-x", "c++",
+                    "toy_model.ino", "-x", "none", "main.cpp", "toy_model.o", "-lm", "-o",
+                    "sketch"], cwd=folder, check=True)
+    lines = [",".join(repr(float(v)) for v in step) for w in x[:3] for step in w]
+    run = subprocess.run(["./sketch"], cwd=folder, input="\n".join(lines) + "\n",
+                         capture_output=True, text=True, timeout=60)
+    got = [int(line.split(": ")[1].split()[0]) for line in run.stdout.splitlines()
+           if line.startswith("window ")]
+    assert got == list(np.argmax(float_result.source_model.predict(x[:3], verbose=0), axis=1))
