@@ -1,7 +1,8 @@
 # The two commands of the README: `make demo` (the main job) and `make test` (the test suite).
 # Both create the virtual environment in .venv and install everything the project needs;
-# `make test` also installs the Debian cross toolchains and emulators (arm-none-eabi-gcc, QEMU,
-# avr-gcc, simavr) when they are missing (as root; otherwise it names the packages to install).
+# Both also install the Debian cross toolchains and emulators (arm-none-eabi-gcc, QEMU, avr-gcc,
+# simavr) when they are missing (as root; otherwise the script names the packages to install):
+# `make test` needs them, `make demo` skips its emulated-Uno run without them.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -23,6 +24,7 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 demo: $(VENV)/.installed
+	-bash scripts/install-toolchains.sh
 	$(VENV)/bin/rnnedge demo $(DEMO_ARGS)
 
 toolchains:

@@ -182,7 +182,9 @@ def _add_demo(subparsers) -> None:
         help="train a compressed FastGRNN on the bundled HAR data, report and save it",
         description="The main job: train FastGRNN (hidden 80, r_W 5, r_U 40) with hard "
         "thresholding (s_W 0.2, s_U 0.3) on the bundled HAR data, print test accuracy, "
-        "model size and the summary table, and save the model.",
+        "model size and the summary table, save the model, export it for --target (int8 "
+        "TFLite, emulated in TFLite Micro) and as standalone integer C for --c-target (run "
+        "on the host and on the emulated board).",
     )
     parser.add_argument("--out", type=Path, default=Path("runs/demo"),
                         help="directory for the saved model (default: %(default)s)")
@@ -199,6 +201,12 @@ def _add_demo(subparsers) -> None:
                         "'none' skips the export")
     parser.add_argument("--max-test", type=int, default=None,
                         help="emulate only this many test windows (default: all)")
+    parser.add_argument("--c-target", default="uno",
+                        help="board to export standalone integer C for (default: %(default)s); "
+                        "'none' skips it")
+    parser.add_argument("--c-emulated", type=int, default=2,
+                        help="test windows to run on the emulated --c-target (default: "
+                        "%(default)s; simavr runs at a few times real time)")
     parser.set_defaults(run=_run_demo)
 
 
@@ -210,7 +218,9 @@ def _run_demo(args: argparse.Namespace) -> int:
                           max_train=args.max_train, seed=args.seed,
                           log=lambda line: print(line, flush=True),
                           target=None if args.target == "none" else args.target,
-                          max_test=args.max_test)
+                          max_test=args.max_test,
+                          c_target=None if args.c_target == "none" else args.c_target,
+                          c_emulated_windows=args.c_emulated)
     except ValueError as exc:
         raise CommandError(str(exc)) from exc
     print()
@@ -233,6 +243,25 @@ def _run_demo(args: argparse.Namespace) -> int:
               f"{result.emulated_windows} windows; {100 * result.int8_agreement:.2f} % of "
               f"predictions equal Keras; {1e6 * result.int8_seconds_per_step:.1f} us per "
               "step on this host")
+    if result.c_conversion is not None:
+        conv = result.c_conversion
+        print(f"exported C        {result.c_export_path} (standalone int8 C, "
+              f"{conv.target.display_name}: {conv.fit.flash_needed:,} B flash, "
+              f"{conv.fit.ram_needed:,} B RAM)")
+        print(f"C on the host     {100 * result.c_accuracy:.2f} % test accuracy; "
+              f"{100 * result.c_agreement:.2f} % of predictions equal Keras")
+        em = result.c_emulated
+        if em is not None:
+            seconds = em.seconds_per_step()
+            timing = (f"{em.per_step:,.0f} {em.unit} per step"
+                      + (f" = {seconds * conv.timesteps:.2f} s per {conv.timesteps}-step "
+                         f"window at "
+                         f"{em.clock_hz / 1e6:g} MHz" if seconds is not None else ""))
+            print(f"C on {em.target:<12} {len(em.scores)} windows, "
+                  f"{'bit-exact with' if result.c_bit_exact else 'DIFFERENT from'} the host "
+                  f"build; {timing}")
+        elif result.c_skipped:
+            print(f"C emulation       skipped: {result.c_skipped}")
     return 0
 
 

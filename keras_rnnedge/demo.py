@@ -5,7 +5,10 @@
 dense training, iterative hard thresholding, sparse fine-tuning with the support frozen. The
 trained model is converted to a full-integer (int8) one-step TFLite model for the Arduino Nano
 33 BLE Sense (flatbuffer, C array, Arduino sketch), and the int8 model is run over the test set
-in the TensorFlow Lite Micro interpreter on the host.
+in the TensorFlow Lite Micro interpreter on the host. It is also converted to standalone integer
+C for the Arduino Uno (no TFLite Micro: C99, an Arduino sketch), which is compiled and run over
+the test set on the host and, for a few windows, on an emulated ATmega328P (simavr), bit for bit
+against the host build, with the exact cycles per step.
 """
 
 from __future__ import annotations
@@ -17,9 +20,12 @@ from pathlib import Path
 
 from keras_rnnedge._compat import keras, np
 from keras_rnnedge.cells import FastGRNNCell
-from keras_rnnedge.converters import ConversionResult, convert
+from keras_rnnedge.converters import CConversionResult, ConversionResult, convert, convert_c
 from keras_rnnedge.datasets import load_har
+from keras_rnnedge.micro_targets.boards import get_board
+from keras_rnnedge.micro_targets.crun import CRunResult, run_c
 from keras_rnnedge.micro_targets.emulate import emulate
+from keras_rnnedge.micro_targets.harness import ToolchainMissingError
 from keras_rnnedge.optimize import HardThresholding
 from keras_rnnedge.summary import ModelSummary, summary
 
@@ -42,6 +48,13 @@ class DemoResult:
     int8_agreement: float | None = None
     int8_seconds_per_step: float | None = None
     emulated_windows: int = 0
+    c_conversion: CConversionResult | None = None
+    c_export_path: Path | None = None
+    c_accuracy: float | None = None
+    c_agreement: float | None = None
+    c_emulated: CRunResult | None = None
+    c_bit_exact: bool | None = None
+    c_skipped: str | None = None
 
     @property
     def int8_bytes(self) -> int:
@@ -63,7 +76,8 @@ def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int = 30, num_classes
              batch_size: int = 64, learning_rate: float = 0.01, max_train: int | None = None,
              seed: int = 0, log: Callable[[str], None] | None = None,
              verbose: int = 0, target: str | None = "nano33ble",
-             max_test: int | None = None) -> DemoResult:
+             max_test: int | None = None, c_target: str | None = "uno",
+             c_emulated_windows: int = 2) -> DemoResult:
     """Train FastGRNN with hard thresholding on bundled HAR data, evaluate, save the model.
 
     Args:
@@ -78,6 +92,9 @@ def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int = 30, num_classes
         target: board to export for (int8, step mode) and emulate in TFLite Micro; ``None``
             skips the export.
         max_test: emulate only this many test windows (default: all).
+        c_target: board to export standalone integer C for (``None`` skips it); the C runs
+            over the test set on the host, and on the emulated board (ATmega328P in simavr for
+            AVR boards, Cortex-M4 in QEMU for Arm boards) for ``c_emulated_windows`` windows.
 
     Returns:
         A :class:`DemoResult` (test accuracy, the summary, the saved model path).
@@ -120,9 +137,16 @@ def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int = 30, num_classes
     model.save(path)
     result = DemoResult(test_accuracy=float(accuracy), num_classes=num_classes, epochs=epochs,
                         train_seconds=seconds, summary=summary(model), model_path=path)
-    if target is None:
-        return result
+    if target is not None:
+        result = _tflite_export(result, model, data, x_train, out, target, max_test, log)
+    if c_target is not None:
+        result = _c_export(result, model, data, x_train, out, c_target, max_test,
+                           c_emulated_windows, log)
+    return result
 
+
+def _tflite_export(result, model, data, x_train, out, target, max_test, log) -> DemoResult:
+    num_classes = result.num_classes
     log(f"converting to int8 (step mode) for {target}...")
     conversion = convert(model, target=target, quantization="int8", mode="step",
                          representative_data=x_train[:64], name=f"fastgrnn_har{num_classes}",
@@ -140,3 +164,37 @@ def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int = 30, num_classes
         int8_agreement=float(np.mean(emulated.predictions() == keras_pred)),
         int8_seconds_per_step=emulated.seconds_per_step, emulated_windows=len(x_test))
 
+
+def _c_export(result, model, data, x_train, out, c_target, max_test, emulated_windows,
+              log) -> DemoResult:
+    num_classes = result.num_classes
+    log(f"converting to standalone integer C for {c_target}...")
+    conversion = convert_c(model, target=c_target, representative_data=x_train[:256],
+                           name=f"fastgrnn_har{num_classes}", class_names=data.class_names)
+    export = conversion.save(out / f"{c_target}_c_fastgrnn_har{num_classes}", force=True)
+    x_test, y_test = data.x_test, data.y_test
+    if max_test is not None:
+        x_test, y_test = x_test[:max_test], y_test[:max_test]
+    log(f"running the C over {len(x_test)} test windows on the host...")
+    x_q = conversion.quantize_input(x_test)
+    host = run_c(conversion, x_q, target="host")
+    keras_pred = model.predict(x_test, batch_size=256, verbose=0).argmax(-1)
+    result = dataclasses.replace(
+        result, c_conversion=conversion, c_export_path=export,
+        c_accuracy=float(np.mean(host.predictions() == y_test)),
+        c_agreement=float(np.mean(host.predictions() == keras_pred)))
+    arch = get_board(c_target).arch
+    run_target = {"avr": "uno", "arm": "cortex-m4"}.get(arch)
+    if run_target is None or emulated_windows < 1:
+        return result
+    k = min(emulated_windows, len(x_q))
+    log(f"running {k} windows on the emulated {run_target} "
+        f"({'simavr' if arch == 'avr' else 'QEMU'})...")
+    try:
+        emulated = run_c(conversion, x_q[:k], target=run_target)
+    except ToolchainMissingError as exc:
+        log(f"skipped the emulated run: {exc}")
+        return dataclasses.replace(result, c_skipped=str(exc))
+    return dataclasses.replace(result, c_emulated=emulated,
+                               c_bit_exact=bool(np.array_equal(emulated.scores,
+                                                               host.scores[:k])))

@@ -18,7 +18,9 @@ def test_demo_trains_exports_and_emulates(tmp_path, capsys):
             "--out", str(tmp_path)]
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
-    for expected in ("test accuracy", "model size", "Total", "exported", "int8 on TFLM"):
+    for expected in ("test accuracy", "model size", "Total", "exported", "int8 on TFLM",
+                     "exported C", "C on the host", "bit-exact with the host build",
+                     "cycles per step"):
         assert expected in printed
     model = load_model(tmp_path / "fastgrnn_har6.keras")
     cell = model.get_layer("fastgrnn_rnn").cell
@@ -32,3 +34,6 @@ def test_demo_trains_exports_and_emulates(tmp_path, capsys):
     saved = load_result(export)
     x = np.zeros((1, 5, 9), "float32")
     assert emulate(saved, x, runtime="tflm").outputs.shape == (1, 6)
+    c_export = tmp_path / "uno_c_fastgrnn_har6"
+    assert (c_export / "arduino" / "fastgrnn_har6" / "fastgrnn_har6.ino").is_file()
+    assert load_result(c_export).c_sources.keys() == {"fastgrnn_har6.c", "fastgrnn_har6.h"}
