@@ -29,12 +29,17 @@ The float build (``float_build=True``) is not implemented in this version.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from keras_rnnedge.converters.carray import c_identifier, comment_text
 from keras_rnnedge.converters.intmodel import (
     HARD_SIGMOID_SLOPE,
     INT32_MIN,
+    TANH_LIMIT,
+    TANH_STEP_BITS,
+    TANH_TABLE,
     IntLinear,
     IntMatrix,
     IntModel,
@@ -68,12 +73,48 @@ static inline int32_t re_lshift_sat(int32_t v, uint8_t k) {
     if (v < lo) return INT32_MIN;
     return v * (int32_t)(((uint32_t)1) << k);
 }
-static inline int32_t re_tanh(int32_t v, int32_t one) { return re_clip32(v, -one, one); }
+static inline int32_t re_qtanh(int32_t v, int32_t one) { return re_clip32(v, -one, one); }
 static inline int32_t re_qsigmoid(int32_t v, int32_t one) {
     return re_rshift(re_clip32(v, -one, one) + one, 1);
 }
-static inline int32_t re_sigmoid(int32_t v, int32_t one) {
-    return re_clip32(re_rshift(re_clip32(v, -4 * one, 4 * one), 2) + one / 2, 0, one);
+/* Inlined where called: f and g are constants there, and every shift below becomes a constant
+ * shift (a variable 32-bit shift is a loop on the AVR). */
+#if defined(__GNUC__)
+#define RE_ACT_INLINE static inline __attribute__((always_inline))
+#else
+#define RE_ACT_INLINE static inline
+#endif
+/* |tanh(v / 2^g)| in Q16 (0..65536), 0 <= g <= 16 (intmodel.tanh_q16): a table of tanh in
+ * Q16 every 1/32 on [0, 6], linear interpolation; 65536 from 6 on. With a = |v| in Q16
+ * (< 6 * 2^16): i = a >> 11 (< 192), r = a & 2047, d = T[i + 1] - T[i] (<= 2^11), and
+ * rshift(d r, 11) = (t + 1) >> 1 with t = (d r) >> 10 (< 2^12): byte moves and 16-bit
+ * shifts instead of 32-bit shift loops on the AVR. */
+RE_ACT_INLINE int32_t re_tanh_q16(int32_t v, uint8_t g) {
+    static const uint16_t re_tanh_tab[RE_TANH_KNOTS]RE_TANH_ATTR = {
+RE_TANH_TABLE
+    };
+    const int32_t lim = INT32_C(6) << g;
+    uint32_t a;
+    uint16_t i, r, t0, d, t;
+    if (v >= lim || v <= -lim) return INT32_C(65536);
+    a = (uint32_t)(v < 0 ? -v : v) << (16 - g);
+    i = (uint16_t)((uint16_t)(a >> 8) >> 3);
+    r = (uint16_t)((uint16_t)a & 2047u);
+    t0 = RE_RD_U16(&re_tanh_tab[i]);
+    d = (uint16_t)(RE_RD_U16(&re_tanh_tab[i + 1]) - t0);
+    t = (uint16_t)((uint16_t)(((uint32_t)d * r) >> 8) >> 2);
+    return (int32_t)t0 + (int32_t)((t + 1u) >> 1);
+}
+/* tanh in Qf (f <= 15): exactly odd */
+RE_ACT_INLINE int32_t re_tanh(int32_t v, uint8_t f) {
+    const int32_t y = re_rshift(re_tanh_q16(v, f), (uint8_t)(16 - f));
+    return v < 0 ? -y : y;
+}
+/* sigmoid(x) = (1 + tanh(x / 2)) / 2 in Qf (f <= 15): sigmoid(-x) = 1 - sigmoid(x) exactly */
+RE_ACT_INLINE int32_t re_sigmoid(int32_t v, uint8_t f) {
+    const int32_t p = re_rshift(INT32_C(65536) + re_tanh_q16(v, (uint8_t)(f + 1)),
+                                (uint8_t)(17 - f));
+    return v < 0 ? (INT32_C(1) << f) - p : p;
 }
 static inline int32_t re_hsigmoid(int32_t v, int32_t one) {
     const int32_t lim = (5 * one) >> 1;
@@ -361,13 +402,36 @@ def _linear(em: _Emitter, lin: IntLinear, symbol: str, x: str, x_frac: int, y_fr
             f"for (i = 0; i < {n}; ++i) {dst}[i] = {_shift(f'{dst}[i]', s2)};"]
 
 
+def _runtime(progmem: bool) -> str:
+    """The runtime with the tanh table (``TANH_TABLE``; in ``PROGMEM`` with ``progmem``)."""
+    knots = [int(v) for v in TANH_TABLE]
+    rows = ",\n".join("        " + ", ".join(f"{v}u" for v in knots[i:i + 12])
+                       for i in range(0, len(knots), 12))
+    if (TANH_STEP_BITS, TANH_LIMIT) != (5, 6):
+        raise ValueError("The C runtime's tanh is written for a knot every 1/32 on [0, 6].")
+    return (_RUNTIME.replace("RE_TANH_TABLE", rows)
+            .replace("RE_TANH_KNOTS", str(len(knots)))
+            .replace("RE_TANH_ATTR", " PROGMEM" if progmem else ""))
+
+
+def _frac_of(one: str) -> int:
+    """``f`` of a ``one`` argument of :func:`_act` (``INT32_C(2**f)``, as ``_i32`` writes it)."""
+    match = re.fullmatch(r"INT32_C\((\d+)\)", one.strip())
+    value = int(match.group(1)) if match else 0
+    if value <= 0 or value & (value - 1) or value > 1 << 15:
+        raise ValueError(f"Expected one to be INT32_C(2**f) with 0 <= f <= 15, but got {one!r}.")
+    return value.bit_length() - 1
+
+
 def _act(name: str, v: str, one: str) -> str:
-    if name in ("tanh", "quantized_tanh"):
-        return f"re_tanh({v}, {one})"
+    if name == "quantized_tanh":
+        return f"re_qtanh({v}, {one})"
+    if name == "tanh":
+        return f"re_tanh({v}, {_frac_of(one)})"
     if name == "quantized_sigmoid":
         return f"re_qsigmoid({v}, {one})"
     if name == "sigmoid":
-        return f"re_sigmoid({v}, {one})"
+        return f"re_sigmoid({v}, {_frac_of(one)})"
     if name == "hard_sigmoid":
         return f"re_hsigmoid({v}, {one})"
     if name == "relu":
@@ -572,7 +636,8 @@ def generate_c(int_model: IntModel, name: str, *, progmem: bool = False,
 
     source = (
         f"{banner}\n#include \"{ident}.h\"\n\n"
-        + (_READS_PROGMEM if progmem else _READS_PLAIN) + _RUNTIME + "".join(kernels) + "\n"
+        + (_READS_PROGMEM if progmem else _READS_PLAIN) + _runtime(progmem) + "".join(kernels)
+        + "\n"
         + "\n".join(em.arrays) + "\n"
         f"void {ident}_reset({ident}_state_t *state) {{\n    uint16_t i;\n"
         + "".join(f"    for (i = 0; i < {layer.units}; ++i) state->h{n}[i] = 0;\n"

@@ -54,13 +54,23 @@ Primitives (identical in C and here):
 
 Activations, on an ``int32`` ``v`` in ``Qf`` (``one = 2**f``), results in ``Qf``:
 
-* ``quantized_tanh`` and ``tanh``: ``clip(v, -one, one)`` (exact for ``quantized_tanh``; for
-  ``tanh`` the slope-matched piecewise-linear approximation, EdgeML's ``quantTanh``).
+* ``quantized_tanh``: ``clip(v, -one, one)`` (exact).
+* ``tanh`` and ``sigmoid`` (``f <= 15``) share one table ``T`` (:data:`TANH_TABLE`, 193
+  ``uint16`` values: ``tanh`` in ``Q16`` every ``1/32`` on ``[0, 6]``, each knot lifted by half
+  the chord error of its segments) read by ``tanh_q16(v, g)`` = ``|tanh(v / 2**g)|`` in ``Q16``
+  (``0 <= g <= 16``): ``65536`` if ``|v| >= 6 * 2**g``, else with ``a = |v| << (16 - g)``
+  (``Q16``, ``< 6 * 2**16``), ``i = a >> 11``, ``r = a & 2047``:
+  ``T[i] + rshift((T[i + 1] - T[i]) * r, 11)`` (one ``16 x 16 -> 32`` product below ``2**22``).
+  ``tanh = ±rshift(tanh_q16(v, f), 16 - f)`` (the sign of ``v``: exactly odd) and, as
+  ``sigmoid(x) = (1 + tanh(x / 2)) / 2``, ``p = rshift(65536 + tanh_q16(v, f + 1), 17 - f)``,
+  ``sigmoid = p`` for ``v >= 0``, ``one - p`` below (exactly ``sigmoid(-x) = 1 - sigmoid(x)``).
+  Both are monotonic and saturate at ``±one`` (``0``/``one``); over every ``int32`` input the
+  error in ``Q15`` is below :data:`TANH_MAX_ERROR` (7.5e-5; the table alone 4.7e-5, plus
+  roundings) and :data:`SIGMOID_MAX_ERROR` (4.5e-5); in ``Qf`` add about ``2**-(f + 1)``.
+  No division, no 64-bit arithmetic; the substitutions are listed in
+  :attr:`IntModel.approximations`.
 * ``quantized_sigmoid``: ``rshift(clip(v, -one, one) + one, 1)`` = ``clip((x + 1) / 2, 0, 1)``
   (exact up to the rounding of the last bit).
-* ``sigmoid``: ``rshift(clip(v, -4 one, 4 one), 2) + one / 2``, clipped to ``[0, one]``:
-  ``clip(x / 4 + 1/2, 0, 1)``, slope-matched at 0 (max error 0.12 at ``|x| = 2``). The
-  substitutions made are listed in :attr:`IntModel.approximations`; measure their effect.
 * ``hard_sigmoid`` (Keras': ``clip(0.2 x + 0.5, 0, 1)``): with ``lim = (5 one) >> 1``,
   ``clip(rshift(clip(v, -lim, lim) * 13107, 16) + one / 2, 0, one)`` (``13107 / 2**16`` is 0.2
   to ``2**-16``; the product stays below ``2**30``): exact up to the last bit.
@@ -153,6 +163,13 @@ MAX_WEIGHT_FRAC = 30
 LSTM_CELL_FRAC = 12
 #: ``round(0.2 * 2**16)``: the slope of Keras' ``hard_sigmoid`` (``clip(0.2 x + 0.5, 0, 1)``).
 HARD_SIGMOID_SLOPE = 13107
+#: The tanh table has a knot every ``2**-TANH_STEP_BITS`` on ``[0, TANH_LIMIT]``.
+TANH_STEP_BITS = 5
+TANH_LIMIT = 6
+#: Bounds of ``|activate(v, name, 15) / 2**15 - f(v / 2**15)|`` over every ``int32`` ``v``
+#: (``f`` = ``tanh`` or the logistic function), measured in the tests.
+TANH_MAX_ERROR = 7.5e-5
+SIGMOID_MAX_ERROR = 4.5e-5
 
 #: What :func:`quantize_model` accepts.
 SUPPORTED_LAYERS = ("RNN(FastGRNNCell)", "RNN(FastRNNCell)", "RNN(LowRankLSTMCell)",
@@ -170,7 +187,10 @@ SIMPLE_RNN_ACTIVATIONS = LSTM_GRU_ACTIVATIONS + ("relu",)
 #: Activations of Dense layers (``softmax`` only on the last one).
 DENSE_ACTIVATIONS = CELL_ACTIVATIONS + ("relu", "linear", "softmax")
 _EXACT = {"quantized_tanh", "quantized_sigmoid", "hard_sigmoid", "relu", "linear"}
-_PWL = {"tanh": "clip(x, -1, 1)", "sigmoid": "clip(x / 4 + 1/2, 0, 1)"}
+_APPROX = {"tanh": f"193-knot Q16 table, linear interpolation (max error {TANH_MAX_ERROR:.1e} "
+                   "in Q15)",
+           "sigmoid": f"(1 + tanh(x / 2)) / 2 on the tanh table (max error "
+                      f"{SIGMOID_MAX_ERROR:.1e} in Q15)"}
 _LAYER_TYPES = (keras.layers.RNN, keras.layers.LSTM, keras.layers.GRU, keras.layers.SimpleRNN)
 _CELL_KINDS = {FastGRNNCell: "fastgrnn", FastRNNCell: "fastrnn", LowRankLSTMCell: "lstm",
                LowRankGRUCell: "gru", keras.layers.LSTMCell: "lstm",
@@ -230,16 +250,58 @@ def matvec(w, x):
     return acc
 
 
+def _tanh_table() -> np.ndarray:
+    """``tanh`` at ``x_j = j / 2**TANH_STEP_BITS``, ``j = 0..TANH_LIMIT * 2**TANH_STEP_BITS``, in
+    ``Q16``: each knot but the first is lifted by half the chord errors of its two segments
+    (``tanh`` is concave on ``x > 0``, so a chord lies below it by at most
+    ``tanh(m) - chord(m)`` where ``tanh'(m)`` is the chord's slope), which halves the error of
+    the linear interpolation (to 4.7e-5); then rounded, made non-decreasing, at most 65535."""
+    h = 2.0**-TANH_STEP_BITS
+    n = TANH_LIMIT << TANH_STEP_BITS
+    x = [j * h for j in range(n + 1)]
+    y = [math.tanh(v) for v in x]
+    err = []
+    for j in range(n):
+        slope = (y[j + 1] - y[j]) / h
+        m = math.atanh(math.sqrt(1.0 - slope))
+        err.append(math.tanh(m) - (y[j] + slope * (m - x[j])))
+    lift = [0.0] + [(err[j - 1] + err[j]) / 4.0 for j in range(1, n)] + [err[-1] / 2.0]
+    q = np.round((np.array(y) + np.array(lift)) * 65536.0)
+    return np.minimum(np.maximum.accumulate(q), 65535).astype(np.int64)
+
+
+#: ``uint16`` knots of ``tanh`` in ``Q16`` (see :func:`_tanh_table`); the C runtime's table.
+TANH_TABLE = _tanh_table()
+
+
+def tanh_q16(v, frac: int):
+    """``|tanh(v / 2**frac)|`` in ``Q16`` (``0..65536``) for ``0 <= frac <= 16``: ``65536``
+    where ``|v| >= TANH_LIMIT 2**frac``; else, with ``a = |v| * 2**(16 - frac)`` (``Q16``),
+    ``i = a >> 11``, ``r = a & 2047``: ``T[i] + rshift((T[i + 1] - T[i]) * r, 11)``."""
+    v = np.asarray(v, np.int64)
+    lim = TANH_LIMIT << frac
+    a = np.abs(np.clip(v, -lim, lim)) << (16 - frac)
+    step = 16 - TANH_STEP_BITS
+    i = np.minimum(a >> step, len(TANH_TABLE) - 2)
+    t0 = TANH_TABLE[i]
+    y = t0 + rshift((TANH_TABLE[i + 1] - t0) * (a & ((1 << step) - 1)), step)
+    return np.where(np.abs(v) >= lim, 65536, y)
+
+
 def activate(v, name: str, frac: int):
     """An activation in ``Q{frac}`` (see the module docstring)."""
     one = 1 << frac
     v = np.asarray(v, np.int64)
-    if name in ("tanh", "quantized_tanh"):
+    if name == "quantized_tanh":
         return np.clip(v, -one, one)
+    if name == "tanh":
+        y = rshift(tanh_q16(v, frac), 16 - frac)
+        return np.where(v < 0, -y, y)
     if name == "quantized_sigmoid":
         return rshift(np.clip(v, -one, one) + one, 1)
     if name == "sigmoid":
-        return np.clip(rshift(np.clip(v, -4 * one, 4 * one), 2) + one // 2, 0, one)
+        p = rshift(65536 + tanh_q16(v, frac + 1), 17 - frac)
+        return np.where(v < 0, one - p, p)
     if name == "hard_sigmoid":
         lim = (5 * one) >> 1
         return np.clip(rshift(np.clip(v, -lim, lim) * HARD_SIGMOID_SLOPE, 16) + one // 2, 0, one)
@@ -466,7 +528,8 @@ class IntModel:
         input_offset, input_scale: ``x_q = sat16(round((x - offset) * scale))`` (float32).
         recurrent: the recurrent layers, in order.
         head: the Dense layers, in order.
-        approximations: activations replaced by a piecewise-linear approximation.
+        approximations: activations replaced by an integer approximation (``tanh``/``sigmoid``:
+            the table of :func:`tanh_q16`), and a ``relu`` output state clipped to ``Q``.
     """
 
     name: str
@@ -782,8 +845,8 @@ def quantize_model(model: keras.Model, representative_data, *, weight_bits: int 
                     "recurrent_activation") if sig_allowed else None)
         last_no_head = index == len(plan.recurrent) - 1 and not plan.head
         for argument, name in (("activation", phi), ("recurrent_activation", sig)):
-            if name in _PWL:
-                approximations.append(f"{layer.name}/{argument}: {name} -> {_PWL[name]}")
+            if name in _APPROX:
+                approximations.append(f"{layer.name}/{argument}: {name} -> {_APPROX[name]}")
         if phi == "relu" and last_no_head:
             approximations.append(f"{layer.name}/activation: relu -> clip(x, 0, 1) (the "
                                   f"output state is in Q{q})")
@@ -851,8 +914,8 @@ def quantize_model(model: keras.Model, representative_data, *, weight_bits: int 
             raise _unsupported(layer, "softmax is supported only on the last layer")
         pre = y_float @ kernel + bias
         out_frac = q if last else _act_frac(float(np.max(np.abs(pre))))
-        if act in _PWL:
-            approximations.append(f"{layer.name}/activation: {act} -> {_PWL[act]}")
+        if act in _APPROX:
+            approximations.append(f"{layer.name}/activation: {act} -> {_APPROX[act]}")
         head.append(IntDense(
             name=layer.name, kernel=IntLinear(_matrix(kernel, weight_bits, f"{layer.name}/kernel")),
             bias=_bias(bias, out_frac, f"{layer.name}/bias"), activation=act, in_frac=in_frac,
