@@ -473,6 +473,7 @@ def _add_run(subparsers) -> None:
 def _run_run(args: argparse.Namespace) -> int:
     from keras_rnnedge.converters import ConversionError, load_result
     from keras_rnnedge.micro_targets.crun import run_c
+    from keras_rnnedge.micro_targets.harness import CompileError
 
     try:
         converted = load_result(args.directory)
@@ -495,7 +496,7 @@ def _run_run(args: argparse.Namespace) -> int:
     try:
         result = run_c(converted, x_q, target=args.target, progress=_progress(args.target))
         host = result if args.target == "host" else run_c(converted, x_q, target="host")
-    except (ValueError, FileNotFoundError) as exc:  # bad data, ToolchainMissingError
+    except (ValueError, FileNotFoundError, CompileError) as exc:  # ToolchainMissingError...
         raise CommandError(str(exc)) from exc
     pred = result.predictions()
     keras_pred = converted.source_model().predict(x, verbose=0).argmax(-1)

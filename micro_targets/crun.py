@@ -47,8 +47,12 @@ __all__ = ["RUN_TARGETS", "CRunResult", "CodeSize", "measure_c", "run_c", "run_t
 #: ``rnnedge run --target`` values → the harness target (``None``: the host).
 RUN_TARGETS = {"host": None, "cortex-m4": "cortex_m4", "uno": "avr"}
 _ALIASES = {"cortex_m4": "cortex-m4", "m4": "cortex-m4", "avr": "uno", "atmega328p": "uno"}
-#: Bytes of input windows compiled into one emulated program.
+#: Bytes of input windows compiled into one emulated program (at most).
 _BATCH_BYTES = {"cortex_m4": 256 * 1024, "avr": 12 * 1024}
+#: ATmega328P flash for the program (32 KB less the bootloader's 512 B), and what the harness
+#: adds to the model: main, stdio output over the UART, the counters (measured: about 4 KB).
+_AVR_FLASH = 32 * 1024 - 512
+_AVR_PROGRAM_BYTES = 5 * 1024
 _CLOCK_HZ = {"avr": 16_000_000}
 
 
@@ -252,7 +256,18 @@ def run_c(converted: Any, x_q, *, target: str,
                           per_step=seconds / max(steps, 1), unit="seconds")
     harness = RUN_TARGETS[key]
     runner = build_and_run_avr if harness == "avr" else build_and_run_cortex_m4
-    per_batch = max(1, _BATCH_BYTES[harness] // (t * f * (4 if is_float else 2)))
+    window_bytes = t * f * (4 if is_float else 2)
+    budget = _BATCH_BYTES[harness]
+    if harness == "avr":
+        model = measure_c(files, ident, "avr").flash_bytes
+        budget = min(budget, _AVR_FLASH - _AVR_PROGRAM_BYTES - model)
+        if budget < window_bytes:
+            raise ValueError(
+                f"The model takes {model:,} B of the ATmega328P's {_AVR_FLASH:,} B of flash; "
+                f"with about {_AVR_PROGRAM_BYTES:,} B for the test program there is no room for "
+                f"one {t}-step window ({window_bytes:,} B) in flash. Run on the host or "
+                "cortex-m4, or use shorter windows.")
+    per_batch = max(1, budget // window_bytes)
     scores, total, steps, builds = [], 0.0, 0, 0
     flash = ram = model_flash = model_code = None
     for start in range(0, n, per_batch):

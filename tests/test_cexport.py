@@ -105,6 +105,10 @@ def test_run_c_batches_windows_into_several_builds(toy, uno_result, monkeypatch)
     out = run_c(uno_result, x_q, target="uno")
     assert out.builds == 3
     assert np.array_equal(out.scores, run_c(uno_result, x_q, target="host").scores)
+    # no room left in the 32 KB for even one window: said before building
+    monkeypatch.setattr(crun, "_AVR_PROGRAM_BYTES", 31 * 1024)
+    with pytest.raises(ValueError, match=r"no room for one 12-step window \(72 B\) in flash"):
+        run_c(uno_result, x_q, target="uno")
 
 
 def test_save_and_load_round_trip(uno_result, toy, tmp_path):
