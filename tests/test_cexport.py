@@ -435,3 +435,18 @@ def test_float_sketch_streams_on_the_host(toy, float_result, tmp_path):
     got = [int(line.split(": ")[1].split()[0]) for line in run.stdout.splitlines()
            if line.startswith("window ")]
     assert got == list(np.argmax(float_result.source_model.predict(x[:3], verbose=0), axis=1))
+
+
+def test_pruned_and_qat_models_convert(toy):
+    """Wrappers are stripped: the pruned weights (zeros) and the QAT model's own (fake-quantized)
+    weights are what the C computes with, checked against the oracle and Keras as usual."""
+    from keras_rnnedge.optimize import prune_low_magnitude, quantize_model
+
+    model, x, _ = toy
+    pruned = prune_low_magnitude(model, {"kernel": 0.5})
+    r = convert_c(pruned, target="uno", representative_data=x[:16])
+    assert r.checks["host C vs oracle max |diff|"] == 0
+    qat = quantize_model(model)
+    assert convert_c(qat, target="uno", representative_data=x[:16]).fit.fits
+    f = convert_c(qat, target="nano33ble", representative_data=x[:16], precision="float32")
+    assert f.checks["float C vs keras max |diff|"] <= 1e-4
