@@ -409,18 +409,29 @@ def _add_emulate(subparsers) -> None:
     parser.set_defaults(run=_run_emulate)
 
 
-def _run_emulate(args: argparse.Namespace) -> int:
+def _load_converted(directory: Path, kind: str):
+    """A directory written by ``rnnedge convert``, of ``kind`` ``"tflite"`` or ``"c"``."""
     from keras_rnnedge.converters import ConversionError, load_result
-    from keras_rnnedge.micro_targets.emulate import emulate
 
     try:
-        converted = load_result(args.directory)
+        converted = load_result(directory)
     except ConversionError as exc:
         raise CommandError(str(exc)) from exc
-    if not hasattr(converted, "flatbuffer"):
-        raise CommandError(f"{str(args.directory)!r} holds standalone C (rnnedge convert "
-                           "--format c), not a TFLite model; run it with `rnnedge run "
-                           f"{args.directory} --target host|cortex-m4|uno --data ...`")
+    if kind == "tflite" and not hasattr(converted, "flatbuffer"):
+        raise CommandError(f"{str(directory)!r} holds standalone C (rnnedge convert --format c), "
+                           f"not a TFLite model; run it with `rnnedge run {directory} --target "
+                           "host|cortex-m4|uno --data ...`")
+    if kind == "c" and not hasattr(converted, "c_sources"):
+        raise CommandError(f"{str(directory)!r} holds a TFLite model, not standalone C; convert "
+                           "with `rnnedge convert ... --format c`, or run this one with "
+                           "`rnnedge emulate`")
+    return converted
+
+
+def _run_emulate(args: argparse.Namespace) -> int:
+    from keras_rnnedge.micro_targets.emulate import emulate
+
+    converted = _load_converted(args.directory, "tflite")
     x, y = _load_npz(args.data, "eval")
     if args.limit:
         x, y = x[: args.limit], None if y is None else y[: args.limit]
@@ -471,18 +482,10 @@ def _add_run(subparsers) -> None:
 
 
 def _run_run(args: argparse.Namespace) -> int:
-    from keras_rnnedge.converters import ConversionError, load_result
     from keras_rnnedge.micro_targets.crun import run_c
     from keras_rnnedge.micro_targets.harness import CompileError
 
-    try:
-        converted = load_result(args.directory)
-    except ConversionError as exc:
-        raise CommandError(str(exc)) from exc
-    if not hasattr(converted, "c_sources"):
-        raise CommandError(f"{str(args.directory)!r} holds a TFLite model, not standalone C; "
-                           "convert with `rnnedge convert ... --format c`, or run this one with "
-                           "`rnnedge emulate`")
+    converted = _load_converted(args.directory, "c")
     x, y = _load_npz(args.data, "eval")
     limit = args.limit if args.limit is not None else (None if args.target == "host" else 8)
     if limit is not None:
