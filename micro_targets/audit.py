@@ -423,7 +423,10 @@ def target_refusal(board: Board) -> str:
     return (f"The {board.display_name} ({board.key}, {board.core}) cannot run TFLite Micro, "
             f"which needs a 32-bit platform (and tens of KB of flash for its runtime). Choose "
             f"a Cortex-M board such as "
-            f"{', '.join(b.key for b in BOARDS.values() if b.tflm and b.arch == 'arm')}.")
+            f"{', '.join(b.key for b in BOARDS.values() if b.tflm and b.arch == 'arm')}, or "
+            f"convert to standalone C, which runs on the {board.display_name}: "
+            f"convert_c(model, target={board.key!r}, representative_data=...) or `rnnedge "
+            f"convert MODEL --target {board.key} --format c --data DATA.npz --out DIR`.")
 
 
 def _ops_refusal(unsupported, ops) -> str:

@@ -361,6 +361,7 @@ def test_uno_cannot_run_tflite_micro(small_model):
         audit(small_model, "uno")
     message = str(info.value)
     assert "Arduino Uno" in message and "cannot run TFLite Micro" in message
+    assert "convert_c(model, target='uno'" in message and "--format c" in message
     assert "32-bit" in message and "nano33ble" in message
     report = audit(small_model, "uno", check=False)
     assert not report.fits and report.refusals == (message,)
