@@ -24,7 +24,17 @@ An LSTM layer's cell state is ``c<n>`` in the state struct (``int16``, in the fo
 the header's comment). The only 64-bit arithmetic is one product per unit and step in a GRU with
 ``reset_after=True``. Arithmetic right shifts of negative values are assumed (gcc, clang,
 avr-gcc, arm-none-eabi-gcc).
-The float build (``float_build=True``) is not implemented in this version.
+
+Code shape: ``<id>_step`` computes a factored matrix's int16 rank-``r`` intermediate first, then
+loops over the units, each computing the rows of its gates with a row kernel (one dot product),
+its activations and its new state, so the stack holds int16 vectors only (the intermediates, and
+a new ``h`` when ``U`` is full rank). Row kernels skip saturation where a row's bound proves
+int32 cannot overflow (:func:`_row_fits`); on the AVR (weights in flash) their loops are in
+assembler and 16x16-bit products use the hardware multiplier; with the ARM DSP extension
+(Cortex-M4) dense loops use SMLAD and saturation QADD/SSAT. Every such path computes the
+oracle's integers (the proofs are in the comments of the runtime).
+The float build, for boards with an FPU, is
+:func:`~keras_rnnedge.converters.cgen_float.generate_float_c` (the same API in ``float``).
 """
 
 from __future__ import annotations
@@ -50,13 +60,40 @@ __all__ = ["generate_c"]
 
 _RUNTIME = r"""
 /* ---- integer runtime (see keras_rnnedge.converters.intmodel for the exact semantics) ---- */
+/* ARM DSP extension (Cortex-M4/M7/M33...): QADD, SSAT, and packed dense kernels with SMLAD. */
+#ifndef RE_DSP
+#if defined(__GNUC__) && defined(__ARM_FEATURE_DSP) && defined(__ARM_FEATURE_SIMD32) \
+    && defined(__ARM_FEATURE_SAT)
+#define RE_DSP 1
+#else
+#define RE_DSP 0
+#endif
+#endif
+#if RE_DSP
+#include <arm_acle.h>
+#endif
+/* sat32(a + b). QADD is exactly this. On the AVR: the sum modulo 2^32 (unsigned, defined), then
+ * overflow iff a and b have the same sign and the wrapped sum the other one ((a ^ s) & (b ^ s)
+ * negative); the conversion of the wrapped sum back to int32 is modulo 2^32 in gcc. */
 static inline int32_t re_sat_add32(int32_t a, int32_t b) {
+#if RE_DSP
+    return __qadd(a, b);
+#elif defined(__AVR__)
+    const int32_t s = (int32_t)((uint32_t)a + (uint32_t)b);
+    if (((a ^ s) & (b ^ s)) < 0) return a < 0 ? INT32_MIN : INT32_MAX;
+    return s;
+#else
     if (b > 0 && a > INT32_MAX - b) return INT32_MAX;
     if (b < 0 && a < INT32_MIN - b) return INT32_MIN;
     return a + b;
+#endif
 }
 static inline int16_t re_sat16(int32_t v) {
+#if RE_DSP
+    return (int16_t)__ssat(v, 16);
+#else
     return v > INT16_MAX ? (int16_t)INT16_MAX : v < INT16_MIN ? (int16_t)INT16_MIN : (int16_t)v;
+#endif
 }
 static inline int32_t re_clip32(int32_t v, int32_t lo, int32_t hi) {
     return v < lo ? lo : v > hi ? hi : v;
@@ -156,79 +193,305 @@ static inline int32_t re_mul_rshift64(int32_t a, int32_t b, uint8_t s) {
 #endif
 #endif
 #define RE_MAC_I16(ACC_, W_, X_) ((ACC_) += (int32_t)(W_) * (int32_t)(X_))
+#if defined(__GNUC__)
+#define RE_INLINE static inline __attribute__((always_inline))
+#define RE_NOINLINE __attribute__((noinline, unused))
+/* row kernels: a short kernel may call the AVR one only on the AVR */
+#define RE_KERNEL static __attribute__((unused))
+#else
+#define RE_INLINE static inline
+#define RE_NOINLINE
+#define RE_KERNEL static
+#endif
+
+/* rshift(v, s) for a constant s (1 <= s <= 31), what re_rshift computes, in fewer operations.
+ * With t = v >> (s - 1): v >> s = t >> 1 (floor(floor(v / 2^(s-1)) / 2) = floor(v / 2^s)) and
+ * (v >> (s - 1)) & 1 = t & 1, so rshift(v, s) = (t >> 1) + (t & 1): one variable shift.
+ * On the AVR (no barrel shifter: avr-gcc -Os shifts an int32 by 15 in a 15-pass loop), for
+ * 9 <= s <= 16 write v = hi 2^16 + lo with hi = v >> 16 (int16) and lo = (uint16_t)v in
+ * [0, 2^16): then floor(v / 2^s) = hi 2^(16-s) + floor(lo / 2^s) (hi 2^(16-s) is an integer),
+ * and with m = lo >> (s - 1): floor(lo / 2^s) + (bit s-1 of lo) = (m >> 1) + (m & 1)
+ * = (m + 1) >> 1 (m < 2^16, so m + 1 fits the uint16 arithmetic below); hence
+ * rshift(v, s) = hi 2^(16-s) + ((m + 1) >> 1), where |hi 2^(16-s)| <= 2^22.
+ * For s >= 17, v >> (s - 1) = hi >> (s - 17) (shifts compose), an int16. */
+RE_INLINE int32_t re_rsh(int32_t v, uint8_t s) {
+#if defined(__AVR__)
+    if (s >= 9 && s <= 16) {
+        const int16_t hi = (int16_t)(v >> 16);
+        const uint16_t m = (uint16_t)((uint16_t)v >> (s - 1));
+        return (int32_t)hi * (INT32_C(1) << (16 - s)) + (int32_t)(uint16_t)((m + 1u) >> 1);
+    }
+    if (s >= 17) {
+        const int16_t t = (int16_t)((int16_t)(v >> 16) >> (s - 17));
+        return (int32_t)(int16_t)((t >> 1) + (t & 1));
+    }
+#endif
+    {
+        const int32_t t = v >> (s - 1);
+        return (t >> 1) + (t & 1);
+    }
+}
+
+#if defined(__AVR__)
+/* (int32_t)a * b for int16 a, b with the hardware multiplier (libgcc's __mulhisi3, inline):
+ * a b = aH bH 2^16 + (aH bL + bH aL) 2^8 + aL bL (aH, bH signed high bytes, aL, bL unsigned low
+ * bytes). MULSU leaves C = the sign of its 16-bit product, so SBC p3, zero adds its sign
+ * extension (0xff.. from byte 3 on) before the product is added at byte 1. */
+static RE_NOINLINE int32_t re_mul_hw(int16_t a, int16_t b) {
+    int32_t p;
+    uint8_t z;
+    __asm__ ("clr %[z]\n\t" "muls %B[a], %B[b]\n\t" "movw %C[p], r0\n\t"
+             "mul %A[a], %A[b]\n\t" "movw %A[p], r0\n\t"
+             "mulsu %B[a], %A[b]\n\t" "sbc %D[p], %[z]\n\t" "add %B[p], r0\n\t"
+             "adc %C[p], r1\n\t" "adc %D[p], %[z]\n\t"
+             "mulsu %B[b], %A[a]\n\t" "sbc %D[p], %[z]\n\t" "add %B[p], r0\n\t"
+             "adc %C[p], r1\n\t" "adc %D[p], %[z]\n\t" "clr r1"
+             : [p] "=&r"(p), [z] "=&r"(z) : [a] "a"(a), [b] "a"(b) : "r0");
+    return p;
+}
+#endif
+/* a * b for an int16 b, when the caller knows the product fits int32 (as the plain product).
+ * AVR: a 16x16->32 multiply when a fits int16 ((uint32_t)a + 2^15 wraps into [0, 2^16) exactly
+ * for a in [-2^15, 2^15)), and for a = 2^15 (activations reach ONE = 2^15):
+ * 2^15 b = 32767 b + b, |32767 b| < 2^30; otherwise the 32-bit multiply. */
+RE_INLINE int32_t re_mul16(int32_t a, int16_t b) {
+#if defined(__AVR__)
+    if ((uint32_t)a + UINT32_C(32768) <= UINT32_C(65535)) return re_mul_hw((int16_t)a, b);
+    if (a == INT32_C(32768)) return re_mul_hw(32767, b) + b;
+#endif
+    return a * (int32_t)b;
+}
+/* a * b when the caller knows the product fits int32; re_mul16 when one factor fits int16. */
+static inline int32_t re_mul(int32_t a, int32_t b) {
+#if defined(__AVR__)
+    if ((uint32_t)b + UINT32_C(32768) <= UINT32_C(65535)) return re_mul16(a, (int16_t)b);
+    if ((uint32_t)a + UINT32_C(32768) <= UINT32_C(65535)) return re_mul16(b, (int16_t)a);
+#endif
+    return a * b;
+}
+#if defined(__AVR__)
+/* rshift(a * b, 15) for int16 a, b: the product as in re_mul_hw (p, |p| <= 2^30), then
+ * p >> 15 (bits 15..31 of p: LSL/ROL move bits 15..30 into bytes C, D and the sign bit 31 into
+ * C, which SBC spreads over a byte e) plus the rounding bit 14 (the next LSL's carry), added
+ * to (e, e, D, C) moved down two bytes. */
+static RE_NOINLINE int32_t re_mul_hw_rsh15(int16_t a, int16_t b) {
+    int32_t p;
+    uint8_t z, e;
+    __asm__ ("clr %[z]\n\t" "muls %B[a], %B[b]\n\t" "movw %C[p], r0\n\t"
+             "mul %A[a], %A[b]\n\t" "movw %A[p], r0\n\t"
+             "mulsu %B[a], %A[b]\n\t" "sbc %D[p], %[z]\n\t" "add %B[p], r0\n\t"
+             "adc %C[p], r1\n\t" "adc %D[p], %[z]\n\t"
+             "mulsu %B[b], %A[a]\n\t" "sbc %D[p], %[z]\n\t" "add %B[p], r0\n\t"
+             "adc %C[p], r1\n\t" "adc %D[p], %[z]\n\t" "clr r1\n\t"
+             "lsl %B[p]\n\t" "rol %C[p]\n\t" "rol %D[p]\n\t" "sbc %[e], %[e]\n\t"
+             "lsl %B[p]\n\t" "mov %A[p], %C[p]\n\t" "mov %B[p], %D[p]\n\t"
+             "mov %C[p], %[e]\n\t" "mov %D[p], %[e]\n\t"
+             "adc %A[p], %[z]\n\t" "adc %B[p], %[z]\n\t" "adc %C[p], %[z]\n\t"
+             "adc %D[p], %[z]"
+             : [p] "=&r"(p), [z] "=&r"(z), [e] "=&r"(e) : [a] "a"(a), [b] "a"(b) : "r0");
+    return p;
+}
+#endif
+/* rshift(a * b, s) for an int16 b, when the caller knows the product fits int32. */
+RE_INLINE int32_t re_mulsh16(int32_t a, int16_t b, uint8_t s) {
+#if defined(__AVR__)
+    if (s == 15 && (uint32_t)a + UINT32_C(32768) <= UINT32_C(65535))
+        return re_mul_hw_rsh15((int16_t)a, b);
+#endif
+    return re_rsh(re_mul16(a, b), s);
+}
+/* rshift(a * b, s) when the caller knows the product fits int32. */
+RE_INLINE int32_t re_mulsh(int32_t a, int32_t b, uint8_t s) {
+#if defined(__AVR__)
+    if ((uint32_t)b + UINT32_C(32768) <= UINT32_C(65535)) return re_mulsh16(a, (int16_t)b, s);
+    if ((uint32_t)a + UINT32_C(32768) <= UINT32_C(65535)) return re_mulsh16(b, (int16_t)a, s);
+#endif
+    return re_rsh(a * b, s);
+}
 """.replace("HS_SLOPE", f"INT32_C({HARD_SIGMOID_SLOPE})")
 
-# Matrix-vector kernels. ``_sat`` kernels saturate the int32 accumulator at every step (the
-# oracle's matvec, literally). ``_nosat`` kernels accumulate with plain additions; the generator
-# uses them only for rows whose worst case provably fits int32 (see ``_row_fits`` below), where
-# they give the same result. The loops walk pointers so that gcc -O2/-Os keeps them tight.
-_MV_DENSE = """
-static void re_mv_dense_{t}_sat(const {ct} *w, uint16_t rows, uint16_t cols,
-                                const int16_t *x, int32_t *y) {{
-    const int16_t *const xe = x + cols;
-    while (rows--) {{
-        const int16_t *xp = x;
-        int32_t acc = 0;
-        while (xp != xe) acc = re_sat_add32(acc, (int32_t)RE_RD_{T}(w++) * (int32_t)*xp++);
-        *y++ = acc;
-    }}
-}}
+# Row kernels. Each computes ONE output of a matrix-vector product (an int32 dot product of a
+# stored row with an int16 vector), so that the layer code can fuse the rows of every gate of a
+# unit with its activations and state update (no int32 vector of H entries on the stack).
+# ``_sat`` kernels saturate the int32 accumulator at every step (the oracle's matvec,
+# literally). ``_nosat`` kernels accumulate with plain additions; the generator uses them only
+# for rows whose worst case provably fits int32 (see ``_row_fits`` below), where they give the
+# same result in any summation order (which the unrolled, DSP and assembly loops use).
+# CSR matrices with int8 values and 8-bit columns are stored as (column, value) byte pairs
+# (``re_csr8_t``), so that one pointer walks both (on the AVR: two LPM Z+ per non-zero).
+_RE_CSR8 = """
+/* One non-zero of a CSR matrix with int8 values and at most 256 columns. */
+typedef struct { uint8_t col; int8_t val; } re_csr8_t;
 """
 
-_MV_DENSE_NOSAT = """
-/* rows whose sum of |w| times 2^15 is at most INT32_MAX only (plain int32 sums are exact);
- * unrolled by 4 */
-static void re_mv_dense_{t}_nosat(const {ct} *w, uint16_t rows, uint16_t cols,
-                                  const int16_t *x, int32_t *y) {{
-    while (rows--) {{
-        const int16_t *xp = x;
-        uint16_t n = cols;
-        int32_t acc = 0;
-#if RE_UNROLL
-        for (; n >= 4; n = (uint16_t)(n - 4)) {{
-            RE_MAC_{T}(acc, RE_RD_{T}(w++), *xp++); RE_MAC_{T}(acc, RE_RD_{T}(w++), *xp++);
-            RE_MAC_{T}(acc, RE_RD_{T}(w++), *xp++); RE_MAC_{T}(acc, RE_RD_{T}(w++), *xp++);
-        }}
-#endif
-        while (n--) RE_MAC_{T}(acc, RE_RD_{T}(w++), *xp++);
-        *y++ = acc;
-    }}
-}}
-"""
+_DENSE_HEAD = ("RE_KERNEL int32_t re_mv_dense_{t}_{mode}(const {ct} *w, uint16_t n, "
+               "const int16_t *x) {{\n    int32_t acc = 0;\n")
+_CSR_HEAD = ("RE_KERNEL int32_t re_mv_csr_{t}_c{c}_{mode}(const {ct} *v, const uint{c}_t *cp,\n"
+             "                                    const uint16_t *ptr, uint16_t row, "
+             "const int16_t *x) {{\n"
+             "    const uint16_t k = RE_RD_U16(ptr + row);\n"
+             "    uint16_t n = (uint16_t)(RE_RD_U16(ptr + row + 1) - k);\n"
+             "    int32_t acc = 0;\n    v += k;\n    cp += k;\n")
+_CSR8_HEAD = ("RE_KERNEL int32_t re_mv_csr_i8_c8_{mode}(const re_csr8_t *e, const uint16_t *ptr, "
+              "uint16_t row,\n"
+              "                                    const int16_t *x) {{\n"
+              "    const uint16_t k = RE_RD_U16(ptr + row);\n"
+              "    uint16_t n = (uint16_t)(RE_RD_U16(ptr + row + 1) - k);\n"
+              "    int32_t acc = 0;\n    e += k;\n")
+_TAIL = "    return acc;\n}\n"
 
-_MV_CSR = """
-static void re_mv_csr_{t}_c{c}_{mode}(const {ct} *val, const uint{c}_t *col, const uint16_t *ptr,
-                                    uint16_t rows, const int16_t *x, int32_t *y) {{
-    uint16_t k = RE_RD_U16(ptr);
-    const {ct} *v = val + k;
-    const uint{c}_t *cp = col + k;
-    while (rows--) {{
-        const uint16_t end = RE_RD_U16(++ptr);
-        uint16_t n = (uint16_t)(end - k);
-        int32_t acc = 0;
-        k = end;
-{LOOP}        *y++ = acc;
-    }}
-}}
-"""
-# The non-saturating loop is unrolled by 4 (fewer loop instructions per MAC on both targets).
-_CSR_LOOP = {
-    "sat": "        while (n--) {ACC};\n",
-    "nosat": ("#if RE_UNROLL\n        for (; n >= 4; n = (uint16_t)(n - 4)) {{\n"
-              "            {ACC}; {ACC};\n            {ACC}; {ACC};\n        }}\n#endif\n"
-              "        while (n--) {ACC};\n"),
+# The AVR multiply-accumulate of RE_MAC_I8 (see there), as assembler text for the loops below.
+_AVR_MAC = ('            "mulsu %[w], %A[xv]\\n\\t" "sbc %[t], %[t]\\n\\t"\n'
+            '            "add %A[acc], r0\\n\\t" "adc %B[acc], r1\\n\\t" '
+            '"adc %C[acc], %[t]\\n\\t" "adc %D[acc], %[t]\\n\\t"\n'
+            '            "muls %[w], %B[xv]\\n\\t" "sbc %[t], %[t]\\n\\t"\n'
+            '            "add %B[acc], r0\\n\\t" "adc %C[acc], r1\\n\\t" '
+            '"adc %D[acc], %[t]\\n\\t"\n')
+
+# AVR, weights in flash (progmem): the whole non-saturating loop in assembler. Dense: LPM Z+
+# (weight), LD X+ (input) twice, the MAC, SBIW/BRNE: 26 cycles per MAC.
+_AVR_DENSE_I8 = (
+    "#if defined(__AVR__) && defined(RE_PGM)\n"
+    "    if (n) {\n"
+    "        int8_t wv;\n        int16_t xv;\n        uint8_t t;\n"
+    '        __asm__ ("1:\\n\\t" "lpm %[w], Z+\\n\\t" "ld %A[xv], X+\\n\\t" '
+    '"ld %B[xv], X+\\n\\t"\n'
+    + _AVR_MAC +
+    '            "sbiw %[n], 1\\n\\t" "brne 1b\\n\\t" "clr r1"\n'
+    '            : [acc] "+r"(acc), [wp] "+z"(w), [xp] "+x"(x), [n] "+w"(n), [w] "=&a"(wv),\n'
+    '              [xv] "=&a"(xv), [t] "=&r"(t)\n'
+    '            :\n            : "r0", "memory");\n'
+    "    }\n"
+    "#else\n")
+# CSR (column, value) pairs: LPM Z+ twice, X = x + 2 column, LD X+, LD X, the MAC: 32 cycles.
+_AVR_CSR8 = (
+    "#if defined(__AVR__) && defined(RE_PGM)\n"
+    "    if (n) {\n"
+    "        int8_t w;\n        int16_t xv;\n        uint8_t t;\n"
+    '        __asm__ ("1:\\n\\t" "lpm r26, Z+\\n\\t" "lpm %[w], Z+\\n\\t" "clr r27\\n\\t"\n'
+    '            "lsl r26\\n\\t" "rol r27\\n\\t" "add r26, %A[x]\\n\\t" "adc r27, %B[x]\\n\\t"\n'
+    '            "ld %A[xv], X+\\n\\t" "ld %B[xv], X\\n\\t"\n'
+    + _AVR_MAC +
+    '            "sbiw %[n], 1\\n\\t" "brne 1b\\n\\t" "clr r1"\n'
+    '            : [acc] "+r"(acc), [ep] "+z"(e), [n] "+w"(n), [w] "=&a"(w), [xv] "=&a"(xv),\n'
+    '              [t] "=&r"(t)\n'
+    '            : [x] "r"(x)\n            : "r0", "r26", "r27", "memory");\n'
+    "    }\n"
+    "#else\n")
+
+# Cortex-M4 (ARM DSP extension): 4 MACs per iteration with two SMLAD (dual 16x16 multiply and
+# accumulate). Four int8 weights w0..w3 (one word) become the halfword pairs (w0, w2) and
+# (w1, w3) (SXTB16, of the word and of the word rotated by 8); the inputs (x0, x1) and (x2, x3)
+# (two words) are repacked to (x0, x2) and (x1, x3) (gcc emits PKHBT/PKHTB), so SMLAD adds
+# w0 x0 + w2 x2, then w1 x1 + w3 x3. SMLAD wraps modulo 2^32; on these rows every partial
+# sum lies within the bound of _row_fits, so it is exact. Words are read with
+# __builtin_memcpy (unaligned LDR, which the Cortex-M4 allows).
+_DSP_DENSE = {
+    8: ("    for (; n >= 4; n = (uint16_t)(n - 4)) {\n"
+        "        uint32_t wq, x01, x23;\n"
+        "        __builtin_memcpy(&wq, w, 4);\n        __builtin_memcpy(&x01, x, 4);\n"
+        "        __builtin_memcpy(&x23, x + 2, 4);\n"
+        "        acc = __smlad(__sxtb16((int32_t)wq), (int32_t)((x01 & 0xffffu) | (x23 << 16)), "
+        "acc);\n"
+        "        acc = __smlad(__sxtb16((int32_t)((wq >> 8) | (wq << 24))),\n"
+        "                      (int32_t)((x23 & 0xffff0000u) | (x01 >> 16)), acc);\n"
+        "        w += 4;\n        x += 4;\n    }\n"),
+    16: ("    for (; n >= 4; n = (uint16_t)(n - 4)) {\n"
+         "        uint32_t w01, w23, x01, x23;\n"
+         "        __builtin_memcpy(&w01, w, 4);\n        __builtin_memcpy(&w23, w + 2, 4);\n"
+         "        __builtin_memcpy(&x01, x, 4);\n        __builtin_memcpy(&x23, x + 2, 4);\n"
+         "        acc = __smlad((int32_t)w01, (int32_t)x01, acc);\n"
+         "        acc = __smlad((int32_t)w23, (int32_t)x23, acc);\n"
+         "        w += 4;\n        x += 4;\n    }\n"),
 }
-_CSR_ACC = {
-    "sat": "acc = re_sat_add32(acc, (int32_t)RE_RD_{T}(v++) * (int32_t)x[RE_RD_U{c}(cp++)])",
-    "nosat": "RE_MAC_{T}(acc, RE_RD_{T}(v++), x[RE_RD_U{c}(cp++)])",
-}
+
+
+def _unrolled(mac: str, step: str, single: str, dsp: str | None = None) -> str:
+    """The non-saturating loop: by 4 (``RE_UNROLL``; ``dsp``: the SMLAD loop with ``RE_DSP``),
+    then the last ``n % 4`` terms without a loop (a switch falling through); else one by one.
+    ``mac`` has ``{o}`` for the offset of the term."""
+    tail = ("    switch (n) { /* the last n < 4 terms */\n"
+            f"    case 3: {mac.format(o=2)}; /* fall through */\n"
+            f"    case 2: {mac.format(o=1)}; /* fall through */\n"
+            f"    case 1: {mac.format(o=0)}; /* fall through */\n"
+            "    default: break;\n    }\n")
+    loop = ("    for (; n >= 4; n = (uint16_t)(n - 4)) {\n"
+            f"        {mac.format(o=0)}; {mac.format(o=1)};\n"
+            f"        {mac.format(o=2)}; {mac.format(o=3)};\n"
+            f"        {step}\n    }}\n")
+    return ((f"#if RE_DSP\n{dsp}{tail}#elif RE_UNROLL\n" if dsp else "#if RE_UNROLL\n")
+            + loop + tail + f"#else\n{single}#endif\n")
+
+
+def _kernel_code(storage: str, bits: int, col_bits: int, mode: str) -> tuple[str, str]:
+    """``(name, C definition)`` of a row kernel (``storage``: ``dense``, ``csr`` or ``csr8``;
+    ``mode``: ``sat``, ``nosat``, or ``short``: ``nosat`` as a plain loop, inlined, for
+    matrices with fewer than 4 terms per row, where a call would cost more than the terms)."""
+    t, T, ct = f"i{bits}", f"I{bits}", f"int{bits}_t"
+    if mode == "short":
+        name, code = _kernel_code(storage, bits, col_bits, "sat")
+        head, _, _ = code.partition("    while (n--)")
+        loop = {"dense": f"    while (n--) RE_MAC_{T}(acc, RE_RD_{T}(w++), *x++);\n",
+                "csr8": ("    while (n--) {\n        RE_MAC_I8(acc, RE_RD_I8(&e->val), "
+                         "x[RE_RD_U8(&e->col)]);\n        ++e;\n    }\n"),
+                "csr": (f"    while (n--) RE_MAC_{T}(acc, RE_RD_{T}(v++), "
+                        f"x[RE_RD_U{col_bits}(cp++)]);\n")}[storage]
+        name = name[:-len("sat")] + "short"
+        head = head.replace("RE_KERNEL int32_t", "RE_INLINE int32_t", 1)
+        sig, _, body = head.replace("_sat(", "_short(", 1).partition("{\n")
+        code = sig + "{\n" + body + loop + "    return acc;\n"
+        if storage == "csr8" or (storage == "dense" and bits == 8):
+            # AVR with weights in flash: call the assembler kernel (inline assembler needs
+            # registers r16-r23, which a large caller may not have free)
+            args = "w, n, x" if storage == "dense" else "e, ptr, row, x"
+            code = (sig + "{\n#if defined(__AVR__) && defined(RE_PGM)\n    return "
+                    f"{name[:-len('short')]}nosat({args});\n#else\n" + body + loop
+                    + "    return acc;\n#endif\n")
+        return name, code + "}\n"
+
+    if storage == "dense":
+        name = f"re_mv_dense_{t}_{mode}"
+        code = _DENSE_HEAD.format(t=t, ct=ct, mode=mode)
+        if mode == "sat":
+            code += (f"    while (n--) acc = re_sat_add32(acc, (int32_t)RE_RD_{T}(w++) * "
+                     "(int32_t)*x++);\n")
+        else:
+            plain = _unrolled(f"RE_MAC_{T}(acc, RE_RD_{T}(w + {{o}}), x[{{o}}])",
+                              "w += 4;\n        x += 4;",
+                              f"    while (n--) RE_MAC_{T}(acc, RE_RD_{T}(w++), *x++);\n",
+                              _DSP_DENSE[bits])
+            if bits == 8:
+                plain = _AVR_DENSE_I8 + plain + "#endif\n"
+            code += plain
+        return name, code + _TAIL
+    if storage == "csr8":
+        name = f"re_mv_csr_i8_c8_{mode}"
+        code = _CSR8_HEAD.format(mode=mode)
+        mac = "RE_MAC_I8(acc, RE_RD_I8(&e[{o}].val), x[RE_RD_U8(&e[{o}].col)])"
+        if mode == "sat":
+            code += ("    while (n--) {\n        acc = re_sat_add32(acc, "
+                     "(int32_t)RE_RD_I8(&e->val) * (int32_t)x[RE_RD_U8(&e->col)]);\n"
+                     "        ++e;\n    }\n")
+        else:
+            code += (_AVR_CSR8 + _unrolled(mac, "e += 4;", "    while (n--) {\n        "
+                                           + mac.format(o=0) + ";\n        ++e;\n    }\n")
+                     + "#endif\n")
+        return name, code + _TAIL
+    name = f"re_mv_csr_{t}_c{col_bits}_{mode}"
+    code = _CSR_HEAD.format(t=t, ct=ct, c=col_bits, mode=mode)
+    if mode == "sat":
+        code += (f"    while (n--) acc = re_sat_add32(acc, (int32_t)RE_RD_{T}(v++) * "
+                 f"(int32_t)x[RE_RD_U{col_bits}(cp++)]);\n")
+    else:
+        mac = f"RE_MAC_{T}(acc, RE_RD_{T}(v + {{o}}), x[RE_RD_U{col_bits}(cp + {{o}})])"
+        code += _unrolled(mac, "v += 4;\n        cp += 4;",
+                          f"    while (n--) RE_MAC_{T}(acc, RE_RD_{T}(v++), "
+                          f"x[RE_RD_U{col_bits}(cp++)]);\n")
+    return name, code + _TAIL
 
 # The largest |x| of an int16 input.
 _X_ABS_MAX = 1 << 15
 INT32_MAX = (1 << 31) - 1
-# At most this many kernel calls per matrix when rows alternate between the two kernels;
-# beyond it the whole matrix takes the saturating kernel.
-_MAX_RUNS = 8
 # Benchmarks only (benchmarks/c_targets.py): emit the saturating kernels for every row, to
 # measure what the non-saturating ones save. Not part of the API.
 _SATURATE_ALL = False
@@ -259,6 +522,7 @@ _READS_PLAIN = """#define RE_RD_I8(p) (*(p))
 
 _READS_PROGMEM = """#if defined(__AVR__)
 #include <avr/pgmspace.h>
+#define RE_PGM 1 /* constants in flash: the assembler loops read them with LPM */
 #define RE_RD_I8(p) ((int8_t)pgm_read_byte(p))
 #define RE_RD_I16(p) ((int16_t)pgm_read_word(p))
 #define RE_RD_I32(p) ((int32_t)pgm_read_dword(p))
@@ -280,8 +544,9 @@ class _Emitter:
     def __init__(self, progmem: bool):
         self.attr = " PROGMEM" if progmem else ""
         self.arrays: list[str] = []
-        self.matrices: dict[str, tuple] = {}
+        self.matrices: dict[str, dict] = {}
         self.kernels: dict[str, str] = {}  # function name -> C definition, in order of use
+        self.csr8 = False  # re_csr8_t is used
         self.rows_fast = 0  # rows emitted with the non-saturating kernels
         self.rows_sat = 0
 
@@ -295,80 +560,81 @@ class _Emitter:
                            f"    {body}\n}};\n")
         return symbol
 
-    def matrix(self, m: IntMatrix, symbol: str) -> tuple:
-        """Declares the arrays of ``m`` (once per symbol); returns how to call its matvec."""
+    def pairs(self, symbol: str, cols, vals, per_line: int = 8) -> str:
+        """A ``re_csr8_t`` array of (column, value) pairs."""
+        items = [f"{{{int(c)}, {int(v)}}}" for c, v in zip(cols, vals)] or ["{0, 0}"]
+        lines = [", ".join(items[i:i + per_line]) for i in range(0, len(items), per_line)]
+        body = ",\n    ".join(lines)
+        self.arrays.append(f"static const re_csr8_t {symbol}[{len(items)}]{self.attr} = {{\n"
+                           f"    {body}\n}};\n")
+        self.csr8 = True
+        return symbol
+
+    def matrix(self, m: IntMatrix, symbol: str) -> dict:
+        """Declares the arrays of ``m`` (once per symbol); returns how to call its row kernels."""
         if symbol in self.matrices:
             return self.matrices[symbol]
-        t = f"i{m.bits}"
-        ct = f"int{m.bits}_t"
         rows, cols = m.shape
+        ct = f"int{m.bits}_t"
         self.arrays.append(f"/* {comment_text(m.name)}: {rows}x{cols} (transposed), "
                            f"{m.nnz} non-zeros, scale 2^-{m.frac}, "
                            f"{'CSR' if m.sparse else 'dense'} {m.nbytes} bytes */\n")
+        fits = np.zeros(rows, bool) if _SATURATE_ALL else _row_fits(m.values)
+        if fits.any():  # the generator's own check of the bound proven in _row_fits
+            bound = int(np.abs(m.values[fits].astype(np.int64)).sum(axis=1).max())
+            if bound * _X_ABS_MAX > INT32_MAX:  # never: _row_fits proved it; refuse to emit
+                raise RuntimeError(f"internal error: a row of {m.name} could overflow int32 "
+                                   f"(bound {bound}); please report it")
+        self.rows_fast += int(fits.sum())
+        self.rows_sat += rows - int(fits.sum())
+        fast = "short" if m.nnz < 4 * rows else "nosat"
+        info: dict = {"m": m, "modes": [fast] if fits.all() else ["sat"] if not fits.any()
+                      else [fast, "sat"]}
         if not m.sparse:
-            info = ("dense", f"re_mv_dense_{t}", self.array(ct, symbol, m.values), cols)
+            info.update(storage="dense", arr=self.array(ct, symbol, m.values), cols=cols)
         else:
             vals, cols_idx, ptr = m.csr()
             c = m.col_bits
-            info = ("csr", f"re_mv_csr_{t}_c{c}", self.array(ct, f"{symbol}_val", vals),
-                    self.array(f"uint{c}_t", f"{symbol}_col", cols_idx),
-                    self.array("uint16_t", f"{symbol}_ptr", ptr))
+            if m.bits == 8 and c == 8:
+                info.update(storage="csr8", e=self.pairs(f"{symbol}_e", cols_idx, vals))
+            else:
+                info.update(storage="csr", val=self.array(ct, f"{symbol}_val", vals),
+                            col=self.array(f"uint{c}_t", f"{symbol}_col", cols_idx))
+            info["ptr"] = self.array("uint16_t", f"{symbol}_ptr", ptr)
+        if len(info["modes"]) == 2:  # rows of both kinds: a bit per row (1: non-saturating)
+            bits = np.zeros((rows + 7) // 8, np.int64)
+            for i in np.flatnonzero(fits):
+                bits[i >> 3] |= 1 << (i & 7)
+            info["fit"] = self.array("uint8_t", f"{symbol}_fit", bits)
         self.matrices[symbol] = info
         return info
 
-    def kernel(self, m: IntMatrix, mode: str) -> str:
-        """The name of the kernel for ``m``'s storage and ``mode`` (``sat``/``nosat``); adds
-        its definition on first use."""
-        t, ct = f"i{m.bits}", f"int{m.bits}_t"
-        if not m.sparse:
-            fn = f"re_mv_dense_{t}_{mode}"
-            tmpl = _MV_DENSE if mode == "sat" else _MV_DENSE_NOSAT
-            code = tmpl.format(t=t, T=f"I{m.bits}", ct=ct)
-        else:
-            c = m.col_bits
-            fn = f"re_mv_csr_{t}_c{c}_{mode}"
-            acc = _CSR_ACC[mode].format(T=f"I{m.bits}", c=c)
-            loop = _CSR_LOOP[mode].replace("{{", "{").replace("}}", "}").replace("{ACC}", acc)
-            code = _MV_CSR.format(t=t, ct=ct, c=c, mode=mode, LOOP="{LOOP}").replace("{LOOP}", loop)
-        self.kernels.setdefault(fn, code)
-        return fn
-
-    def matvec(self, m: IntMatrix, symbol: str, x: str, dst: str, start: int = 0,
-               stop: int | None = None) -> str:
-        """Calls computing ``dst[0:stop-start] = matvec(m[start:stop], x)``: one per run of
-        consecutive rows of the same kind (non-saturating where :func:`_row_fits`)."""
+    def row(self, m: IntMatrix, symbol: str, x: str, row: str) -> str:
+        """A C expression: the int32 dot product of row ``row`` (a C expression) of ``m`` with
+        the int16 vector ``x`` (``matvec(m, x)[row]``, bit for bit)."""
         info = self.matrix(m, symbol)
-        stop = m.shape[0] if stop is None else stop
-        fits = _row_fits(m.values)[start:stop]
-        runs: list[tuple[int, int, bool]] = []
-        for i, ok in enumerate(fits, start):
-            if runs and runs[-1][2] == bool(ok):
-                runs[-1] = (runs[-1][0], i + 1, bool(ok))
-            else:
-                runs.append((i, i + 1, bool(ok)))
-        if len(runs) > _MAX_RUNS or _SATURATE_ALL:
-            runs = [(start, stop, False)]
         calls = []
-        for a, b, ok in runs:
-            if ok:  # the generator's own check of the bound proven in _row_fits
-                bound = int(np.abs(m.values[a:b].astype(np.int64)).sum(axis=1).max())
-                if bound * _X_ABS_MAX > INT32_MAX:  # never: _row_fits proved it; refuse to emit
-                    raise RuntimeError(f"internal error: rows {a}..{b} of {m.name} could "
-                                       f"overflow int32 (bound {bound}); please report it")
-                self.rows_fast += b - a
+        for mode in info["modes"]:
+            if mode == "short" and (info["storage"] == "csr8" or m.bits == 8):
+                # on the AVR the short kernel calls the non-saturating one: defined first
+                self.kernels.setdefault(*_kernel_code(info["storage"], m.bits, m.col_bits,
+                                                      "nosat"))
+            fn, code = _kernel_code(info["storage"], m.bits, m.col_bits, mode)
+            self.kernels.setdefault(fn, code)
+            if info["storage"] == "dense":
+                rows, cols = m.shape
+                wide = "uint16_t" if rows * cols <= 65535 else "uint32_t"
+                base = (info["arr"] if row == "0"
+                        else f"{info['arr']} + ({wide})({row}) * {cols}u")
+                calls.append(f"{fn}({base}, {cols}, {x})")
+            elif info["storage"] == "csr8":
+                calls.append(f"{fn}({info['e']}, {info['ptr']}, {row}, {x})")
             else:
-                self.rows_sat += b - a
-            fn = self.kernel(m, "nosat" if ok else "sat")
-            out = f"{dst} + {a - start}" if a != start else dst
-            if info[0] == "dense":
-                _, _, arr, cols = info
-                base = f"{arr} + {a * cols}" if a else arr
-                calls.append(f"{fn}({base}, {b - a}, {cols}, {x}, {out});")
-            else:
-                _, _, val, col, ptr = info
-                base = f"{ptr} + {a}" if a else ptr
-                calls.append(f"{fn}({val}, {col}, {base}, {b - a}, {x}, {out});")
-        return " ".join(calls)
+                calls.append(f"{fn}({info['val']}, {info['col']}, {info['ptr']}, {row}, {x})")
+        if len(calls) == 1:
+            return calls[0]
+        return (f"((RE_RD_U8(&{info['fit']}[({row}) >> 3]) >> (({row}) & 7)) & 1u ? {calls[0]} "
+                f": {calls[1]})")
 
 
 def _shift(expr: str, s: int) -> str:
@@ -377,29 +643,49 @@ def _shift(expr: str, s: int) -> str:
     if s >= 32:  # |v| < 2^31 <= 2^(s-1): rounds to 0
         return "0"
     if s > 0:
-        return f"re_rshift({expr}, {s})"
+        return f"re_rsh({expr}, {s})"
     if -s > 30:
         raise ValueError(f"Left shift by {-s} bits is beyond the runtime's range (30).")
     return f"re_lshift_sat({expr}, {-s})"
 
 
-def _linear(em: _Emitter, lin: IntLinear, symbol: str, x: str, x_frac: int, y_frac: int,
-            dst: str, tmp: str, rows: tuple[int, int] | None = None) -> list[str]:
-    """Lines computing ``dst[k] = linear(lin, x)[start + k]`` (int32) for the output ``rows``
-    ``(start, stop)`` (all by default); ``tmp`` is an int32 scratch prefix."""
-    start, stop = rows if rows is not None else (0, lin.matrices()[-1].shape[0])
-    n = stop - start
+def _mid(em: _Emitter, lin: IntLinear, symbol: str, x: str, x_frac: int,
+         tmp: str) -> tuple[list[str], list[str], str]:
+    """``(declarations, lines, vector)``: for a factored ``lin``, lines computing its int16
+    rank-``r`` intermediate ``tmp = sat16(shift(matvec(U, x), ...))`` row by row; the vector
+    the rows of :func:`_row` then read (``x`` itself for a full-rank ``lin``)."""
     if lin.v is None:
-        scaled = _shift(f"{dst}[i]", lin.u.frac + x_frac - y_frac)
-        return [em.matvec(lin.u, symbol, x, dst, start, stop),
-                f"for (i = 0; i < {n}; ++i) {dst}[i] = {scaled};"]
+        return [], [], x
     s1 = lin.u.frac + x_frac - lin.mid_frac
-    s2 = lin.v.frac + lin.mid_frac - y_frac
-    return [em.matvec(lin.u, f"{symbol}_u", x, f"{tmp}_acc"),
-            f"for (i = 0; i < {lin.u.shape[0]}; ++i) "
-            f"{tmp}_mid[i] = re_sat16({_shift(f'{tmp}_acc[i]', s1)});",
-            em.matvec(lin.v, f"{symbol}_v", f"{tmp}_mid", dst, start, stop),
-            f"for (i = 0; i < {n}; ++i) {dst}[i] = {_shift(f'{dst}[i]', s2)};"]
+    r = lin.u.shape[0]
+    value = _shift(em.row(lin.u, f"{symbol}_u", x, "j"), s1)
+    return ([f"int16_t {tmp}[{r}];"],
+            [f"for (uint16_t j = 0; j < {r}; ++j) {tmp}[j] = re_sat16({value});"], tmp)
+
+
+def _row(em: _Emitter, lin: IntLinear, symbol: str, src: str, row: str, x_frac: int,
+         y_frac: int) -> str:
+    """A C expression: ``linear(lin, x, x_frac -> y_frac)[row]`` (int32), ``src`` being what
+    :func:`_mid` returned."""
+    if lin.v is None:
+        return _shift(em.row(lin.u, symbol, src, row), lin.u.frac + x_frac - y_frac)
+    return _shift(em.row(lin.v, f"{symbol}_v", src, row), lin.v.frac + lin.mid_frac - y_frac)
+
+
+def _mulsh(a: str, b: str, s: int, b16: bool = False) -> str:
+    """``rshift(a * b, s)`` (``shift`` for ``s`` outside ``[1, 31]``); ``b16``: ``b`` is an
+    int16 (a state element or a constant). The product fits int32, as in the oracle."""
+    if not 0 < s < 32:
+        return _shift(f"re_mul16({a}, {b})" if b16 else f"re_mul({a}, {b})", s)
+    return f"re_mulsh16({a}, {b}, {s})" if b16 else f"re_mulsh({a}, {b}, {s})"
+
+
+def _mulk(k: int, expr: str, s: int) -> str:
+    """``rshift(k * expr, s)`` for a constant ``k``."""
+    k = int(k)
+    if -32768 <= k <= 32767:
+        return _mulsh(expr, str(k), s, True)
+    return _mulsh(_i32(k), expr, s)
 
 
 def _runtime(progmem: bool) -> str:
@@ -439,109 +725,127 @@ def _act(name: str, v: str, one: str) -> str:
     return v
 
 
-def _scratch(lin: IntLinear, tmp: str) -> list[str]:
-    if lin.v is None:
-        return []
-    return [f"int32_t {tmp}_acc[{lin.mid_size}];", f"int16_t {tmp}_mid[{lin.mid_size}];"]
-
-
 def _layer_step(em: _Emitter, layer: IntRecurrent, n: int, x: str, q: int) -> list[str]:
-    """The block of ``<id>_step`` updating layer ``n``'s state from input ``x``."""
+    """The block of ``<id>_step`` updating layer ``n``'s state from input ``x``.
+
+    One loop over the units computes, per unit ``i``, the rows of every gate (dot products of
+    the stored rows, or of the second factor's rows with the int16 rank-``r`` intermediates,
+    computed first), its activations and its new state: no int32 vector is kept. The new ``h``
+    is written in place when nothing reads ``h[j]``, ``j != i``, after unit ``j`` is updated
+    (a factored ``U``, whose intermediate is computed from ``h`` before the loop; the second
+    loop of a GRU with ``reset_after=False``, which reads ``rh``); otherwise into an int16
+    buffer copied to ``h`` at the end. Every expression is the oracle's, row by row.
+    """
     h, cs, sym, H = f"state->h{n}", f"state->c{n}", f"l{n}", layer.units
     one = _i32(1 << q)
     sig, phi = layer.recurrent_activation, layer.activation
-    width = {"lstm": 4, "gru": 3}.get(layer.kind, 1) * H
-    u_width = 2 * H if layer.kind == "gru" and not layer.reset_after else width
-    body = [f"/* layer {comment_text(layer.name)}: {layer.kind}"
-            f"{' (reset_after)' if layer.reset_after else ''}, {layer.input_dim} -> {H} */", "{",
-            f"    int32_t a[{width}];", f"    int32_t u[{u_width}];"]
-    if u_width != width:
-        body.append(f"    int16_t rh[{H}];")
-    body += ["    " + s for s in _scratch(layer.kernel, "w") + _scratch(layer.recurrent, "r")]
+    sf = layer.out_frac(q)
+    gru_before = layer.kind == "gru" and not layer.reset_after
+    decls, pre = [], []
+    d, lines, wsrc = _mid(em, layer.kernel, f"{sym}_kernel", x, layer.in_frac, "wm")
+    decls += d
+    pre += lines
+    d, lines, usrc = _mid(em, layer.recurrent, f"{sym}_recurrent", h, sf, "um")
+    decls += d
+    pre += lines
+    inplace = layer.recurrent.v is not None or gru_before
+    out = h if inplace else "hn"
+    if not inplace:
+        decls.append(f"int16_t hn[{H}];")
     bias = {name: em.array("int32_t", f"{sym}_{name}", values)
             for name, values in layer.biases.items()}
 
-    def b(name: str, index: str = "i") -> str:
-        return f"RE_RD_I32(&{bias[name]}[{index}])"
+    def rows(g: int) -> str:
+        return "i" if g == 0 else f"{g * H} + i"
 
-    lines = _linear(em, layer.kernel, f"{sym}_kernel", x, layer.in_frac, q, "a", "w")
-    sf = layer.out_frac(q)
-    if layer.kind == "gru":
-        z_pre, r_pre = "re_sat_add32(a[i], u[i])", f"re_sat_add32(a[{H} + i], u[{H} + i])"
-        if layer.reset_after:
-            lines += _linear(em, layer.recurrent, f"{sym}_recurrent", h, q, q, "u", "r")
-            lines.append(f"for (i = 0; i < {width}; ++i) {{ a[i] = re_sat_add32(a[i], "
-                         f"{b('input_bias')}); u[i] = re_sat_add32(u[i], "
-                         f"{b('recurrent_bias')}); }}")
-            c_pre = f"re_sat_add32(a[{2 * H} + i], re_mul_rshift64(r, u[{2 * H} + i], {q}))"
-            lines += [f"for (i = 0; i < {H}; ++i) {{",
-                      f"    const int32_t z = {_act(sig, z_pre, one)};",
-                      f"    const int32_t r = {_act(sig, r_pre, one)};",
-                      f"    const int32_t c = {_act(phi, c_pre, one)};"]
-        else:
-            lines.append(f"for (i = 0; i < {width}; ++i) a[i] = re_sat_add32(a[i], {b('bias')});")
-            lines += _linear(em, layer.recurrent, f"{sym}_recurrent", h, q, q, "u", "r",
-                             rows=(0, 2 * H))
-            lines += [f"for (i = 0; i < {H}; ++i) {{",
-                      f"    const int32_t r = {_act(sig, r_pre, one)};",
-                      f"    a[i] = {_act(sig, z_pre, one)};",
-                      f"    rh[i] = re_sat16(re_rshift(r * (int32_t){h}[i], {q}));", "}"]
-            lines += _linear(em, layer.recurrent, f"{sym}_recurrent", "rh", q, q, "u", "r",
-                             rows=(2 * H, 3 * H))
-            c_pre = f"re_sat_add32(a[{2 * H} + i], u[i])"
-            lines += [f"for (i = 0; i < {H}; ++i) {{",
-                      "    const int32_t z = a[i];",
-                      f"    const int32_t c = {_act(phi, c_pre, one)};"]
-        lines += [f"    {h}[i] = re_sat16(re_sat_add32(re_rshift(z * (int32_t){h}[i], {q}), "
-                  f"re_rshift(({one} - z) * c, {q})));", "}"]
-        return body + ["    " + s for s in lines] + ["}"]
+    def W(g: int) -> str:
+        return _row(em, layer.kernel, f"{sym}_kernel", wsrc, rows(g), layer.in_frac, q)
 
-    lines += _linear(em, layer.recurrent, f"{sym}_recurrent", h, sf, q, "u", "r")
-    lines.append(f"for (i = 0; i < {width}; ++i) a[i] = re_sat_add32(a[i], u[i]);")
+    def U(g: int, src: str = usrc) -> str:
+        return _row(em, layer.recurrent, f"{sym}_recurrent", src, rows(g), sf, q)
+
+    def b(name: str, g: int = 0) -> str:
+        return f"RE_RD_I32(&{bias[name]}[{rows(g)}])"
+
+    def update(z: str, c: str) -> str:  # GRU: sat16(sat32(rshift(z h) + rshift((ONE - z) c)))
+        return (f"    {out}[i] = re_sat16(re_sat_add32({_mulsh(z, f'{h}[i]', q, True)}, "
+                f"{_mulsh(f'{one} - {z}', c, q)}));")
+
+    loop = [f"for (i = 0; i < {H}; ++i) {{"]
     if layer.kind == "fastgrnn":
-        zeta, nu = _i32(layer.scalars["zeta"]), _i32(layer.scalars["nu"])
-        gate = _act(sig, f"re_sat_add32(a[i], {b('gate_bias')})", one)
-        cand = _act(phi, f"re_sat_add32(a[i], {b('update_bias')})", one)
-        lines += [
-            f"for (i = 0; i < {H}; ++i) {{",
+        zeta, nu = layer.scalars["zeta"], layer.scalars["nu"]
+        gate = _act(sig, f"re_sat_add32(a, {b('gate_bias')})", one)
+        cand = _act(phi, f"re_sat_add32(a, {b('update_bias')})", one)
+        k_c, nu_c = _mulsh("k", "c", q), _mulk(nu, "c", q)
+        loop += [
+            f"    const int32_t a = re_sat_add32({W(0)}, {U(0)});",
             f"    const int32_t z = {gate};",
             f"    const int32_t c = {cand};",
-            f"    const int32_t k = re_rshift({zeta} * ({one} - z), {q});",
-            f"    const int32_t t = re_sat_add32(re_rshift(k * c, {q}), re_rshift({nu} * c, {q}));",
-            f"    {h}[i] = re_sat16(re_sat_add32(t, re_rshift(z * (int32_t){h}[i], {q})));",
+            f"    const int32_t k = {_mulk(zeta, f'{one} - z', q)};",
+            f"    const int32_t t = re_sat_add32({k_c}, {nu_c});",
+            f"    {out}[i] = re_sat16(re_sat_add32(t, {_mulsh('z', f'{h}[i]', q, True)}));",
             "}"]
     elif layer.kind == "fastrnn":
-        alpha, beta = _i32(layer.scalars["alpha"]), _i32(layer.scalars["beta"])
-        cand = _act(phi, f"re_sat_add32(a[i], {b('bias')})", one)
-        lines += [
-            f"for (i = 0; i < {H}; ++i) {{",
+        alpha, beta = layer.scalars["alpha"], layer.scalars["beta"]
+        cand = _act(phi, f"re_sat_add32(re_sat_add32({W(0)}, {U(0)}), {b('bias')})", one)
+        loop += [
             f"    const int32_t c = {cand};",
-            f"    {h}[i] = re_sat16(re_sat_add32(re_rshift({alpha} * c, {q}), "
-            f"re_rshift({beta} * (int32_t){h}[i], {q})));",
+            f"    {out}[i] = re_sat16(re_sat_add32({_mulk(alpha, 'c', q)}, "
+            f"{_mulsh(_i32(beta), f'{h}[i]', q, True)}));",
             "}"]
     elif layer.kind == "simplernn":
-        value = _act(phi, f"re_sat_add32(a[i], {b('bias')})", one)
-        lines.append(f"for (i = 0; i < {H}; ++i) {h}[i] = re_sat16({_shift(value, q - sf)});")
-    else:  # lstm
+        value = _act(phi, f"re_sat_add32(re_sat_add32({W(0)}, {U(0)}), {b('bias')})", one)
+        loop += [f"    {out}[i] = re_sat16({_shift(value, q - sf)});", "}"]
+    elif layer.kind == "lstm":
         cf = layer.cell_frac
-        lines.append(f"for (i = 0; i < {width}; ++i) a[i] = re_sat_add32(a[i], {b('bias')});")
+
+        def gate(g: int, act: str) -> str:
+            return _act(act, f"re_sat_add32(re_sat_add32({W(g)}, {U(g)}), {b('bias', g)})", one)
+
         tanh_c = _shift(_act(phi, "c", _i32(1 << cf)), cf - q)
-        lines += [
-            f"for (i = 0; i < {H}; ++i) {{",
-            f"    const int32_t ig = {_act(sig, 'a[i]', one)};",
-            f"    const int32_t fg = {_act(sig, f'a[{H} + i]', one)};",
-            f"    const int32_t g = {_act(phi, f'a[{2 * H} + i]', one)};",
-            f"    const int32_t og = {_act(sig, f'a[{3 * H} + i]', one)};",
-            f"    const int32_t c = re_sat16(re_sat_add32(re_rshift(fg * (int32_t){cs}[i], {q}), "
-            f"re_rshift(ig * g, {2 * q - cf})));",
+        loop += [
+            f"    const int32_t ig = {gate(0, sig)};",
+            f"    const int32_t fg = {gate(1, sig)};",
+            f"    const int32_t g = {gate(2, phi)};",
+            f"    const int32_t og = {gate(3, sig)};",
+            f"    const int32_t c = re_sat16(re_sat_add32({_mulsh('fg', f'{cs}[i]', q, True)}, "
+            f"{_mulsh('ig', 'g', 2 * q - cf)}));",
             f"    {cs}[i] = (int16_t)c;",
-            f"    {h}[i] = re_sat16(re_rshift(og * {tanh_c}, {q}));",
+            f"    {out}[i] = re_sat16({_mulsh('og', tanh_c, q)});",
             "}"]
-    return body + ["    " + s for s in lines] + ["}"]
+    elif layer.reset_after:
+        def pre_act(g: int) -> str:
+            return (f"re_sat_add32(re_sat_add32({W(g)}, {b('input_bias', g)}), "
+                    f"re_sat_add32({U(g)}, {b('recurrent_bias', g)}))")
+
+        c_pre = (f"re_sat_add32(re_sat_add32({W(2)}, {b('input_bias', 2)}), re_mul_rshift64(r, "
+                 f"re_sat_add32({U(2)}, {b('recurrent_bias', 2)}), {q}))")
+        loop += [f"    const int32_t z = {_act(sig, pre_act(0), one)};",
+                 f"    const int32_t r = {_act(sig, pre_act(1), one)};",
+                 f"    const int32_t c = {_act(phi, c_pre, one)};",
+                 update("z", "c"), "}"]
+    else:  # GRU, reset_after=False: z, r and rh = sat16(rshift(r h)) first, then U_h on rh
+        decls += [f"int32_t zs[{H}];", f"int16_t rh[{H}];"]
+
+        def pre_act(g: int) -> str:
+            return f"re_sat_add32(re_sat_add32({W(g)}, {b('bias', g)}), {U(g)})"
+
+        loop += [f"    const int32_t r = {_act(sig, pre_act(1), one)};",
+                 f"    zs[i] = {_act(sig, pre_act(0), one)};",
+                 f"    rh[i] = re_sat16({_mulsh('r', f'{h}[i]', q, True)});", "}"]
+        d, lines, rsrc = _mid(em, layer.recurrent, f"{sym}_recurrent", "rh", q, "um")
+        c_pre = f"re_sat_add32(re_sat_add32({W(2)}, {b('bias', 2)}), {U(2, rsrc)})"
+        loop += lines + [f"for (i = 0; i < {H}; ++i) {{",
+                         f"    const int32_t c = {_act(phi, c_pre, one)};",
+                         update("zs[i]", "c"), "}"]
+    if not inplace:
+        loop.append(f"for (i = 0; i < {H}; ++i) {h}[i] = hn[i];")
+    head = (f"/* layer {comment_text(layer.name)}: {layer.kind}"
+            f"{' (reset_after)' if layer.reset_after else ''}, {layer.input_dim} -> {H} */")
+    return [head, "{"] + ["    " + s for s in decls + pre + loop] + ["}"]
 
 
-def generate_c(int_model: IntModel, name: str, *, progmem: bool = False,
-               float_build: bool = False) -> dict[str, str]:
+def generate_c(int_model: IntModel, name: str, *, progmem: bool = False) -> dict[str, str]:
     """C99 source of ``int_model``: ``{"<id>.h": header, "<id>.c": source}``.
 
     Args:
@@ -549,18 +853,13 @@ def generate_c(int_model: IntModel, name: str, *, progmem: bool = False,
         name: the model name; :func:`~keras_rnnedge.converters.carray.c_identifier` makes the
             ``<id>`` of files and symbols.
         progmem: put constant data in AVR flash (``PROGMEM`` + ``pgm_read_*``).
-        float_build: a float variant for FPU boards (not implemented yet).
 
     Raises:
         TypeError: ``int_model`` is not an ``IntModel``.
-        NotImplementedError: ``float_build=True``.
     """
     if not isinstance(int_model, IntModel):
         raise TypeError(f"Expected int_model to be an IntModel, but got "
                         f"{type(int_model).__name__}.")
-    if float_build:
-        raise NotImplementedError("float_build=True is not implemented yet; use the integer "
-                                  "build (float_build=False).")
     ident = c_identifier(name)
     up = ident.upper()
     q = int_model.frac_bits
@@ -584,12 +883,11 @@ def generate_c(int_model: IntModel, name: str, *, progmem: bool = False,
                  f"{rows}, {layer.activation} */", "{"]
         if not layer.last:
             predict.insert(0, f"int16_t {dst}_out[{rows}];")
-        block.append(f"    int32_t acc[{rows}];")
-        block += ["    " + s for s in _scratch(layer.kernel, "m")]
-        lines = _linear(em, layer.kernel, f"{sym}_kernel", x, layer.in_frac, layer.out_frac,
-                        "acc", "m")
+        decls, lines, src = _mid(em, layer.kernel, f"{sym}_kernel", x, layer.in_frac, "m")
+        block += ["    " + s for s in decls]
         em.array("int32_t", f"{sym}_bias", layer.bias)
-        value = _act(layer.activation, f"re_sat_add32(acc[i], RE_RD_I32(&{sym}_bias[i]))",
+        pre = _row(em, layer.kernel, f"{sym}_kernel", src, "i", layer.in_frac, layer.out_frac)
+        value = _act(layer.activation, f"re_sat_add32({pre}, RE_RD_I32(&{sym}_bias[i]))",
                      _i32(1 << layer.out_frac))
         if layer.last:
             lines.append(f"for (i = 0; i < {rows}; ++i) scores[i] = {value};")
@@ -636,7 +934,8 @@ def generate_c(int_model: IntModel, name: str, *, progmem: bool = False,
 
     source = (
         f"{banner}\n#include \"{ident}.h\"\n\n"
-        + (_READS_PROGMEM if progmem else _READS_PLAIN) + _runtime(progmem) + "".join(kernels)
+        + (_READS_PROGMEM if progmem else _READS_PLAIN) + _runtime(progmem)
+        + (_RE_CSR8 if em.csr8 else "") + "".join(kernels)
         + "\n"
         + "\n".join(em.arrays) + "\n"
         f"void {ident}_reset({ident}_state_t *state) {{\n    uint16_t i;\n"

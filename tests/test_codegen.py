@@ -1041,3 +1041,208 @@ def test_sketch_refuses_a_model_that_does_not_match_its_header(tmp_path):
     run = run_sketch(tmp_path, spec, "0,0,0\n" * 5, tensor_spec=other)
     assert "Tensor state_1_out does not match har_fastgrnn_model_io.h" in run.stdout
     assert "invoke" not in run.stderr
+
+
+# -- the integer model's C (converters.cgen): row kernels and runtime helpers ---------------------
+# Synthetic integer models (IntModel built directly, no Keras) reach every kernel path with
+# chosen storage and sizes: dense/CSR, int8/int16 values, 8/16-bit CSR columns, short rows (the
+# inlined kernel), rows of 4k + 1..3 terms (the unrolled loops' tails), rows whose bound needs
+# the saturating kernel next to rows that do not (the per-row bit mask), factored matrices, and
+# every cell kind. The NumPy oracle (IntModel.step/predict) is the reference, bit for bit.
+
+def _syn_matrix(rng, name: str, rows: int, cols: int, bits: int, density: float,
+                big_rows: int = 0):
+    from keras_rnnedge.converters.intmodel import IntMatrix
+
+    lim = 127 if bits == 8 else 32767
+    values = rng.integers(-lim, lim + 1, size=(rows, cols))
+    if bits == 16:
+        values //= 64  # rows that fit int32 ...
+    values[rng.random((rows, cols)) >= density] = 0
+    values[:big_rows] = rng.choice([-lim, lim], size=(big_rows, cols))  # ... and rows that don't
+    frac = 7 if bits == 8 else 14
+    return IntMatrix(name=name, values=values.astype(np.int64), frac=frac, bits=bits,
+                     float_range=(-1.0, 1.0))
+
+
+def _syn_linear(rng, name, rows, cols, bits, density, rank=None, big_rows=0):
+    from keras_rnnedge.converters.intmodel import IntLinear
+
+    if rank is None:
+        return IntLinear(_syn_matrix(rng, name, rows, cols, bits, density, big_rows))
+    return IntLinear(_syn_matrix(rng, f"{name}_u", rank, cols, bits, density, big_rows),
+                     _syn_matrix(rng, f"{name}_v", rows, rank, bits, density), mid_frac=12)
+
+
+def synthetic_model(kind: str, *, features: int, units: int, bits: int = 8,
+                    w_density: float = 1.0, u_density: float = 1.0, w_rank=None, u_rank=None,
+                    big_rows: int = 0, reset_after: bool = False, activation: str = "tanh",
+                    recurrent_activation: str = "sigmoid", scalars=(26000, 16929), seed: int = 0):
+    """A one-layer integer model with a Dense head, all weights random (see above)."""
+    from keras_rnnedge.converters.intmodel import IntDense, IntLinear, IntModel, IntRecurrent
+
+    rng = np.random.default_rng(seed)
+    width = {"lstm": 4, "gru": 3}.get(kind, 1) * units
+    kernel = _syn_linear(rng, "syn/kernel", width, features, bits, w_density, w_rank, big_rows)
+    recurrent = _syn_linear(rng, "syn/recurrent_kernel", width, units, bits, u_density, u_rank)
+
+    def bias(n):
+        return rng.integers(-40000, 40000, size=n).astype(np.int64)
+
+    biases = {"fastgrnn": {"gate_bias": bias(units), "update_bias": bias(units)},
+              "gru": ({"input_bias": bias(width), "recurrent_bias": bias(width)} if reset_after
+                      else {"bias": bias(width)})}.get(kind, {"bias": bias(width)})
+    names = {"fastgrnn": ("zeta", "nu"), "fastrnn": ("alpha", "beta")}.get(kind, ())
+    layer = IntRecurrent(
+        name="syn", kind=kind, units=units, input_dim=features, in_frac=15, kernel=kernel,
+        recurrent=recurrent, biases=biases, scalars=dict(zip(names, scalars)),
+        activation=activation,
+        recurrent_activation=None if kind in ("fastrnn", "simplernn") else recurrent_activation,
+        cell_frac=12 if kind == "lstm" else None, reset_after=reset_after)
+    head = IntDense(name="out", kernel=IntLinear(_syn_matrix(rng, "out/kernel", 3, units, bits,
+                                                             1.0)),
+                    bias=bias(3), activation="linear", in_frac=15, out_frac=15, last=True)
+    return IntModel(name="syn", features=features, num_outputs=3, frac_bits=15,
+                    weight_bits=bits, input_offset=np.zeros(features, np.float32),
+                    input_scale=np.ones(features, np.float32), recurrent=[layer], head=[head],
+                    approximations=[])
+
+
+#: name -> (synthetic_model kwargs, kernels the C must use)
+SYNTHETIC = {
+    # dense int8, odd sizes: DSP (Cortex-M4) / assembler (AVR) / unrolled loops with 1-3 tails
+    "fastgrnn_dense_i8_odd": (dict(kind="fastgrnn", features=7, units=13,
+                                   scalars=(32768, 32768)), ["re_mv_dense_i8_nosat"]),
+    # dense int16 with rows that can overflow int32: saturating kernel on those rows only
+    "fastgrnn_dense_i16_mixed": (dict(kind="fastgrnn", features=6, units=9, bits=16,
+                                      big_rows=3, activation="quantized_tanh",
+                                      recurrent_activation="quantized_sigmoid"),
+                                 ["re_mv_dense_i16_nosat", "re_mv_dense_i16_sat", "_fit["]),
+    # factored, sparse: (column, value) pairs, short rows inlined, long rows unrolled
+    "fastgrnn_csr8_lowrank": (dict(kind="fastgrnn", features=9, units=23, w_rank=3, u_rank=11,
+                                   w_density=0.4, u_density=0.45),
+                              ["re_mv_csr_i8_c8_short", "re_mv_csr_i8_c8_nosat", "re_csr8_t"]),
+    "lstm_csr_i16": (dict(kind="lstm", features=5, units=13, bits=16, w_density=0.3,
+                          u_density=0.45, recurrent_activation="hard_sigmoid"),
+                     ["re_mv_csr_i16_c8_nosat", "re_mv_csr_i16_c8_short"]),
+    # more than 256 input columns: 16-bit column indices
+    "gru_csr_c16": (dict(kind="gru", features=300, units=6, w_density=0.1, reset_after=True),
+                    ["re_mv_csr_i8_c16_nosat"]),
+    "gru_before_lowrank": (dict(kind="gru", features=5, units=16, u_rank=4, u_density=0.3),
+                           ["re_mv_csr_i8_c8", "re_mv_dense_i8"]),
+    # 3 inputs: dense rows shorter than 4 (the inlined kernel)
+    "simplernn_dense_short": (dict(kind="simplernn", features=3, units=8,
+                                   activation="hard_sigmoid"), ["re_mv_dense_i8_short"]),
+    # every row may overflow: saturating kernels only
+    "fastrnn_i16_saturating": (dict(kind="fastrnn", features=4, units=5, bits=16, big_rows=5,
+                                    scalars=(32768, 12000), activation="quantized_tanh"),
+                               ["re_mv_dense_i16_sat"]),
+}
+
+
+def synthetic_inputs(im, n: int = 3, steps: int = 7, seed: int = 1) -> np.ndarray:
+    """int16 sequences: random values, and the extremes -32768 / 32767 / 0."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-32768, 32768, size=(n, steps, im.features))
+    x[0] = rng.choice([-32768, 32767, 0], size=(steps, im.features))
+    x[1, :, ::2] = 32767
+    return x
+
+
+@pytest.mark.parametrize("config", sorted(SYNTHETIC))
+def test_generated_c_kernels_match_the_oracle(config):
+    from keras_rnnedge.converters.cgen import generate_c
+    from tests.test_intmodel import _assert_bit_exact, _oracle, _run_c
+
+    kwargs, kernels = SYNTHETIC[config]
+    im = synthetic_model(**kwargs)
+    source = generate_c(im, "syn")["syn.c"]
+    for kernel in kernels:
+        assert kernel in source, kernel
+    x_q = synthetic_inputs(im)
+    oracle = _oracle(im, x_q)
+    for sanitize in (False, True):
+        _assert_bit_exact(_run_c(im, x_q, sanitize=sanitize, name="syn"), oracle)
+    if kwargs.get("big_rows"):  # the saturating rows do saturate on these inputs
+        w = im.recurrent[0].kernel.u.values
+        acc = np.abs(w[:kwargs["big_rows"]].astype(np.int64)).sum(axis=1) * 32767
+        assert acc.max() > 2**31
+
+
+def test_step_keeps_no_int32_vector_on_the_stack():
+    """Per-row fusion: the HAR-2 FastGRNN shape (H 80, ranks 5/40) needs the int16 rank-r
+    intermediates only (5 + 40 int16) in ``<id>_step``, not int32 pre-activations of H."""
+    from keras_rnnedge.converters.cgen import generate_c
+
+    im = synthetic_model("fastgrnn", features=9, units=80, w_rank=5, u_rank=40,
+                         w_density=0.2, u_density=0.3)
+    step = generate_c(im, "har")["har.c"].split("void har_step(")[1].split("\n}\n")[0]
+    assert "int32_t" not in step.replace("const int32_t", "")
+    assert "int16_t wm[5];" in step and "int16_t um[40];" in step
+    assert "hn[" not in step  # factored U: h is updated in place
+
+
+#: (a, b) operand pairs for the runtime's products: the int16 extremes, 2^15 (ONE), values
+#: beyond int16 (the 32-bit fallback), and random ones.
+_PRODUCT_PAIRS = [(-32768, -32768), (-32768, 32767), (32767, 32767), (32768, -32768),
+                  (32768, 32767), (32768, 0), (0, 32768), (-1, 1), (1, -1), (65535, 1),
+                  (-65536, 3), (123456, -7), (16835, 32768), (-32768, 32768), (16384, -1),
+                  (-16385, 1), (3, 16383), (-3, 16384)]
+
+
+def runtime_check_main(pairs) -> tuple[str, list[str]]:
+    """A main.c (including the generated ``syn.c`` as ``syn_src.inc``) printing the runtime's
+    re_mulsh16/re_mulsh/re_rsh/re_sat_add32/re_sat16 on ``pairs`` and on int32 extremes (from
+    global arrays, so the compiler cannot fold them; shifts by constants, as the generated code
+    calls them), and the expected lines."""
+    from keras_rnnedge.converters.intmodel import rshift, sat16, sat32
+
+    values = [-(2**31), 2**31 - 1, -1, 1, 0, -32769, 32768, 123456789, -987654321, 65535,
+              -65536, -32768, 32767]
+    small = [(a, b) for a, b in pairs if -32768 <= b <= 32767]
+    want: list[int] = [int(rshift(a * b, 15)) for a, b in small]
+    loops = ["    for (k = 0; k < NS; ++k) OUT(re_mulsh16(sa[k], (int16_t)sb[k], 15));\n"]
+    for sh in (1, 8, 9, 14, 15, 16, 17, 30):
+        loops.append(f"    for (k = 0; k < NP; ++k) OUT(re_mulsh(pa[k], pb[k], {sh}));\n")
+        want += [int(rshift(a * b, sh)) for a, b in pairs]
+    for sh in range(1, 32):
+        loops.append(f"    for (k = 0; k < NV; ++k) OUT(re_rsh(v[k], {sh}));\n")
+        want += [int(rshift(v, sh)) for v in values]
+    loops.append("    for (k = 0; k < NV; ++k) OUT(re_sat16(v[k]));\n")
+    want += [int(sat16(v)) for v in values]
+    loops.append("    for (k = 0; k < NV; ++k) for (j = 0; j < NV; ++j) "
+                 "OUT(re_sat_add32(v[k], v[j]));\n")
+    want += [int(sat32(v + w)) for v in values for w in values]
+
+    def arr(name, items):
+        lit = ", ".join("INT32_MIN" if u == -(2**31) else f"INT32_C({u})" for u in items)
+        return f"int32_t {name}[{len(items)}] = {{{lit}}};\n"
+
+    main = ("#include <stdio.h>\n#include <stdint.h>\n"
+            "#if defined(__AVR__)\n#include <avr/pgmspace.h>\n"
+            '#define OUT(e) printf_P(PSTR("%ld\\n"), (long)(e))\n'
+            '#else\n#define OUT(e) printf("%ld\\n", (long)(e))\n#endif\n'
+            '#include "syn_src.inc"\n\n'
+            + arr("sa", [a for a, _ in small]) + arr("sb", [b for _, b in small])
+            + arr("pa", [a for a, _ in pairs]) + arr("pb", [b for _, b in pairs])
+            + arr("v", values)
+            + f"#define NS {len(small)}u\n#define NP {len(pairs)}u\n#define NV {len(values)}u\n"
+            "int main(void) {\n    uint16_t k, j;\n" + "".join(loops)
+            + "    (void)j;\n    return 0;\n}\n")
+    return main, [str(v) for v in want]
+
+
+def runtime_check_files(progmem: bool) -> dict[str, str]:
+    from keras_rnnedge.converters.cgen import generate_c
+
+    files = generate_c(synthetic_model("fastgrnn", features=3, units=4), "syn", progmem=progmem)
+    return {"syn.h": files["syn.h"], "syn_src.inc": files["syn.c"]}
+
+
+def test_runtime_products_shifts_and_saturation():
+    from keras_rnnedge.micro_targets.harness import build_and_run_host
+
+    main, want = runtime_check_main(_PRODUCT_PAIRS)
+    for sanitize in (False, True):
+        out = build_and_run_host(runtime_check_files(False), main, sanitize=sanitize)
+        assert out.split() == want

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from keras_rnnedge.cells import FastGRNNCell
+from keras_rnnedge.converters import intmodel
 from keras_rnnedge.converters.cgen import generate_c
 from keras_rnnedge.converters.intmodel import quantize_model
 from keras_rnnedge.micro_targets.harness import (
@@ -28,6 +29,14 @@ from keras_rnnedge.micro_targets.harness import (
     require_toolchain,
     timing_main,
     trace_main,
+)
+from tests.test_codegen import (
+    _PRODUCT_PAIRS,
+    SYNTHETIC,
+    runtime_check_files,
+    runtime_check_main,
+    synthetic_inputs,
+    synthetic_model,
 )
 from tests.test_intmodel import _assert_bit_exact, _build, _make, _oracle, _randomize
 
@@ -102,7 +111,11 @@ def test_flash_and_ram_figures(name):
     result = _trace(im, x_q, run, progmem=name == "avr")
     _assert_bit_exact(parse_trace(result.stdout, 1), _oracle(im, x_q))
     scalars = 4 * sum(len(layer.scalars) for layer in im.recurrent)  # inlined in the code
-    assert result.model_flash_bytes == im.weight_bytes() - scalars
+    # the runtime's activation table (uint16 knots), when a tanh/sigmoid uses it
+    uses_table = any(a in ("tanh", "sigmoid") for layer in im.recurrent
+                     for a in (layer.activation, layer.recurrent_activation))
+    table = 2 * len(getattr(intmodel, "TANH_TABLE", ())) if uses_table else 0
+    assert result.model_flash_bytes == im.weight_bytes() - scalars + table
     assert result.model_code_bytes > 0 and result.model_ram_bytes == 0
     assert result.flash_bytes > result.model_flash_bytes + result.model_code_bytes
     assert result.ram_bytes > 0
@@ -193,3 +206,29 @@ def test_missing_toolchain_names_packages_and_script(monkeypatch, tmp_path):
         assert isinstance(info.value, FileNotFoundError)
         assert "scripts/install-toolchains.sh" in message
         assert all(p in message for p in packages)
+
+
+@pytest.mark.toolchain
+@on_each_target
+@pytest.mark.parametrize("config", sorted(SYNTHETIC))
+def test_generated_kernels_bit_exact_on_target(name, config):
+    """Every row kernel and cell kind on the target's own code paths (AVR: assembler loops and
+    multiplies, weights in flash; Cortex-M4: SMLAD/QADD/SSAT), against the oracle, on inputs
+    with the int16 extremes."""
+    run = _toolchain(name)
+    im = synthetic_model(**SYNTHETIC[config][0])
+    x_q = synthetic_inputs(im, n=2, steps=5)
+    result = _trace(im, x_q, run, progmem=name == "avr")
+    oracle = _oracle(im, x_q)
+    for o in oracle:  # the trace prints h (an LSTM's oracle state is h then c)
+        o["states"] = [[s[:im.recurrent[0].units]] for (s,) in o["states"]]
+    _assert_bit_exact(parse_trace(result.stdout, 1), oracle)
+
+
+@pytest.mark.toolchain
+@on_each_target
+def test_runtime_products_shifts_and_saturation_on_target(name):
+    run = _toolchain(name)
+    main, want = runtime_check_main(_PRODUCT_PAIRS)
+    result = run(runtime_check_files(name == "avr"), main)
+    assert result.stdout.split() == want
