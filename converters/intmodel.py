@@ -13,8 +13,12 @@ Arithmetic (``Q = frac_bits``, default 15; ``ONE = 2**Q``)
 Number formats. A value ``v`` in format ``Qf`` is the integer ``round(v * 2**f)``.
 
 * Weights: per tensor ``int8`` or ``int16`` (``weight_bits``) with a power-of-two scale: the
-  largest ``f`` in ``[0, 30]`` with ``round(max|w| * 2**f) <= 2**(bits-1) - 1``. A tensor that
-  needs ``f < 0`` (``max|w| > 127.5`` for int8) or holds NaN/Inf is refused (``ValueError``).
+  largest ``f`` in ``[0, 30]`` with ``round(max|w| * 2**f) <= 2**(bits-1) - 1`` and, while
+  ``f > 0``, ``sum_j round(|w_ij| * 2**f) <= 65535`` for every output ``i`` (:data:`ROW_L1_MAX`:
+  then no ``int16`` input can saturate the ``int32`` accumulator of ``matvec``; with ``int16``
+  weights a saturated row would lose far more than the low bits that the rescaling after the
+  product drops anyway). A tensor that needs ``f < 0`` (``max|w| > 127.5`` for int8) or holds
+  NaN/Inf is refused (``ValueError``).
   Matrices are stored transposed (one row per output). A matrix is stored as CSR (values; column
   indices ``uint8`` when it has at most 256 columns, else ``uint16``; ``uint16`` row pointers)
   when that takes fewer bytes than the dense array. Low-rank factors stay factored.
@@ -27,6 +31,16 @@ Number formats. A value ``v`` in format ``Qf`` is the integer ``round(v * 2**f)`
   calibrated like the intermediate vectors below (at most ``Q``), unless it is the last layer
   with no Dense head (then ``Q``: the state saturates at ``1 - 2**-Q``, listed as an
   approximation).
+* FastGRNN/FastRNN state: ``|h|`` can exceed 1 (``h`` adds the candidate, weighted by
+  ``sig(zeta) (1 - z) + sig(nu)`` or ``sig(alpha)``, to ``z h`` or ``sig(beta) h``; trained models
+  reach 2). The stored state is ``g = h / 2**s`` in ``Q`` (``s = state_shift``, ``Q - f_cal``
+  with ``f_cal`` calibrated on the float forward pass like the intermediate vectors below: a
+  factor 2 of headroom over the largest ``|h|``), which is the same step on rescaled
+  constants: ``zeta_q``, ``nu_q`` (``alpha_q``) are ``round(sig(.) * 2**(Q - s))``, the
+  recurrent matrix (its first factor) is multiplied by ``2**s``, and so is the matrix reading
+  ``h``: the next layer's input matrix (first factor) or the first Dense layer's kernel. A last
+  layer without a Dense head keeps ``s = 0`` (its state is the output): ``|h|`` saturates at 1
+  (listed as an approximation when the representative data reach 1).
 * LSTM cell state ``c``: ``int16`` in ``Qcf``, ``cf = min(Q, 12, f_cal)`` with ``f_cal``
   calibrated from the float forward pass as below (a factor 2 of headroom over the largest
   ``|c|`` seen). ``c`` is not bounded by 1 (it sums ``i * g`` over time), so ``cf`` is at most
@@ -82,14 +96,14 @@ LSTM/GRU ``activation`` the same, ``recurrent_activation`` only the ``[0, 1]``-v
 ``sigmoid``/``hard_sigmoid``/``quantized_sigmoid`` (so every gate product below fits ``int32``);
 SimpleRNN those and ``relu``. Anything else is refused with a ``ValueError`` naming it.
 
-FastGRNN step (``x`` in ``Qxf``, ``h`` in ``Q``)::
+FastGRNN step (``x`` in ``Qxf``; ``h`` the stored state ``g = h / 2**s``, in ``Q``)::
 
     a  = sat32(linear(W, x, xf -> Q) + linear(U, h, Q -> Q))
     z  = sigma(sat32(a + b_z)),   c = phi(sat32(a + b_h))            # both in [0|-ONE, ONE]
-    k  = rshift(zeta_q * (ONE - z), Q)                               # zeta_q = round(sig(zeta) ONE)
+    k  = rshift(zeta_q * (ONE - z), Q)                      # zeta_q = round(sig(zeta) ONE / 2**s)
     h' = sat16(sat32(sat32(rshift(k * c, Q) + rshift(nu_q * c, Q)) + rshift(z * h, Q)))
 
-FastRNN step::
+FastRNN step (``alpha_q = round(sig(alpha) ONE / 2**s)``, ``beta_q = round(sig(beta) ONE)``)::
 
     c  = phi(sat32(sat32(linear(W, x) + linear(U, h)) + b))
     h' = sat16(sat32(rshift(alpha_q * c, Q) + rshift(beta_q * h, Q)))
@@ -158,6 +172,9 @@ __all__ = [
 INT16_MIN, INT16_MAX = -(2**15), 2**15 - 1
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 MAX_WEIGHT_FRAC = 30
+#: Largest ``sum_j |W[i, j]|`` of a quantized matrix row (unless its scale is already 1): times
+#: ``2**15`` (any ``int16`` input) it stays below ``2**31``.
+ROW_L1_MAX = 2**16 - 1
 
 #: Largest fractional bits of the LSTM cell state ``c`` (``int16``): Q12 holds ``|c| < 8``.
 LSTM_CELL_FRAC = 12
@@ -413,7 +430,8 @@ class IntRecurrent:
     ``reset_after=True``). ``scalars`` holds ``zeta``/``nu`` or ``alpha``/``beta`` as
     ``round(sigmoid(s) * 2**Q)`` (empty for the other kinds). ``cell_frac`` is the format of the
     LSTM cell state ``c``; ``state_frac`` that of ``h`` (``None``: ``Q``; a calibrated format
-    for a ReLU SimpleRNN, whose state is unbounded).
+    for a ReLU SimpleRNN, whose state is unbounded). ``state_shift`` (FastGRNN/FastRNN): the
+    stored state is ``h / 2**state_shift`` (in ``Q``), see the module docstring.
     """
 
     name: str
@@ -430,6 +448,7 @@ class IntRecurrent:
     cell_frac: int | None = None
     reset_after: bool = False
     state_frac: int | None = None
+    state_shift: int = 0
 
     @property
     def state_size(self) -> int:
@@ -628,7 +647,9 @@ def _unsupported(layer, why: str) -> ValueError:
                       f"Supported: {', '.join(SUPPORTED_LAYERS)}.")
 
 
-def _weight_frac(values: np.ndarray, bits: int, name: str) -> int:
+def _weight_frac(values: np.ndarray, bits: int, name: str, factor: float = 1.0) -> int:
+    """The format of ``values * factor`` (``factor``: a state scale folded into the weight)."""
+    values = values * factor
     if not np.all(np.isfinite(values)):
         raise ValueError(f"Weight {name!r} has NaN or Inf values; retrain or restore a good "
                          "checkpoint.")
@@ -642,16 +663,23 @@ def _weight_frac(values: np.ndarray, bits: int, name: str) -> int:
     while frac < MAX_WEIGHT_FRAC and round(peak * 2.0 ** (frac + 1)) <= limit:
         frac += 1
     if frac < 0:
+        folded = (f" (times {factor:g}, the scale of the recurrent state it reads: its "
+                  f"magnitude exceeds 1)" if factor != 1.0 else "")
         raise ValueError(
-            f"Weight {name!r} has range [{float(values.min()):.6g}, {float(values.max()):.6g}]: "
-            f"int{bits} with a power-of-two scale holds magnitudes up to {limit} (scale 1). "
-            f"Use weight_bits=16, or retrain with weight regularization.")
+            f"Weight {name!r} has range [{float(values.min()) / factor:.6g}, "
+            f"{float(values.max()) / factor:.6g}]{folded}: int{bits} with a power-of-two scale "
+            f"holds magnitudes up to {limit} (scale 1). Use weight_bits=16, or retrain with "
+            f"weight regularization.")
     return frac
 
 
-def _matrix(values: np.ndarray, bits: int, name: str) -> IntMatrix:
-    values = np.asarray(values, np.float64)
-    frac = _weight_frac(values, bits, name)
+def _matrix(values: np.ndarray, bits: int, name: str, factor: float = 1.0) -> IntMatrix:
+    """``values * factor`` quantized (``factor``: a state scale folded into the weight)."""
+    frac = _weight_frac(np.asarray(values, np.float64), bits, name, factor)
+    values = np.asarray(values, np.float64) * factor
+    rows = np.abs(values.T)
+    while frac > 0 and rows.size and np.round(rows * 2.0**frac).sum(axis=1).max() > ROW_L1_MAX:
+        frac -= 1
     q = np.round(values.T * 2.0**frac).astype(np.int64)
     return IntMatrix(name=name, values=q, frac=frac, bits=bits,
                      float_range=(float(values.min()), float(values.max())))
@@ -832,6 +860,7 @@ def quantize_model(model: keras.Model, representative_data, *, weight_bits: int 
 
     x_float = data.reshape(-1, data.shape[1], data.shape[2])  # float forward for calibration
     in_frac = q
+    scale = 1.0  # the stored state of the previous layer is h / scale (see state_shift)
     recurrent: list[IntRecurrent] = []
     for index, layer in enumerate(plan.recurrent):
         cell = layer.cell
@@ -864,11 +893,29 @@ def quantize_model(model: keras.Model, representative_data, *, weight_bits: int 
         else:
             x_in = x_float
         x_float, peaks = _float_forward(kind, w, biases, phi, sig, x_in, units, reset_after)
+        factors = {}  # weight -> factor of the state scales folded into it
+        if index > 0:  # the input is the previous layer's h / scale
+            factors["kernel" if "kernel" in w else "kernel_u"] = scale
+        # FastGRNN/FastRNN: |h| may exceed 1; store h / 2**state_shift (see IntRecurrent)
+        state_shift = 0
+        if kind in ("fastgrnn", "fastrnn"):
+            if last_no_head:
+                if peaks["state"] >= 1.0:
+                    approximations.append(f"{layer.name}: state clipped to [-1, 1) (max |h| "
+                                          f"{peaks['state']:.3g} on the representative data; "
+                                          f"the output state is in Q{q})")
+            else:
+                state_shift = q - min(q, _act_frac(peaks["state"]))
+        scale = float(2**state_shift)
+        factors["recurrent_kernel" if "recurrent_kernel" in w else "recurrent_kernel_u"] = scale
+        scaled = {"fastgrnn": ("zeta", "nu"), "fastrnn": ("alpha",)}.get(kind, ())
 
-        def linear(base, mid_peak, w=w, layer=layer):
+        def linear(base, mid_peak, w=w, layer=layer, factors=factors):
             if base in w:
-                return IntLinear(_matrix(w[base], weight_bits, f"{layer.name}/{base}"))
-            return IntLinear(_matrix(w[f"{base}_u"], weight_bits, f"{layer.name}/{base}_u"),
+                return IntLinear(_matrix(w[base], weight_bits, f"{layer.name}/{base}",
+                                         factors.get(base, 1.0)))
+            return IntLinear(_matrix(w[f"{base}_u"], weight_bits, f"{layer.name}/{base}_u",
+                                     factors.get(f"{base}_u", 1.0)),
                              _matrix(w[f"{base}_v"], weight_bits, f"{layer.name}/{base}_v"),
                              _act_frac(mid_peak))
 
@@ -884,9 +931,10 @@ def quantize_model(model: keras.Model, representative_data, *, weight_bits: int 
             in_frac=in_frac, kernel=linear("kernel", peaks["kernel"]),
             recurrent=linear("recurrent_kernel", peaks["recurrent_kernel"]),
             biases={n: _bias(v, q, f"{layer.name}/{n}") for n, v in biases.items()},
-            scalars={n: int(round(_sigmoid(float(w[n][0])) * 2**q)) for n in scalar_names},
+            scalars={n: int(round(_sigmoid(float(w[n][0])) * 2**q
+                                  / (scale if n in scaled else 1.0))) for n in scalar_names},
             activation=phi, recurrent_activation=sig, cell_frac=cell_frac,
-            reset_after=reset_after, state_frac=state_frac))
+            reset_after=reset_after, state_frac=state_frac, state_shift=state_shift))
         in_frac = recurrent[-1].out_frac(q)
 
     # head: Dense layers; an Activation layer sets the activation of a linear Dense before it
@@ -917,7 +965,8 @@ def quantize_model(model: keras.Model, representative_data, *, weight_bits: int 
         if act in _APPROX:
             approximations.append(f"{layer.name}/activation: {act} -> {_APPROX[act]}")
         head.append(IntDense(
-            name=layer.name, kernel=IntLinear(_matrix(kernel, weight_bits, f"{layer.name}/kernel")),
+            name=layer.name, kernel=IntLinear(_matrix(kernel, weight_bits, f"{layer.name}/kernel",
+                                                      scale if index == 0 else 1.0)),
             bias=_bias(bias, out_frac, f"{layer.name}/bias"), activation=act, in_frac=in_frac,
             out_frac=out_frac, last=last))
         y_float = _FLOAT_ACT[act](pre)
