@@ -406,21 +406,28 @@ _DSP_DENSE = {
 }
 
 
-def _unrolled(mac: str, step: str, single: str, dsp: str | None = None) -> str:
-    """The non-saturating loop: by 4 (``RE_UNROLL``; ``dsp``: the SMLAD loop with ``RE_DSP``),
-    then the last ``n % 4`` terms without a loop (a switch falling through); else one by one.
-    ``mac`` has ``{o}`` for the offset of the term."""
-    tail = ("    switch (n) { /* the last n < 4 terms */\n"
-            f"    case 3: {mac.format(o=2)}; /* fall through */\n"
-            f"    case 2: {mac.format(o=1)}; /* fall through */\n"
-            f"    case 1: {mac.format(o=0)}; /* fall through */\n"
-            "    default: break;\n    }\n")
-    loop = ("    for (; n >= 4; n = (uint16_t)(n - 4)) {\n"
-            f"        {mac.format(o=0)}; {mac.format(o=1)};\n"
-            f"        {mac.format(o=2)}; {mac.format(o=3)};\n"
-            f"        {step}\n    }}\n")
-    return ((f"#if RE_DSP\n{dsp}{tail}#elif RE_UNROLL\n" if dsp else "#if RE_UNROLL\n")
-            + loop + tail + f"#else\n{single}#endif\n")
+# CSR loops (gathers) are unrolled by 16 where RE_UNROLL: with the switch for the last terms,
+# a row of n non-zeros costs one jump and n/16 loop tests (measured on the Cortex-M4 for the
+# HAR-2 FastGRNN: 4 -> 16 saves about 1,700 of 21,200 instructions per step).
+_CSR_UNROLL = 16
+
+
+def _unrolled(mac: str, step: str, single: str, dsp: str | None = None, by: int = 4) -> str:
+    """The non-saturating loop: by ``by`` terms (``RE_UNROLL``; ``dsp``: the SMLAD loop by 4
+    with ``RE_DSP``), then the last ``n % by`` terms without a loop (a switch falling through,
+    entered at the right term: a jump table); else one by one. ``mac`` has ``{o}`` for the
+    offset of the term; ``step`` advances the pointers by ``{by}``."""
+    def tail(k: int) -> str:
+        cases = "".join(f"    case {c}: {mac.format(o=c - 1)}; /* fall through */\n"
+                        for c in range(k - 1, 0, -1))
+        return (f"    switch (n) {{ /* the last n < {k} terms */\n{cases}"
+                "    default: break;\n    }\n")
+
+    terms = "".join(f"        {mac.format(o=o)};\n" for o in range(by))
+    loop = (f"    for (; n >= {by}; n = (uint16_t)(n - {by})) {{\n{terms}"
+            f"        {step.format(by=by)}\n    }}\n")
+    return ((f"#if RE_DSP\n{dsp}{tail(4)}#elif RE_UNROLL\n" if dsp else "#if RE_UNROLL\n")
+            + loop + tail(by) + f"#else\n{single}#endif\n")
 
 
 def _kernel_code(storage: str, bits: int, col_bits: int, mode: str) -> tuple[str, str]:
@@ -457,7 +464,7 @@ def _kernel_code(storage: str, bits: int, col_bits: int, mode: str) -> tuple[str
                      "(int32_t)*x++);\n")
         else:
             plain = _unrolled(f"RE_MAC_{T}(acc, RE_RD_{T}(w + {{o}}), x[{{o}}])",
-                              "w += 4;\n        x += 4;",
+                              "w += {by};\n        x += {by};",
                               f"    while (n--) RE_MAC_{T}(acc, RE_RD_{T}(w++), *x++);\n",
                               _DSP_DENSE[bits])
             if bits == 8:
@@ -473,8 +480,9 @@ def _kernel_code(storage: str, bits: int, col_bits: int, mode: str) -> tuple[str
                      "(int32_t)RE_RD_I8(&e->val) * (int32_t)x[RE_RD_U8(&e->col)]);\n"
                      "        ++e;\n    }\n")
         else:
-            code += (_AVR_CSR8 + _unrolled(mac, "e += 4;", "    while (n--) {\n        "
-                                           + mac.format(o=0) + ";\n        ++e;\n    }\n")
+            code += (_AVR_CSR8 + _unrolled(mac, "e += {by};", "    while (n--) {\n        "
+                                           + mac.format(o=0) + ";\n        ++e;\n    }\n",
+                                           by=_CSR_UNROLL)
                      + "#endif\n")
         return name, code + _TAIL
     name = f"re_mv_csr_{t}_c{col_bits}_{mode}"
@@ -484,9 +492,9 @@ def _kernel_code(storage: str, bits: int, col_bits: int, mode: str) -> tuple[str
                  f"(int32_t)x[RE_RD_U{col_bits}(cp++)]);\n")
     else:
         mac = f"RE_MAC_{T}(acc, RE_RD_{T}(v + {{o}}), x[RE_RD_U{col_bits}(cp + {{o}})])"
-        code += _unrolled(mac, "v += 4;\n        cp += 4;",
+        code += _unrolled(mac, "v += {by};\n        cp += {by};",
                           f"    while (n--) RE_MAC_{T}(acc, RE_RD_{T}(v++), "
-                          f"x[RE_RD_U{col_bits}(cp++)]);\n")
+                          f"x[RE_RD_U{col_bits}(cp++)]);\n", by=_CSR_UNROLL)
     return name, code + _TAIL
 
 # The largest |x| of an int16 input.

@@ -1130,6 +1130,12 @@ SYNTHETIC = {
                     ["re_mv_csr_i8_c16_nosat"]),
     "gru_before_lowrank": (dict(kind="gru", features=5, units=16, u_rank=4, u_density=0.3),
                            ["re_mv_csr_i8_c8", "re_mv_dense_i8"]),
+    # rows of more than 16 non-zeros: the unrolled CSR loops, then their tails
+    "fastgrnn_csr8_long_rows": (dict(kind="fastgrnn", features=61, units=47, w_density=0.45,
+                                     u_density=0.5), ["re_mv_csr_i8_c8_nosat"]),
+    "simplernn_csr_i16_long_rows": (dict(kind="simplernn", features=50, units=37, bits=16,
+                                         w_density=0.5, u_density=0.55),
+                                    ["re_mv_csr_i16_c8_nosat"]),
     # 3 inputs: dense rows shorter than 4 (the inlined kernel)
     "simplernn_dense_short": (dict(kind="simplernn", features=3, units=8,
                                    activation="hard_sigmoid"), ["re_mv_dense_i8_short"]),
