@@ -270,26 +270,38 @@ static inline int32_t re_mul(int32_t a, int32_t b) {
     return a * b;
 }
 #if defined(__AVR__)
-/* rshift(a * b, 15) for int16 a, b: the product as in re_mul_hw (p, |p| <= 2^30), then
- * p >> 15 (bits 15..31 of p: LSL/ROL move bits 15..30 into bytes C, D and the sign bit 31 into
- * C, which SBC spreads over a byte e) plus the rounding bit 14 (the next LSL's carry), added
- * to (e, e, D, C) moved down two bytes. */
-static RE_NOINLINE int32_t re_mul_hw_rsh15(int16_t a, int16_t b) {
+/* rshift(a * b, 15) for int16 a, b, inline. MUL (unsigned, any registers, so that inlining
+ * never runs out of the r16-r23 that MULS/MULSU need) forms the unsigned product U of
+ * ua = a mod 2^16 and ub = b mod 2^16; with a = ua - 2^16 [a < 0], b = ub - 2^16 [b < 0]:
+ * a b = U - 2^16 ub [a < 0] - 2^16 ua [b < 0] (mod 2^32), and since |a b| <= 2^30 the result
+ * modulo 2^32 is the signed product p. Then p >> 15 (bits 15..31 of p: LSL/ROL move bits
+ * 15..30 into bytes C, D and the sign bit 31 into C, which SBC spreads over a byte e) plus the
+ * rounding bit 14 (the next LSL's carry), added to (e, e, D, C) moved down two bytes. */
+RE_INLINE int32_t re_mul_hw_rsh15(int16_t a, int16_t b) {
     int32_t p;
     uint8_t z, e;
-    __asm__ ("clr %[z]\n\t" "muls %B[a], %B[b]\n\t" "movw %C[p], r0\n\t"
+    __asm__ ("clr %[z]\n\t"
              "mul %A[a], %A[b]\n\t" "movw %A[p], r0\n\t"
-             "mulsu %B[a], %A[b]\n\t" "sbc %D[p], %[z]\n\t" "add %B[p], r0\n\t"
-             "adc %C[p], r1\n\t" "adc %D[p], %[z]\n\t"
-             "mulsu %B[b], %A[a]\n\t" "sbc %D[p], %[z]\n\t" "add %B[p], r0\n\t"
-             "adc %C[p], r1\n\t" "adc %D[p], %[z]\n\t" "clr r1\n\t"
+             "mul %B[a], %B[b]\n\t" "movw %C[p], r0\n\t"
+             "mul %B[a], %A[b]\n\t" "add %B[p], r0\n\t" "adc %C[p], r1\n\t"
+             "adc %D[p], %[z]\n\t"
+             "mul %A[a], %B[b]\n\t" "add %B[p], r0\n\t" "adc %C[p], r1\n\t"
+             "adc %D[p], %[z]\n\t" "clr r1\n\t"
+             "sbrs %B[a], 7\n\t" "rjmp 1f\n\t" "sub %C[p], %A[b]\n\t" "sbc %D[p], %B[b]\n"
+             "1:\n\t"
+             "sbrs %B[b], 7\n\t" "rjmp 2f\n\t" "sub %C[p], %A[a]\n\t" "sbc %D[p], %B[a]\n"
+             "2:\n\t"
              "lsl %B[p]\n\t" "rol %C[p]\n\t" "rol %D[p]\n\t" "sbc %[e], %[e]\n\t"
              "lsl %B[p]\n\t" "mov %A[p], %C[p]\n\t" "mov %B[p], %D[p]\n\t"
              "mov %C[p], %[e]\n\t" "mov %D[p], %[e]\n\t"
              "adc %A[p], %[z]\n\t" "adc %B[p], %[z]\n\t" "adc %C[p], %[z]\n\t"
              "adc %D[p], %[z]"
-             : [p] "=&r"(p), [z] "=&r"(z), [e] "=&r"(e) : [a] "a"(a), [b] "a"(b) : "r0");
+             : [p] "=&r"(p), [z] "=&r"(z), [e] "=&r"(e) : [a] "r"(a), [b] "r"(b) : "r0");
     return p;
+}
+/* rshift(a * b, s) for an int16 b, the other cases (s != 15, a outside int16), out of line. */
+static RE_NOINLINE int32_t re_mulsh16_other(int32_t a, int16_t b, uint8_t s) {
+    return re_rsh(re_mul16(a, b), s);
 }
 #endif
 /* rshift(a * b, s) for an int16 b, when the caller knows the product fits int32. */
@@ -297,8 +309,10 @@ RE_INLINE int32_t re_mulsh16(int32_t a, int16_t b, uint8_t s) {
 #if defined(__AVR__)
     if (s == 15 && (uint32_t)a + UINT32_C(32768) <= UINT32_C(65535))
         return re_mul_hw_rsh15((int16_t)a, b);
-#endif
+    return re_mulsh16_other(a, b, s);
+#else
     return re_rsh(re_mul16(a, b), s);
+#endif
 }
 /* rshift(a * b, s) when the caller knows the product fits int32. */
 RE_INLINE int32_t re_mulsh(int32_t a, int32_t b, uint8_t s) {
