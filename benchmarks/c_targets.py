@@ -358,7 +358,8 @@ def main(argv=None) -> int:
 
     frames = avr_stack_bytes(generate_c(im, IDENT, progmem=True))
     step_frame = frames[f"{IDENT}_step"]
-    callee = max((v for k, v in frames.items() if k.startswith("re_")), default=0)
+    # every runtime function's frame added: an upper bound of any call chain below the step
+    callee = sum(v for k, v in frames.items() if k.startswith("re_"))
     targets["avr"]["step_stack_bytes"] = step_frame + callee
     targets["avr"]["ram_with_step_stack_bytes"] = targets["avr"]["ram_bytes"] + step_frame + callee
 
@@ -477,7 +478,7 @@ def section(r: dict) -> str:
         f"| model: constants + code (flash) / RAM (bytes) | {avr['model_const_bytes']:,} + "
         f"{avr['model_code_bytes']:,} / {avr['model_ram_bytes']} | {m4['model_const_bytes']:,} + "
         f"{m4['model_code_bytes']:,} / {m4['model_ram_bytes']} |",
-        f"| `<id>_step` stack (avr-gcc -fstack-usage, deepest callee added) | "
+        f"| `<id>_step` stack (avr-gcc -fstack-usage, all runtime frames added) | "
         f"{avr['step_stack_bytes']:,} B | |",
         f"| cost per time step | {avr['per_step']:,.0f} cycles (exact) | "
         f"{m4['per_step']:,.0f} instructions |",
@@ -504,8 +505,9 @@ def section(r: dict) -> str:
         "divide the whole step (activations and state update included) by these counts. "
         "Whole-program figures include the 128-step test window in flash "
         f"({avr['window_in_flash_bytes']:,} bytes), stdio output and the counters; static RAM "
-        "only in the first row (the step's stack frame is the next row; main's frame and return "
-        "addresses are not counted). Cortex-M4 counts are executed instructions (QEMU "
+        "only in the first row (the step's stack is the next row: its frame plus the frames of "
+        "all runtime functions, an upper bound of any call chain below it; main's frame and "
+        "return addresses are not counted). Cortex-M4 counts are executed instructions (QEMU "
         "`-icount`), not cycles. The parts rows call the generated code's own static functions "
         "from a test program (row of 100 non-zeros minus an empty row; loop cost subtracted).",
         "",
