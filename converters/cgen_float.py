@@ -28,12 +28,13 @@ from keras_rnnedge.converters.intmodel import (
     _CELL_KINDS,
     _KIND_ACTIVATIONS,
     _LAYER_TYPES,
-    DENSE_ACTIVATIONS,
     _act,
     _act_name,
+    _dense_weights,
     _layer_biases,
     _unsupported,
     _weights,
+    head_layers,
 )
 from keras_rnnedge.converters.lowering import plan_model, strip_wrappers
 
@@ -256,29 +257,14 @@ def generate_float_c(model: keras.Model, name: str) -> dict[str, str]:
         if has_c:
             fields.append(f"    float c{n}[{units}]; /* LSTM cell state */")
         x = f"state->h{n}"
-    dense = []
-    for layer in plan.head:
-        if isinstance(layer, keras.layers.Dense):
-            dense.append([layer, _act(layer, layer.activation, DENSE_ACTIVATIONS,
-                                      "activation")])
-        elif isinstance(layer, keras.layers.Activation):
-            act = _act(layer, layer.activation, DENSE_ACTIVATIONS, "activation")
-            if not dense or dense[-1][1] != "linear":
-                raise _unsupported(layer, "an Activation layer must follow a Dense layer with "
-                                   "a linear activation")
-            dense[-1][1] = act
-        else:
-            raise _unsupported(layer, "no C implementation for this head layer")
+    dense = head_layers(plan)
     predict = []
     outputs = plan.recurrent[-1].cell.units if not dense else None
     if not dense:
         predict.append(f"for (i = 0; i < {outputs}; ++i) scores[i] = {x}[i];")
     for n, (layer, act) in enumerate(dense):
-        kernel, *rest = layer.get_weights()
-        bias = rest[0] if rest else np.zeros(kernel.shape[1], np.float32)
+        kernel, bias = _dense_weights(layer)
         last = n == len(dense) - 1
-        if act == "softmax" and not last:
-            raise _unsupported(layer, "softmax is supported only on the last layer")
         dst = "scores" if last else f"y{n}"
         bsym = em.array("float", f"d{n}_bias", bias, _f)
         if not last:

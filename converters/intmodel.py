@@ -805,6 +805,39 @@ def _float_forward(kind, w, biases, phi, sig, x, units, reset_after):
     return np.stack(states, axis=1), peaks
 
 
+def head_layers(plan) -> list[tuple]:
+    """The head of ``plan`` (:func:`~keras_rnnedge.converters.lowering.plan_model`) as
+    ``(Dense layer, activation name)`` pairs: an ``Activation`` layer sets the activation of the
+    linear ``Dense`` before it, ``Dropout`` is skipped, ``softmax`` only on the last.
+
+    Raises:
+        ValueError: another head layer, or an activation without an implementation (named).
+    """
+    dense: list[list] = []
+    for layer in plan.head:
+        if isinstance(layer, keras.layers.Dense):
+            dense.append([layer, _act(layer, layer.activation, DENSE_ACTIVATIONS, "activation")])
+        elif isinstance(layer, keras.layers.Activation):
+            act = _act(layer, layer.activation, DENSE_ACTIVATIONS, "activation")
+            if not dense or dense[-1][1] != "linear":
+                raise _unsupported(layer, "an Activation layer must follow a Dense layer with "
+                                   "a linear activation")
+            dense[-1][1] = act
+        elif not isinstance(layer, keras.layers.Dropout):
+            raise _unsupported(layer, "no C implementation for this head layer")
+    for index, (layer, act) in enumerate(dense):
+        if act == "softmax" and index != len(dense) - 1:
+            raise _unsupported(layer, "softmax is supported only on the last layer")
+    return [(layer, act) for layer, act in dense]
+
+
+def _dense_weights(layer) -> tuple[np.ndarray, np.ndarray]:
+    """``(kernel, bias)`` of a Dense layer in float64 (zeros without a bias)."""
+    kernel, *rest = layer.get_weights()
+    bias = rest[0] if rest else np.zeros(kernel.shape[1])
+    return np.asarray(kernel, np.float64), np.asarray(bias, np.float64)
+
+
 def quantize_model(model: keras.Model, representative_data, *, weight_bits: int = 8,
                    frac_bits: int = 15, cell_frac_bits: int | None = None) -> IntModel:
     """Derive the integer model of a trained recurrent + Dense model.
@@ -937,29 +970,11 @@ def quantize_model(model: keras.Model, representative_data, *, weight_bits: int 
             reset_after=reset_after, state_frac=state_frac, state_shift=state_shift))
         in_frac = recurrent[-1].out_frac(q)
 
-    # head: Dense layers; an Activation layer sets the activation of a linear Dense before it
-    dense: list[list] = []
-    for layer in plan.head:
-        if isinstance(layer, keras.layers.Dense):
-            act = _act(layer, layer.activation, DENSE_ACTIVATIONS, "activation")
-            kernel, *rest = layer.get_weights()
-            bias = rest[0] if rest else np.zeros(kernel.shape[1])
-            dense.append([layer, np.asarray(kernel, np.float64), np.asarray(bias, np.float64),
-                          act])
-        elif isinstance(layer, keras.layers.Activation):
-            act = _act(layer, layer.activation, DENSE_ACTIVATIONS, "activation")
-            if not dense or dense[-1][3] != "linear":
-                raise _unsupported(layer, "an Activation layer must follow a Dense layer with "
-                                   "a linear activation")
-            dense[-1][3] = act
-        else:
-            raise _unsupported(layer, "no integer implementation for this head layer")
+    dense = [(layer, *_dense_weights(layer), act) for layer, act in head_layers(plan)]
     head: list[IntDense] = []
     y_float = x_float[:, -1]
     for index, (layer, kernel, bias, act) in enumerate(dense):
         last = index == len(dense) - 1
-        if act == "softmax" and not last:
-            raise _unsupported(layer, "softmax is supported only on the last layer")
         pre = y_float @ kernel + bias
         out_frac = q if last else _act_frac(float(np.max(np.abs(pre))))
         if act in _APPROX:
