@@ -92,3 +92,26 @@ def test_errors_name_the_layer_and_the_weight():
     bad.set_weights(weights)
     with pytest.raises(ValueError, match="NaN"):
         generate_float_c(bad, "m")
+
+
+def test_head_errors_are_named():
+    """The head is read once (intmodel.head_layers) for the integer and the float C."""
+    from keras_rnnedge.converters.intmodel import quantize_model
+
+    x = np.zeros((2, 4, 2), np.float32)
+
+    def model(*head):
+        return keras.Sequential([keras.Input((4, 2)), keras.layers.GRU(3), *head])
+
+    relu_then_act = model(keras.layers.Dense(2, activation="relu", name="d"),
+                          keras.layers.Activation("softmax", name="act"))
+    softmax_hidden = model(keras.layers.Dense(4, activation="softmax", name="hidden"),
+                           keras.layers.Dense(2))
+    for bad, match in ((relu_then_act, "'act'.*must follow a Dense layer with a linear"),
+                       (softmax_hidden, "'hidden'.*softmax is supported only on the last")):
+        with pytest.raises(ValueError, match=match):
+            generate_float_c(bad, "m")
+        with pytest.raises(ValueError, match=match):
+            quantize_model(bad, x)
+    ok = model(keras.layers.Dense(2, name="d"), keras.layers.Activation("softmax"))
+    assert "rf_mv_dense" in generate_float_c(ok, "m")["m.c"]
