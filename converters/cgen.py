@@ -121,20 +121,65 @@ static inline int32_t re_qsigmoid(int32_t v, int32_t one) {
 #else
 #define RE_ACT_INLINE static inline
 #endif
+#if defined(__GNUC__)
+#define RE_UNUSED __attribute__((unused))
+#define RE_ACT_NOINLINE static __attribute__((noinline, unused))
+#else
+#define RE_UNUSED
+#define RE_ACT_NOINLINE static
+#endif
+#if defined(__AVR__)
+/* The interpolation of re_tanh_q16 below on the AVR, table in flash, from a (< 6 * 2^16)
+ * given as hi = a >> 8 (< 0x600) and lo = a & 255: i = a >> 11 = hi >> 3 (< 192; the byte
+ * offset 2 i = (hi >> 2) & ~1), r = a & 2047 = rh 2^8 + lo with rh = hi & 7. The four LPM
+ * read T[i] and T[i + 1]; d = T[i + 1] - T[i] is in [0, 2^11] (the table is non-decreasing,
+ * steps <= 2^11), so dH = d >> 8 <= 8 and dH rh <= 56 (one byte). p = d r < 2^22:
+ * p = dL lo + (dL rh + dH lo) 2^8 + dH rh 2^16, every partial product non-negative, so the
+ * partial sums stay below 2^22 and bytes 1..2 of p (q below) are formed exactly; byte 0
+ * (the low byte of dL lo) takes no addition, so no carry leaves it and it is dropped.
+ * rshift(p, 11) = (p + 2^10) >> 11 = ((p >> 8) + 4) >> 3 (the bits dropped by >> 8 cannot
+ * carry into bit 10 when 2^10 = 4 2^8 is added): q + 4 < 2^14 in 16 bits, then three shifts.
+ * Out of line: inlined in a large loop, its register needs cost more than the call. */
+RE_ACT_NOINLINE uint16_t re_tanh_interp(uint16_t hi, uint8_t lo, const uint16_t *tab) {
+    uint16_t y, d, q;
+    uint8_t rh;
+    __asm__ ("movw r30, %[hi]\n\t" "lsr r31\n\t" "ror r30\n\t" "lsr r31\n\t" "ror r30\n\t"
+             "andi r30, 0xfe\n\t" "add r30, %A[tab]\n\t" "adc r31, %B[tab]\n\t"
+             "lpm %A[y], Z+\n\t" "lpm %B[y], Z+\n\t" "lpm %A[d], Z+\n\t" "lpm %B[d], Z\n\t"
+             "sub %A[d], %A[y]\n\t" "sbc %B[d], %B[y]\n\t"
+             "mov %[rh], %A[hi]\n\t" "andi %[rh], 7\n\t"
+             "mul %A[d], %[lo]\n\t" "mov %A[q], r1\n\t"
+             "mul %B[d], %[rh]\n\t" "mov %B[q], r0\n\t"
+             "mul %A[d], %[rh]\n\t" "add %A[q], r0\n\t" "adc %B[q], r1\n\t"
+             "mul %B[d], %[lo]\n\t" "add %A[q], r0\n\t" "adc %B[q], r1\n\t"
+             "clr r1\n\t"
+             "subi %A[q], -4\n\t" "sbci %B[q], -1\n\t"
+             "lsr %B[q]\n\t" "ror %A[q]\n\t" "lsr %B[q]\n\t" "ror %A[q]\n\t"
+             "lsr %B[q]\n\t" "ror %A[q]\n\t"
+             "add %A[y], %A[q]\n\t" "adc %B[y], %B[q]"
+             : [y] "=&r"(y), [d] "=&r"(d), [q] "=&d"(q), [rh] "=&d"(rh)
+             : [hi] "r"(hi), [lo] "r"(lo), [tab] "r"(tab)
+             : "r0", "r30", "r31");
+    return y;
+}
+#endif
 /* |tanh(v / 2^g)| in Q16 (0..65536), 0 <= g <= 16 (intmodel.tanh_q16): a table of tanh in
  * Q16 every 1/32 on [0, 6], linear interpolation; 65536 from 6 on. With a = |v| in Q16
  * (< 6 * 2^16): i = a >> 11 (< 192), r = a & 2047, d = T[i + 1] - T[i] (<= 2^11), and
  * rshift(d r, 11) = (t + 1) >> 1 with t = (d r) >> 10 (< 2^12): byte moves and 16-bit
  * shifts instead of 32-bit shift loops on the AVR. */
-RE_ACT_INLINE int32_t re_tanh_q16(int32_t v, uint8_t g) {
-    static const uint16_t re_tanh_tab[RE_TANH_KNOTS]RE_TANH_ATTR = {
+static const uint16_t re_tanh_tab[RE_TANH_KNOTS]RE_TANH_ATTR RE_UNUSED = {
 RE_TANH_TABLE
-    };
+};
+RE_ACT_INLINE int32_t re_tanh_q16(int32_t v, uint8_t g) {
     const int32_t lim = INT32_C(6) << g;
     uint32_t a;
     uint16_t i, r, t0, d, t;
     if (v >= lim || v <= -lim) return INT32_C(65536);
     a = (uint32_t)(v < 0 ? -v : v) << (16 - g);
+#if defined(__AVR__) && defined(RE_PGM)
+    return (int32_t)re_tanh_interp((uint16_t)(a >> 8), (uint8_t)a, re_tanh_tab);
+#endif
     i = (uint16_t)((uint16_t)(a >> 8) >> 3);
     r = (uint16_t)((uint16_t)a & 2047u);
     t0 = RE_RD_U16(&re_tanh_tab[i]);
@@ -142,13 +187,53 @@ RE_TANH_TABLE
     t = (uint16_t)((uint16_t)(((uint32_t)d * r) >> 8) >> 2);
     return (int32_t)t0 + (int32_t)((t + 1u) >> 1);
 }
-/* tanh in Qf (f <= 15): exactly odd */
+#if defined(__AVR__) && defined(RE_PGM)
+/* AVR: tanh_q16(v, g) for |v| = u < 6 2^g (the caller tests the saturated case), as a uint16
+ * (< 65536 there: T[i] + rshift(d r, 11) <= T[i + 1] <= 65535); a = u 2^(16 - g) < 6 2^16. */
+RE_ACT_INLINE uint16_t re_tanh_q16_in(uint32_t u, uint8_t g) {
+    const uint32_t a = u << (16 - g);
+    return re_tanh_interp((uint16_t)(a >> 8), (uint8_t)a, re_tanh_tab);
+}
+/* rshift(q, s) for a uint16 q and 1 <= s <= 16, in 16 bits (the sum <= 2^(16-s) + 1). */
+RE_ACT_INLINE uint16_t re_rsh_u16(uint16_t q, uint8_t s) {
+    return (uint16_t)((q >> s) + ((q >> (s - 1)) & 1u));
+}
+#endif
+/* tanh in Qf (f <= 15): exactly odd. AVR: with u = |v| (as uint32: also for INT32_MIN),
+ * u >= 6 2^f is the saturated case, y = rshift(65536, 16 - f) = 2^f; else y =
+ * rshift(q, 16 - f) with q = tanh_q16 < 65536, a uint16, so the rounding is done in 16 bits. */
+#if defined(__AVR__) && defined(RE_PGM)
+RE_ACT_INLINE int32_t re_tanh_avr(int32_t v, uint8_t f) {
+    const uint32_t u = v < 0 ? UINT32_C(0) - (uint32_t)v : (uint32_t)v;
+    const uint16_t y = u >= (UINT32_C(6) << f) ? (uint16_t)(1u << f)
+                       : re_rsh_u16(re_tanh_q16_in(u, f), (uint8_t)(16 - f));
+    return v < 0 ? -(int32_t)y : (int32_t)y;
+}
+#endif
 RE_ACT_INLINE int32_t re_tanh(int32_t v, uint8_t f) {
+#if defined(__AVR__) && defined(RE_PGM)
+    return re_tanh_avr(v, f);
+#endif
     const int32_t y = re_rshift(re_tanh_q16(v, f), (uint8_t)(16 - f));
     return v < 0 ? -y : y;
 }
 /* sigmoid(x) = (1 + tanh(x / 2)) / 2 in Qf (f <= 15): sigmoid(-x) = 1 - sigmoid(x) exactly */
+#if defined(__AVR__) && defined(RE_PGM)
+/* AVR, 1 <= f: with s = 17 - f (2..16), 65536 is a multiple of 2^s, so
+ * rshift(65536 + q, s) = 2^(16-s) + rshift(q, s) = 2^(f-1) + rshift(q, s) (16 bits, the
+ * sum <= 2^f); saturated (u >= 6 2^(f+1)): rshift(2^17, s) = 2^f. */
+RE_ACT_INLINE int32_t re_sigmoid_avr(int32_t v, uint8_t f) {
+    const uint32_t u = v < 0 ? UINT32_C(0) - (uint32_t)v : (uint32_t)v;
+    const uint16_t p = u >= (UINT32_C(6) << (f + 1)) ? (uint16_t)(1u << f)
+        : (uint16_t)((1u << (f - 1))
+                     + re_rsh_u16(re_tanh_q16_in(u, (uint8_t)(f + 1)), (uint8_t)(17 - f)));
+    return v < 0 ? (int32_t)(uint16_t)((1u << f) - p) : (int32_t)p;
+}
+#endif
 RE_ACT_INLINE int32_t re_sigmoid(int32_t v, uint8_t f) {
+#if defined(__AVR__) && defined(RE_PGM)
+    if (f >= 1) return re_sigmoid_avr(v, f);
+#endif
     const int32_t p = re_rshift(INT32_C(65536) + re_tanh_q16(v, (uint8_t)(f + 1)),
                                 (uint8_t)(17 - f));
     return v < 0 ? (INT32_C(1) << f) - p : p;
@@ -196,8 +281,13 @@ static inline int32_t re_mul_rshift64(int32_t a, int32_t b, uint8_t s) {
 #if defined(__GNUC__)
 #define RE_INLINE static inline __attribute__((always_inline))
 #define RE_NOINLINE __attribute__((noinline, unused))
-/* row kernels: a short kernel may call the AVR one only on the AVR */
+/* row kernels: a short kernel may call the AVR one only on the AVR; there they are never
+ * inlined (their assembler loops need registers r16-r23 that a large caller may not have) */
+#if defined(__AVR__)
+#define RE_KERNEL static __attribute__((unused, noinline))
+#else
 #define RE_KERNEL static __attribute__((unused))
+#endif
 #else
 #define RE_INLINE static inline
 #define RE_NOINLINE
@@ -299,6 +389,30 @@ RE_INLINE int32_t re_mul_hw_rsh15(int16_t a, int16_t b) {
              : [p] "=&r"(p), [z] "=&r"(z), [e] "=&r"(e) : [a] "r"(a), [b] "r"(b) : "r0");
     return p;
 }
+/* rshift(a b, 15) for 0 <= a <= 2^15 and an int16 b, inline, as an int16 (|a b| <= 2^30, so
+ * the result is in [-2^15, 2^15 - 1]). MUL forms the unsigned product of a and ub = b mod 2^16
+ * (partial sums of non-negative terms, below 2^32: no carry is lost); for b < 0,
+ * a b = a ub - 2^16 a, subtracted from bytes 2..3; modulo 2^32 that is the signed product p.
+ * Byte 0 of p (the low byte of aL bL) takes no addition, so it is not formed. p >> 15 is bits
+ * 15..30 of p (LSL/ROL of bytes 1..3; the result fits int16, so bit 31 is its sign bit), and
+ * the next LSL's carry is bit 14, the rounding bit, added in 16 bits without overflow. */
+RE_INLINE int16_t re_mul_u15_hw(uint16_t a, int16_t b) {
+    int16_t r;
+    uint8_t z, p1;
+    __asm__ ("clr %[z]\n\t"
+             "mul %A[a], %A[b]\n\t" "mov %[p1], r1\n\t"
+             "mul %B[a], %B[b]\n\t" "movw %A[r], r0\n\t"
+             "mul %B[a], %A[b]\n\t" "add %[p1], r0\n\t" "adc %A[r], r1\n\t"
+             "adc %B[r], %[z]\n\t"
+             "mul %A[a], %B[b]\n\t" "add %[p1], r0\n\t" "adc %A[r], r1\n\t"
+             "adc %B[r], %[z]\n\t" "clr r1\n\t"
+             "sbrs %B[b], 7\n\t" "rjmp 1f\n\t" "sub %A[r], %A[a]\n\t" "sbc %B[r], %B[a]\n"
+             "1:\n\t"
+             "lsl %[p1]\n\t" "rol %A[r]\n\t" "rol %B[r]\n\t"
+             "lsl %[p1]\n\t" "adc %A[r], %[z]\n\t" "adc %B[r], %[z]"
+             : [r] "=&r"(r), [z] "=&r"(z), [p1] "=&r"(p1) : [a] "r"(a), [b] "r"(b) : "r0");
+    return r;
+}
 /* rshift(a * b, s) for an int16 b, the other cases (s != 15, a outside int16), out of line. */
 static RE_NOINLINE int32_t re_mulsh16_other(int32_t a, int16_t b, uint8_t s) {
     return re_rsh(re_mul16(a, b), s);
@@ -312,6 +426,17 @@ RE_INLINE int32_t re_mulsh16(int32_t a, int16_t b, uint8_t s) {
     return re_mulsh16_other(a, b, s);
 #else
     return re_rsh(re_mul16(a, b), s);
+#endif
+}
+/* rshift(a b, 15) for 0 <= a <= 2^15 and -2^15 <= b <= 2^15 (|a b| <= 2^30): FastGRNN's
+ * update, a product of a gate in [0, 1] or a constant in [0, 1] with an activation in [-1, 1]
+ * or the state, in Q15. AVR: b = 2^15 (not an int16) gives rshift(a 2^15, 15) = a exactly. */
+RE_INLINE int32_t re_mulq15(uint16_t a, int32_t b) {
+#if defined(__AVR__)
+    if (b == INT32_C(32768)) return (int32_t)a;
+    return re_mul_u15_hw(a, (int16_t)b);
+#else
+    return re_rsh((int32_t)a * b, 15);
 #endif
 }
 /* rshift(a * b, s) when the caller knows the product fits int32. */
@@ -377,16 +502,30 @@ _AVR_DENSE_I8 = (
     '            :\n            : "r0", "memory");\n'
     "    }\n"
     "#else\n")
-# CSR (column, value) pairs: LPM Z+ twice, X = x + 2 column, LD X+, LD X, the MAC: 32 cycles.
+# CSR (column, value) pairs: LPM Z+ twice, X = x + 2 column, LD X+, LD X, the MAC; the loop
+# runs by four non-zeros after one (n odd) and two (bit 1 of n) first: 29 cycles per non-zero
+# plus the loop test, 5 cycles per 4 non-zeros (SBIW, BREQ, RJMP: BRNE cannot reach back over
+# four copies of the body).
+_AVR_CSR8_BODY = ('            "lpm r26, Z+\\n\\t" "lpm %[w], Z+\\n\\t" "clr r27\\n\\t"\n'
+                  '            "lsl r26\\n\\t" "rol r27\\n\\t" "add r26, %A[x]\\n\\t" '
+                  '"adc r27, %B[x]\\n\\t"\n'
+                  '            "ld %A[xv], X+\\n\\t" "ld %B[xv], X\\n\\t"\n'
+                  + _AVR_MAC)
 _AVR_CSR8 = (
     "#if defined(__AVR__) && defined(RE_PGM)\n"
     "    if (n) {\n"
     "        int8_t w;\n        int16_t xv;\n        uint8_t t;\n"
-    '        __asm__ ("1:\\n\\t" "lpm r26, Z+\\n\\t" "lpm %[w], Z+\\n\\t" "clr r27\\n\\t"\n'
-    '            "lsl r26\\n\\t" "rol r27\\n\\t" "add r26, %A[x]\\n\\t" "adc r27, %B[x]\\n\\t"\n'
-    '            "ld %A[xv], X+\\n\\t" "ld %B[xv], X\\n\\t"\n'
-    + _AVR_MAC +
-    '            "sbiw %[n], 1\\n\\t" "brne 1b\\n\\t" "clr r1"\n'
+    '        __asm__ ("sbrs %A[n], 0\\n\\t" "rjmp 2f\\n\\t"\n'
+    + _AVR_CSR8_BODY +
+    '            "2:\\n\\t" "sbrs %A[n], 1\\n\\t" "rjmp 4f\\n\\t"\n'
+    + _AVR_CSR8_BODY + _AVR_CSR8_BODY +
+    '            "4:\\n\\t" "lsr %B[n]\\n\\t" "ror %A[n]\\n\\t" "lsr %B[n]\\n\\t" '
+    '"ror %A[n]\\n\\t"\n'
+    '            "sbiw %[n], 0\\n\\t" "brne 1f\\n\\t" "rjmp 3f\\n"\n'
+    '            "1:\\n\\t"\n'
+    + _AVR_CSR8_BODY * 4 +
+    '            "sbiw %[n], 1\\n\\t" "breq 3f\\n\\t" "rjmp 1b\\n"\n'
+    '            "3:\\n\\t" "clr r1"\n'
     '            : [acc] "+r"(acc), [ep] "+z"(e), [n] "+w"(n), [w] "=&a"(w), [xv] "=&a"(xv),\n'
     '              [t] "=&r"(t)\n'
     '            : [x] "r"(x)\n            : "r0", "r26", "r27", "memory");\n'
@@ -747,6 +886,11 @@ def _act(name: str, v: str, one: str) -> str:
     return v
 
 
+#: Activations with values in [0, ONE] (FastGRNN gates) and in [-ONE, ONE] (candidates).
+_GATES = ("sigmoid", "hard_sigmoid", "quantized_sigmoid")
+_BOUNDED = _GATES + ("tanh", "quantized_tanh")
+
+
 def _layer_step(em: _Emitter, layer: IntRecurrent, n: int, x: str, q: int) -> list[str]:
     """The block of ``<id>_step`` updating layer ``n``'s state from input ``x``.
 
@@ -799,14 +943,30 @@ def _layer_step(em: _Emitter, layer: IntRecurrent, n: int, x: str, q: int) -> li
         gate = _act(sig, f"re_sat_add32(a, {b('gate_bias')})", one)
         cand = _act(phi, f"re_sat_add32(a, {b('update_bias')})", one)
         k_c, nu_c = _mulsh("k", "c", q), _mulk(nu, "c", q)
-        loop += [
-            f"    const int32_t a = re_sat_add32({W(0)}, {U(0)});",
-            f"    const int32_t z = {gate};",
-            f"    const int32_t c = {cand};",
-            f"    const int32_t k = {_mulk(zeta, f'{one} - z', q)};",
-            f"    const int32_t t = re_sat_add32({k_c}, {nu_c});",
-            f"    {out}[i] = re_sat16(re_sat_add32(t, {_mulsh('z', f'{h}[i]', q, True)}));",
-            "}"]
+        if (q == 15 and sig in _GATES and phi in _BOUNDED and 0 <= zeta <= 1 << 15
+                and 0 <= nu <= 1 << 15):
+            # z in [0, ONE], c in [-ONE, ONE], so ONE - z, k = rshift(zeta (ONE - z), 15)
+            # (<= zeta), nu and z are in [0, 2^15] and every product is re_mulq15's; each
+            # rounded product is at most 2^15 in magnitude, so the three sums are below 2^17
+            # and both sat32 of the oracle are the identity: plain int32 additions.
+            loop += [
+                f"    const int32_t a = re_sat_add32({W(0)}, {U(0)});",
+                f"    const int32_t z = {gate};",
+                f"    const int32_t c = {cand};",
+                "    const int32_t k = re_mulq15((uint16_t)(32768u - (uint16_t)z), "
+                f"{_i32(zeta)});",
+                f"    {out}[i] = re_sat16(re_mulq15((uint16_t)k, c) + re_mulq15({int(nu)}u, c)"
+                f" + re_mulq15((uint16_t)z, {h}[i]));",
+                "}"]
+        else:
+            loop += [
+                f"    const int32_t a = re_sat_add32({W(0)}, {U(0)});",
+                f"    const int32_t z = {gate};",
+                f"    const int32_t c = {cand};",
+                f"    const int32_t k = {_mulk(zeta, f'{one} - z', q)};",
+                f"    const int32_t t = re_sat_add32({k_c}, {nu_c});",
+                f"    {out}[i] = re_sat16(re_sat_add32(t, {_mulsh('z', f'{h}[i]', q, True)}));",
+                "}"]
     elif layer.kind == "fastrnn":
         alpha, beta = layer.scalars["alpha"], layer.scalars["beta"]
         cand = _act(phi, f"re_sat_add32(re_sat_add32({W(0)}, {U(0)}), {b('bias')})", one)
@@ -925,7 +1085,12 @@ def generate_c(int_model: IntModel, name: str, *, progmem: bool = False) -> dict
               " * Generated by keras_rnnedge.converters.cgen. Do not edit. */\n")
     fields = []
     for n, layer in enumerate(int_model.recurrent):
-        fields.append(f"    int16_t h{n}[{layer.units}]; /* Q{layer.out_frac(q)} */")
+        shift = layer.state_shift
+        if layer.kind in ("fastgrnn", "fastrnn") and shift:
+            fields.append(f"    int16_t h{n}[{layer.units}]; /* h / 2^{shift} in Q"
+                          f"{layer.out_frac(q)} (state_shift {shift}: |h| may exceed 1) */")
+        else:
+            fields.append(f"    int16_t h{n}[{layer.units}]; /* Q{layer.out_frac(q)} */")
         if layer.kind == "lstm":
             fields.append(f"    int16_t c{n}[{layer.units}]; /* LSTM cell state, "
                           f"Q{layer.cell_frac} */")

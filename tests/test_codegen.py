@@ -1196,12 +1196,33 @@ _PRODUCT_PAIRS = [(-32768, -32768), (-32768, 32767), (32767, 32767), (32768, -32
                   (-16385, 1), (3, 16383), (-3, 16384)]
 
 
+#: (a, b) operand pairs of re_mulq15 (0 <= a <= 2^15, -2^15 <= b <= 2^15): FastGRNN's update.
+_Q15_PAIRS = [(0, -32768), (32768, -32768), (32768, 32767), (32768, 32768), (1, 32768),
+              (12345, -1), (32767, -32768), (16384, 16383), (0, 0), (2650, -20000),
+              (78, 32768), (32768, 0), (1, -1), (3, -16385), (32767, 32767), (16385, -16385),
+              (0, 32768), (32768, -1), (1, 16384), (1, -16384)]
+
+
+def _activation_inputs() -> list[int]:
+    """int32 inputs of re_tanh/re_sigmoid in Qf, f in (15, 12, 1, 0) (the table read with
+    g = f and f + 1): both sides of each saturation limit 6 2^g, table knot boundaries, int32
+    extremes, and random values (about 100: the AVR keeps them in its 2 KB of RAM)."""
+    rng = np.random.default_rng(3)
+    values = {0, 1, -1, 2047, 2048, -2048, 1023, 1024, 65535, 65536, -(2**31), 2**31 - 1}
+    for g in (0, 1, 2, 12, 13, 15, 16):
+        lim = 6 << g
+        values.update({lim - 1, lim, lim + 1, -lim + 1, -lim, -lim - 1, lim // 2, -lim // 3})
+    values.update(int(v) for v in rng.integers(-400000, 400000, size=30))
+    values.update(int(v) for v in rng.integers(-4000, 4000, size=10))
+    return sorted(values)
+
+
 def runtime_check_main(pairs) -> tuple[str, list[str]]:
     """A main.c (including the generated ``syn.c`` as ``syn_src.inc``) printing the runtime's
     re_mulsh16/re_mulsh/re_rsh/re_sat_add32/re_sat16 on ``pairs`` and on int32 extremes (from
     global arrays, so the compiler cannot fold them; shifts by constants, as the generated code
     calls them), and the expected lines."""
-    from keras_rnnedge.converters.intmodel import rshift, sat16, sat32
+    from keras_rnnedge.converters.intmodel import activate, rshift, sat16, sat32
 
     values = [-(2**31), 2**31 - 1, -1, 1, 0, -32769, 32768, 123456789, -987654321, 65535,
               -65536, -32768, 32767]
@@ -1214,6 +1235,13 @@ def runtime_check_main(pairs) -> tuple[str, list[str]]:
     for sh in range(1, 32):
         loops.append(f"    for (k = 0; k < NV; ++k) OUT(re_rsh(v[k], {sh}));\n")
         want += [int(rshift(v, sh)) for v in values]
+    loops.append("    for (k = 0; k < NQ; ++k) OUT(re_mulq15((uint16_t)qa[k], qb[k]));\n")
+    want += [int(rshift(a * b, 15)) for a, b in _Q15_PAIRS]
+    acts = _activation_inputs()
+    for f in (15, 12, 1, 0):
+        loops.append(f"    for (k = 0; k < NA; ++k) {{ OUT(re_tanh(av[k], {f})); "
+                     f"OUT(re_sigmoid(av[k], {f})); }}\n")
+        want += [int(activate(v, name, f)) for v in acts for name in ("tanh", "sigmoid")]
     loops.append("    for (k = 0; k < NV; ++k) OUT(re_sat16(v[k]));\n")
     want += [int(sat16(v)) for v in values]
     loops.append("    for (k = 0; k < NV; ++k) for (j = 0; j < NV; ++j) "
@@ -1232,7 +1260,10 @@ def runtime_check_main(pairs) -> tuple[str, list[str]]:
             + arr("sa", [a for a, _ in small]) + arr("sb", [b for _, b in small])
             + arr("pa", [a for a, _ in pairs]) + arr("pb", [b for _, b in pairs])
             + arr("v", values)
+            + arr("qa", [a for a, _ in _Q15_PAIRS]) + arr("qb", [b for _, b in _Q15_PAIRS])
+            + arr("av", acts)
             + f"#define NS {len(small)}u\n#define NP {len(pairs)}u\n#define NV {len(values)}u\n"
+            f"#define NQ {len(_Q15_PAIRS)}u\n#define NA {len(acts)}u\n"
             "int main(void) {\n    uint16_t k, j;\n" + "".join(loops)
             + "    (void)j;\n    return 0;\n}\n")
     return main, [str(v) for v in want]
