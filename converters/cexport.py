@@ -114,6 +114,7 @@ class CModelInfo:
         state_bytes: the state struct.
         input_offset, input_scale: the integer build's input quantization (``None``: float).
         approximations: activations the integer build approximates.
+        state_scales: layers whose stored state is ``h / 2**s`` (``"layer: h / 2^s"``).
     """
 
     features: int
@@ -124,6 +125,7 @@ class CModelInfo:
     input_offset: np.ndarray | None = None
     input_scale: np.ndarray | None = None
     approximations: tuple[str, ...] = ()
+    state_scales: tuple[str, ...] = ()
 
     @classmethod
     def of_int_model(cls, im: IntModel) -> CModelInfo:
@@ -132,7 +134,10 @@ class CModelInfo:
                    state_bytes=2 * (sum(im.state_sizes) + sum(im.cell_sizes)),
                    input_offset=np.asarray(im.input_offset, np.float32),
                    input_scale=np.asarray(im.input_scale, np.float32),
-                   approximations=tuple(im.approximations))
+                   approximations=tuple(im.approximations),
+                   state_scales=tuple(f"{layer.name}: h / 2^{layer.state_shift}"
+                                      for layer in im.recurrent
+                                      if getattr(layer, "state_shift", 0)))
 
     @classmethod
     def of_float_model(cls, model: keras.Model) -> CModelInfo:
@@ -265,6 +270,9 @@ class CConversionResult:
         ]
         for key, value in self.checks.items():
             lines.append(f"check          {key}: {value:.4g}")
+        for scale in info.state_scales:
+            lines.append(f"state scale    {scale} (the state exceeds 1; stored in Q"
+                         f"{info.frac_bits} as shown)")
         for a in info.approximations:
             lines.append(f"approximation  {a}")
         lines += ["", "files          " + ", ".join(sorted(self.files))]
