@@ -189,8 +189,8 @@ def parts_main(repeats: int) -> str:
         "RE_OUT(l, t1_ - t0_ - rnnedge_count_overhead()); } while (0)\n"
         "int main(void) {\n"
         '    M("loop", v_in);\n'
-        '    row_in = 0; M("row0", re_mv_csr_i8_c8_nosat(row_e, row_ptr, row_in, x));\n'
-        '    row_in = 1; M("row100", re_mv_csr_i8_c8_nosat(row_e, row_ptr, row_in, x));\n'
+        '    row_in = 0; M("row0", re_mv_csr_i8_c8o_nosat(row_e, row_ptr, row_in, x));\n'
+        '    row_in = 1; M("row100", re_mv_csr_i8_c8o_nosat(row_e, row_ptr, row_in, x));\n'
         '    M("tanh", re_tanh(v_in, 15));\n'
         '    M("sigmoid", re_sigmoid(v_in, 15));\n'
         "    return 0;\n}\n")
@@ -454,6 +454,9 @@ def section(r: dict) -> str:
     pa, pm = parts["avr"], parts["cortex_m4"]
     rows = sum(m["shape"][0] for m in r["matrices"])
     units = r["matrices"][-1]["shape"][0]
+    other = (avr["per_step"] - mac["nonzero"] * pa["nonzero_mac"] - rows * pa["row_call"]
+             - units * (pa["tanh"] + pa["sigmoid"]))
+    budget = int(WINDOW_BUDGET_S * F_CPU / 128)
     subset = (f"{r['test_windows']} test windows (a random subset: `--quick`)" if r["quick"]
               else f"all {r['test_windows']} test windows")
     mats = ", ".join(f"{m['name']} {m['shape'][0]}x{m['shape'][1]} {m['storage']} "
@@ -516,13 +519,22 @@ def section(r: dict) -> str:
         "rows (W_v, U_v), gate and update activations and new state, written in place (U is "
         "factored, so nothing reads h after the intermediates): no int32 vector is kept, and "
         "the step's stack holds 45 int16 plus scalars. Row kernels: on the AVR the CSR loop "
-        "(column, value byte pairs read with two LPM Z+) and the dense loop are in assembler, "
-        "Q15 products use the hardware multiplier (16x16 bits, with the rounding shift by 15 "
-        "done on bytes), 32-bit rounding shifts by 9..16 use byte moves instead of avr-gcc's "
-        "shift loops; rows with fewer than 4 terms on average (W_v, W_u here) use an inlined "
-        "loop on the Cortex-M4. On the Cortex-M4 the CSR loop is unrolled by 16 with a "
-        "switch (a jump table) for the last n mod 16 terms (LDRB column, LDRSB value, LDRH "
-        "input, SMLABB, "
+        "and the dense loop are in assembler. The CSR loop reads (column, value) byte pairs "
+        "with two LPM Z+; for matrices of at most 128 columns (all four here) the pair holds "
+        "the byte offset 2 x column, so the address of x[column] is one 8-bit add with carry "
+        "(no 16-bit shift); it runs by four non-zeros after one and two for n mod 4, and each "
+        "MAC is two hardware multiplies (MULSU, MULS) added to the int32 accumulator; "
+        "tanh and sigmoid read the table index and fraction as bit fields of |v| on bytes, the "
+        "two knots with LPM Z+, form the interpolation (d <= 2^11 times r < 2^11) with four "
+        "8x8 MULs and round it, and the result, in 16 bits; in the FastGRNN update the gate, "
+        "1 - gate and the update constants lie in [0, 1] and the candidate in [-1, 1], so its "
+        "four Q15 products are unsigned x signed 16-bit products with the rounding shift by 15 "
+        "done on bytes (no range checks), and the oracle's saturating additions there are "
+        "proven no-ops (plain int32 additions); 32-bit rounding shifts by 9..16 use byte moves "
+        "instead of avr-gcc's shift loops; rows with fewer than 4 terms on average (W_v, W_u "
+        "here) use an inlined loop on the Cortex-M4. On the Cortex-M4 the CSR loop is unrolled "
+        "by 16 with a switch (a jump table) for the last n mod 16 terms (LDRB column or byte "
+        "offset, LDRSB value, LDRH input, SMLABB, "
         f"and the loop: {pm['nonzero_mac']:.2f} instructions per non-zero, measured above); "
         "saturating additions are QADD and sat16 SSAT; "
         "dense int8/int16 rows (not in this model) use SMLAD. A CSR gather needs at least 4 "
@@ -532,13 +544,14 @@ def section(r: dict) -> str:
         f"{mac['nonzero'] * pa['nonzero_mac']:,.0f} cycles, {rows} row-kernel calls x "
         f"{pa['row_call']:.0f} = {rows * pa['row_call']:,.0f}, {units} units x (tanh + sigmoid) "
         f"= {units * (pa['tanh'] + pa['sigmoid']):,.0f}; the other "
-        f"{avr['per_step'] - mac['nonzero'] * pa['nonzero_mac'] - rows * pa['row_call'] - units * (pa['tanh'] + pa['sigmoid']):,.0f} "  # noqa: E501
-        "are per unit four Q15 products (about 55 cycles each in context, measured separately, "
-        "with the range checks that keep them exact for any activation output), five "
-        "saturating 32-bit additions, the shifts "
-        "of the two row results, bias reads and the state update, and the rank-r "
-        "intermediates. The 1 s window (125,000 cycles per step) would need the MAC loop and "
-        "the per-unit arithmetic both well below these figures.", "",
+        f"{other:,.0f} "
+        "are per unit the four Q15 products of the update, the shift of the U_v row result, "
+        "two bias reads, three saturating 32-bit additions and the state's sat16, and the "
+        "rank-r intermediates' shifts and sat16. "
+        + (f"The step is {budget - avr['per_step']:,.0f} cycles within the 1 s window's "
+           f"{budget:,} cycles per step." if avr['per_step'] <= budget else
+           f"The 1 s window ({budget:,} cycles per step) is missed by "
+           f"{avr['per_step'] - budget:,.0f} cycles per step."), "",
         f"Host, same run: the generated C compiled with gcc -O2 takes "
         f"{host['c_ns_per_step']:,.0f} ns per step (median of 5 rounds of "
         f"{host['c_steps_per_round']:,} steps, `clock_gettime`, predict included once per "

@@ -457,10 +457,16 @@ RE_INLINE int32_t re_mulsh(int32_t a, int32_t b, uint8_t s) {
 # for rows whose worst case provably fits int32 (see ``_row_fits`` below), where they give the
 # same result in any summation order (which the unrolled, DSP and assembly loops use).
 # CSR matrices with int8 values and 8-bit columns are stored as (column, value) byte pairs
-# (``re_csr8_t``), so that one pointer walks both (on the AVR: two LPM Z+ per non-zero).
+# (``re_csr8_t``), so that one pointer walks both (on the AVR: two LPM Z+ per non-zero). With
+# at most 128 columns the pair holds the byte offset 2 column of x[column] instead (kernels
+# ``re_mv_csr_i8_c8o_*``): the AVR adds it to x without a 16-bit shift (2 cycles per non-zero),
+# the Cortex-M4 reads x with LDRH [x, offset] as it did with LDRH [x, column, LSL #1].
 _RE_CSR8 = """
-/* One non-zero of a CSR matrix with int8 values and at most 256 columns. */
+/* One non-zero of a CSR matrix with int8 values and at most 256 columns (re_mv_csr_i8_c8_*:
+ * col is the column; re_mv_csr_i8_c8o_*, at most 128 columns: col is 2 column). */
 typedef struct { uint8_t col; int8_t val; } re_csr8_t;
+/* x[c / 2] for a byte offset c = 2 column: the int16 element at byte c of x (aligned). */
+#define RE_XB(x, c) (*(const int16_t *)(const void *)((const uint8_t *)(x) + (c)))
 """
 
 _DENSE_HEAD = ("RE_KERNEL int32_t re_mv_dense_{t}_{mode}(const {ct} *w, uint16_t n, "
@@ -502,12 +508,14 @@ _AVR_DENSE_I8 = (
     '            :\n            : "r0", "memory");\n'
     "    }\n"
     "#else\n")
-# CSR (column, value) pairs: LPM Z+ twice, X = x + 2 column, LD X+, LD X, the MAC; the loop
-# runs by four non-zeros after one (n odd) and two (bit 1 of n) first: 29 cycles per non-zero
+# CSR (column, value) pairs: LPM Z+ twice, X = x + 2 column (x + the byte offset for c8o), LD
+# X+, LD X, the MAC; the loop runs by four non-zeros after one (n odd) and two (bit 1 of n)
+# first: 28 cycles per non-zero (26 for c8o)
 # plus the loop test, 5 cycles per 4 non-zeros (SBIW, BREQ, RJMP: BRNE cannot reach back over
 # four copies of the body).
+_AVR_COL_SHIFT = '"lsl r26\\n\\t" "rol r27\\n\\t" '  # absent with byte offsets (c8o)
 _AVR_CSR8_BODY = ('            "lpm r26, Z+\\n\\t" "lpm %[w], Z+\\n\\t" "clr r27\\n\\t"\n'
-                  '            "lsl r26\\n\\t" "rol r27\\n\\t" "add r26, %A[x]\\n\\t" '
+                  '            ' + _AVR_COL_SHIFT + '"add r26, %A[x]\\n\\t" '
                   '"adc r27, %B[x]\\n\\t"\n'
                   '            "ld %A[xv], X+\\n\\t" "ld %B[xv], X\\n\\t"\n'
                   + _AVR_MAC)
@@ -583,10 +591,21 @@ def _unrolled(mac: str, step: str, single: str, dsp: str | None = None, by: int 
             + loop + tail(by) + f"#else\n{single}#endif\n")
 
 
+def _byte_offsets(code: str) -> str:
+    """A ``csr8`` kernel's code turned into the ``csr8o`` one (pairs hold 2 column)."""
+    code = code.replace("re_mv_csr_i8_c8_", "re_mv_csr_i8_c8o_")
+    code = re.sub(r"x\[RE_RD_U8\((&e(?:\[\d+\]\.|->)col)\)\]", r"RE_XB(x, RE_RD_U8(\1))", code)
+    return code.replace(_AVR_CSR8_BODY, _AVR_CSR8_BODY.replace(_AVR_COL_SHIFT, ""))
+
+
 def _kernel_code(storage: str, bits: int, col_bits: int, mode: str) -> tuple[str, str]:
-    """``(name, C definition)`` of a row kernel (``storage``: ``dense``, ``csr`` or ``csr8``;
-    ``mode``: ``sat``, ``nosat``, or ``short``: ``nosat`` as a plain loop, inlined, for
-    matrices with fewer than 4 terms per row, where a call would cost more than the terms)."""
+    """``(name, C definition)`` of a row kernel (``storage``: ``dense``, ``csr``, ``csr8`` or
+    ``csr8o``; ``mode``: ``sat``, ``nosat``, or ``short``: ``nosat`` as a plain loop, inlined,
+    for matrices with fewer than 4 terms per row, where a call would cost more than the
+    terms)."""
+    if storage == "csr8o":
+        name, code = _kernel_code("csr8", bits, col_bits, mode)
+        return _byte_offsets(name), _byte_offsets(code)
     t, T, ct = f"i{bits}", f"I{bits}", f"int{bits}_t"
     if mode == "short":
         name, code = _kernel_code(storage, bits, col_bits, "sat")
@@ -756,7 +775,10 @@ class _Emitter:
         else:
             vals, cols_idx, ptr = m.csr()
             c = m.col_bits
-            if m.bits == 8 and c == 8:
+            if m.bits == 8 and c == 8 and cols <= 128:  # byte offsets 2 column (< 256)
+                info.update(storage="csr8o", e=self.pairs(f"{symbol}_e",
+                                                          2 * np.asarray(cols_idx), vals))
+            elif m.bits == 8 and c == 8:
                 info.update(storage="csr8", e=self.pairs(f"{symbol}_e", cols_idx, vals))
             else:
                 info.update(storage="csr", val=self.array(ct, f"{symbol}_val", vals),
@@ -776,7 +798,7 @@ class _Emitter:
         info = self.matrix(m, symbol)
         calls = []
         for mode in info["modes"]:
-            if mode == "short" and (info["storage"] == "csr8" or m.bits == 8):
+            if mode == "short" and (info["storage"] in ("csr8", "csr8o") or m.bits == 8):
                 # on the AVR the short kernel calls the non-saturating one: defined first
                 self.kernels.setdefault(*_kernel_code(info["storage"], m.bits, m.col_bits,
                                                       "nosat"))
@@ -788,7 +810,7 @@ class _Emitter:
                 base = (info["arr"] if row == "0"
                         else f"{info['arr']} + ({wide})({row}) * {cols}u")
                 calls.append(f"{fn}({base}, {cols}, {x})")
-            elif info["storage"] == "csr8":
+            elif info["storage"] in ("csr8", "csr8o"):
                 calls.append(f"{fn}({info['e']}, {info['ptr']}, {row}, {x})")
             else:
                 calls.append(f"{fn}({info['val']}, {info['col']}, {info['ptr']}, {row}, {x})")

@@ -1119,9 +1119,14 @@ SYNTHETIC = {
                                       recurrent_activation="quantized_sigmoid"),
                                  ["re_mv_dense_i16_nosat", "re_mv_dense_i16_sat", "_fit["]),
     # factored, sparse: (column, value) pairs, short rows inlined, long rows unrolled
+    # (at most 128 columns: the pairs hold byte offsets, the c8o kernels)
     "fastgrnn_csr8_lowrank": (dict(kind="fastgrnn", features=9, units=23, w_rank=3, u_rank=11,
                                    w_density=0.4, u_density=0.45),
-                              ["re_mv_csr_i8_c8_short", "re_mv_csr_i8_c8_nosat", "re_csr8_t"]),
+                              ["re_mv_csr_i8_c8o_short", "re_mv_csr_i8_c8o_nosat", "re_csr8_t"]),
+    # 129..256 columns: (column, value) pairs with the column itself, short and long rows
+    "fastgrnn_csr8_wide": (dict(kind="fastgrnn", features=200, units=11, w_rank=2,
+                                w_density=0.3, u_density=0.25),
+                           ["re_mv_csr_i8_c8_nosat", "re_mv_csr_i8_c8o_nosat"]),
     "lstm_csr_i16": (dict(kind="lstm", features=5, units=13, bits=16, w_density=0.3,
                           u_density=0.45, recurrent_activation="hard_sigmoid"),
                      ["re_mv_csr_i16_c8_nosat", "re_mv_csr_i16_c8_short"]),
@@ -1132,7 +1137,7 @@ SYNTHETIC = {
                            ["re_mv_csr_i8_c8", "re_mv_dense_i8"]),
     # rows of more than 16 non-zeros: the unrolled CSR loops, then their tails
     "fastgrnn_csr8_long_rows": (dict(kind="fastgrnn", features=61, units=47, w_density=0.45,
-                                     u_density=0.5), ["re_mv_csr_i8_c8_nosat"]),
+                                     u_density=0.5), ["re_mv_csr_i8_c8o_nosat"]),
     "simplernn_csr_i16_long_rows": (dict(kind="simplernn", features=50, units=37, bits=16,
                                          w_density=0.5, u_density=0.55),
                                     ["re_mv_csr_i16_c8_nosat"]),
@@ -1173,6 +1178,21 @@ def test_generated_c_kernels_match_the_oracle(config):
         w = im.recurrent[0].kernel.u.values
         acc = np.abs(w[:kwargs["big_rows"]].astype(np.int64)).sum(axis=1) * 32767
         assert acc.max() > 2**31
+
+
+@pytest.mark.parametrize("config", ["fastgrnn_csr8_lowrank", "fastgrnn_csr8_wide"])
+def test_saturating_kernels_match_the_oracle(config, monkeypatch):
+    """The saturating CSR kernels (column and byte-offset pairs) on every row, as the
+    c_targets benchmark emits them for comparison, under the sanitizers."""
+    from keras_rnnedge.converters import cgen
+    from tests.test_intmodel import _assert_bit_exact, _oracle, _run_c
+
+    monkeypatch.setattr(cgen, "_SATURATE_ALL", True)
+    im = synthetic_model(**SYNTHETIC[config][0])
+    source = cgen.generate_c(im, "syn")["syn.c"]
+    assert "re_mv_csr_i8_c8o_sat(" in source
+    x_q = synthetic_inputs(im)
+    _assert_bit_exact(_run_c(im, x_q, sanitize=True, name="syn"), _oracle(im, x_q))
 
 
 def test_step_keeps_no_int32_vector_on_the_stack():
