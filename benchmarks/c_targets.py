@@ -56,6 +56,7 @@ from keras_rnnedge.converters.cgen import generate_c  # noqa: E402
 from keras_rnnedge.converters.intmodel import quantize_model  # noqa: E402
 from keras_rnnedge.converters.pipeline import convert  # noqa: E402
 from keras_rnnedge.datasets import load_har  # noqa: E402
+from keras_rnnedge.micro_targets.crun import CModelSources, run_c  # noqa: E402
 from keras_rnnedge.micro_targets.emulate import emulate  # noqa: E402
 from keras_rnnedge.micro_targets.harness import (  # noqa: E402
     build_and_run_avr,
@@ -117,25 +118,6 @@ def window_main(window: np.ndarray, num_outputs: int) -> str:
         f"    for (i = 0; i < {num_outputs}u; ++i) "
         'RE_PRINTF(RE_STR("@score %ld\\n"), (long)y[i]);\n'
         "    return 0;\n}\n")
-
-
-def host_main(num_outputs: int) -> str:
-    """Reads ``N T F`` then N*T*F int16 from stdin; prints each sequence's scores."""
-    return (
-        f'#include <stdio.h>\n#include "{IDENT}.h"\n\n'
-        "int main(void) {\n"
-        f"    static {IDENT}_state_t s;\n    int16_t x[64];\n    int32_t y[{num_outputs}];\n"
-        "    int n, t, f, a, b, c, v;\n"
-        '    if (scanf("%d %d %d", &n, &t, &f) != 3 || f > 64) return 1;\n'
-        "    for (a = 0; a < n; ++a) {\n"
-        f"        {IDENT}_reset(&s);\n"
-        "        for (b = 0; b < t; ++b) {\n"
-        '            for (c = 0; c < f; ++c) { if (scanf("%d", &v) != 1) return 2; '
-        "x[c] = (int16_t)v; }\n"
-        f"            {IDENT}_step(&s, x);\n        }}\n"
-        f"        {IDENT}_predict(&s, y);\n"
-        f'        for (c = 0; c < {num_outputs}; ++c) printf("%ld ", (long)y[c]);\n'
-        '        printf("\\n");\n    }\n    return 0;\n}\n')
 
 
 def host_timing_main(window: np.ndarray, num_outputs: int, windows: int, rounds: int) -> str:
@@ -310,11 +292,8 @@ def main(argv=None) -> int:
     x_q = np.stack([im.quantize_input(s) for s in x_test])  # (N, T, F) int16 values
 
     # Integer accuracy: the generated C on the host (bit-exact with the oracle; checked here).
-    host_files = generate_c(im, IDENT)
-    text = f"{len(x_q)} {x_q.shape[1]} {x_q.shape[2]}\n" + "\n".join(
-        " ".join(map(str, seq.ravel())) for seq in x_q) + "\n"
-    out = build_and_run_host(host_files, host_main(im.num_outputs), stdin=text, timeout=600)
-    c_scores = np.array([line.split() for line in out.splitlines() if line.strip()], np.int64)
+    sources = CModelSources(IDENT, generate_c(im, IDENT), im.features, im.num_outputs)
+    c_scores = run_c(sources, x_q, target="host", timeout=600).scores
     n_check = 8 if args.quick else 32
     oracle = np.stack([im.run(s) for s in x_test[:n_check]])
     assert np.array_equal(oracle, c_scores[:n_check]), "host C differs from the oracle"

@@ -49,7 +49,7 @@ from benchmarks.train_quality import (  # noqa: E402
 from keras_rnnedge._compat import keras, np  # noqa: E402
 from keras_rnnedge.converters.cgen import generate_c  # noqa: E402
 from keras_rnnedge.converters.intmodel import activate, quantize_model  # noqa: E402
-from keras_rnnedge.micro_targets.harness import build_and_run_host  # noqa: E402
+from keras_rnnedge.micro_targets.crun import CModelSources, run_c  # noqa: E402
 from keras_rnnedge.optimize import HardThresholding  # noqa: E402
 
 NAME = "int_accuracy"
@@ -85,35 +85,10 @@ def train_fastgrnn(task, data: dict, max_epochs: int, patience: int):
     return model, info
 
 
-def host_main(ident: str, features: int, num_outputs: int) -> str:
-    """Reads ``N T`` then N*T*features int16 from stdin; prints each sequence's scores."""
-    return (
-        f'#include <stdio.h>\n#include "{ident}.h"\n\n'
-        "int main(void) {\n"
-        f"    static {ident}_state_t s;\n    int16_t x[{features}];\n"
-        f"    int32_t y[{num_outputs}];\n    int n, t, a, b, c, v;\n"
-        '    if (scanf("%d %d", &n, &t) != 2) return 1;\n'
-        "    for (a = 0; a < n; ++a) {\n"
-        f"        {ident}_reset(&s);\n"
-        "        for (b = 0; b < t; ++b) {\n"
-        f"            for (c = 0; c < {features}; ++c) {{\n"
-        '                if (scanf("%d", &v) != 1) return 2;\n'
-        "                x[c] = (int16_t)v;\n            }\n"
-        f"            {ident}_step(&s, x);\n        }}\n"
-        f"        {ident}_predict(&s, y);\n"
-        f'        for (c = 0; c < {num_outputs}; ++c) printf("%ld ", (long)y[c]);\n'
-        '        printf("\\n");\n    }\n    return 0;\n}\n')
-
-
 def host_scores(im, x_test: np.ndarray, ident: str) -> np.ndarray:
     """Scores of the generated C (compiled with the host gcc) on every sequence of ``x_test``."""
-    x_q = im.quantize_input(x_test)
-    text = f"{x_q.shape[0]} {x_q.shape[1]}\n" + "\n".join(
-        " ".join(map(str, seq.ravel())) for seq in x_q) + "\n"
-    out = build_and_run_host(generate_c(im, ident), host_main(ident, im.features,
-                                                                im.num_outputs),
-                             stdin=text, timeout=900)
-    return np.array([line.split() for line in out.splitlines() if line.strip()], np.int64)
+    sources = CModelSources(ident, generate_c(im, ident), im.features, im.num_outputs)
+    return run_c(sources, im.quantize_input(x_test), target="host", timeout=900).scores
 
 
 def activation_errors(frac: int = 15) -> dict:

@@ -396,10 +396,10 @@ def _stage_checks(im: IntModel | None, info: CModelInfo, sources: dict[str, str]
             agree = np.argmax(oracle, -1) == np.argmax(float_out[:len(probe)], -1)
             checks["int vs float argmax agreement"] = float(np.mean(agree))
         return checks
-    from keras_rnnedge.micro_targets.crun import run_c
+    from keras_rnnedge.micro_targets.crun import CModelSources, run_c
 
-    c_model = _CModel(ident, sources, info.features, info.num_outputs,
-                      "float32" if im is None else "int")
+    c_model = CModelSources(ident, sources, info.features, info.num_outputs,
+                            "float32" if im is None else "int")
     scores = run_c(c_model, info.quantize_input(data), target="host").scores
     if oracle is not None:
         diff = float(np.max(np.abs(scores[:len(probe)] - oracle)))
@@ -426,15 +426,6 @@ def _stage_checks(im: IntModel | None, info: CModelInfo, sources: dict[str, str]
 def _ends_with_softmax(model: keras.Model) -> bool:
     last = model.layers[-1]
     return getattr(last, "activation", None) is keras.activations.softmax
-
-
-@dataclasses.dataclass(frozen=True)
-class _CModel:
-    name: str
-    c_sources: dict[str, str]
-    features: int
-    num_outputs: int
-    precision: str
 
 
 def convert_c(model: keras.Model, *, target: str, representative_data, precision: str = "int8",

@@ -27,31 +27,12 @@ import numpy as np
 
 from keras_rnnedge import micro_targets
 from keras_rnnedge.converters.carray import comment_text
-from keras_rnnedge.converters.sketch import BAUD_RATE, serial_sample_reader
+from keras_rnnedge.converters.sketch import BAUD_RATE, _c_float, _c_string, serial_sample_reader
 
 __all__ = ["c_sketch", "cortex_m_project"]
 
 _CHARS_PER_VALUE = 24
 _CORTEX_M4_SUPPORT = ("startup.c", "link.ld", "rnnedge_target.h")
-
-
-def _c_float(value: float) -> str:
-    text = repr(float(np.float32(value)))
-    if "inf" in text or "nan" in text:
-        raise ValueError(f"Expected a finite input scaling constant, but got {text}.")
-    return f"{text}f"
-
-
-def _c_string(text: str) -> str:
-    out = []
-    for ch in str(text):
-        if ch in "\\\"":
-            out.append("\\" + ch)
-        elif " " <= ch <= "~":
-            out.append(ch)
-        else:
-            out.extend(f"\\x{b:02x}\"\"" for b in ch.encode("utf-8"))
-    return "".join(out)
 
 
 def c_sketch(ident: str, model_files: dict[str, str], *, features: int, num_outputs: int,
@@ -85,7 +66,7 @@ def c_sketch(ident: str, model_files: dict[str, str], *, features: int, num_outp
                          f"and {scale.size}.")
     if class_names and len(class_names) != num_outputs:
         raise ValueError(f"Expected {num_outputs} class names, but got {len(class_names)}.")
-    cases = [f"    case {k}: Serial.print(F(\"{_c_string(n)}\")); break;"
+    cases = [f"    case {k}: Serial.print(F({_c_string(n)})); break;"
              for k, n in enumerate(class_names)]
     up = ident.upper()
     if is_float:

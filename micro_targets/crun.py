@@ -42,7 +42,8 @@ from keras_rnnedge.micro_targets.harness import (
     require_toolchain,
 )
 
-__all__ = ["RUN_TARGETS", "CRunResult", "CodeSize", "measure_c", "run_c", "run_target"]
+__all__ = ["RUN_TARGETS", "CModelSources", "CRunResult", "CodeSize", "measure_c", "run_c",
+           "run_target"]
 
 #: ``rnnedge run --target`` values → the harness target (``None``: the host).
 RUN_TARGETS = {"host": None, "cortex-m4": "cortex_m4", "uno": "avr"}
@@ -68,6 +69,24 @@ def run_target(target: str) -> str:
         raise ValueError(f"Expected target to be one of {', '.join(map(repr, RUN_TARGETS))}, "
                          f"but got {target!r}.")
     return key
+
+
+@dataclasses.dataclass(frozen=True)
+class CModelSources:
+    """The least :func:`run_c` needs: generated C and its shape.
+
+    Attributes:
+        name: the C identifier (``<id>``).
+        c_sources: ``{"<id>.h": ..., "<id>.c": ...}``.
+        features, num_outputs: inputs per step, scores per prediction.
+        precision: ``"float32"`` for the float build, anything else for the integer one.
+    """
+
+    name: str
+    c_sources: Mapping[str, str]
+    features: int
+    num_outputs: int
+    precision: str = "int8"
 
 
 @dataclasses.dataclass(frozen=True)

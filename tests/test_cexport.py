@@ -395,11 +395,14 @@ def test_float_build_matches_keras_everywhere(toy, float_result):
     windows = r.quantize_input(x[:3])
     assert windows.dtype == np.float32
     host = run_c(r, windows, target="host")
+    # float32 sums in another order than TensorFlow's, libm against Eigen: a few ulp of
+    # outputs of order 1 (as in tests/test_cgen_float.py)
     np.testing.assert_allclose(_softmax(host.scores), want, atol=2e-5)
     for target, tool in (("cortex-m4", "cortex_m4"), ("uno", "avr")):
         _toolchain(tool)
         out = run_c(r, windows, target=target)
-        # the emulated targets print micro-units; avr-gcc's float is IEEE single precision too
+        # the emulated targets print micro-units (1e-6, rounded) and their libm differs from
+        # glibc's by a few ulp; avr-gcc's float is IEEE single precision too
         np.testing.assert_allclose(out.scores, host.scores, atol=2e-5)
     assert "float" in r.report() and "cortex-m/main.c" in r.files
 
