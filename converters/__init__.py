@@ -29,6 +29,7 @@ from keras_rnnedge.converters.lowering import (
     LoweredModel,
     lower,
     supported_layers,
+    without_masking,
 )
 from keras_rnnedge.converters.pipeline import (
     ConversionResult,
@@ -57,4 +58,5 @@ __all__ = [
     "lower",
     "supported_layers",
     "to_tflite",
+    "without_masking",
 ]

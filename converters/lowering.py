@@ -1,6 +1,6 @@
 """Lowering: a trained Keras model → a batch-1 model made only of TFLite builtin ops.
 
-The trained model must be a chain ``Input → [Masking] → RNN … RNN → head``: one or more
+The trained model must be a chain ``Input → RNN … RNN → head``: one or more
 recurrent layers (``keras.layers.RNN`` over a registered cell, or stock ``SimpleRNN``/``GRU``/
 ``LSTM``), the last returning its final output, then ``Dense``/``Activation``/``Dropout``
 layers. Pruning and QAT wrappers are stripped: the lowered model carries the float weights
@@ -36,6 +36,7 @@ __all__ = [
     "is_qat",
     "lower",
     "plan_model",
+    "without_masking",
     "strip_wrappers",
     "supported_layers",
 ]
@@ -87,7 +88,7 @@ class LoweredModel:
 # -- reading the trained model ------------------------------------------------------------------
 
 _HEAD_LAYERS = (keras.layers.Dense, keras.layers.Activation, keras.layers.Dropout)
-_SKIPPED = (keras.layers.InputLayer, keras.layers.Masking, keras.layers.Dropout)
+_SKIPPED = (keras.layers.InputLayer, keras.layers.Dropout)
 _STOCK_RNN = {keras.layers.LSTM: keras.layers.LSTMCell, keras.layers.GRU: keras.layers.GRUCell,
               keras.layers.SimpleRNN: keras.layers.SimpleRNNCell}
 
@@ -96,7 +97,7 @@ def supported_layers() -> list[str]:
     """Names of everything a model to convert may contain."""
     cells = sorted(CELL_REGISTRY) + ["LSTMCell", "GRUCell", "SimpleRNNCell"]
     return ([f"RNN({c})" for c in cells] + ["LSTM", "GRU", "SimpleRNN", "Dense", "Activation",
-                                            "Dropout", "Masking", "InputLayer"])
+                                            "Dropout", "InputLayer"])
 
 
 def _unsupported(layer, why: str) -> ConversionError:
@@ -104,6 +105,39 @@ def _unsupported(layer, why: str) -> ConversionError:
         f"Cannot convert layer {layer.name!r} ({type(layer).__name__}): {why}. Supported: "
         f"{', '.join(supported_layers())}. Replace the layer, or convert the part of the model "
         "up to it.")
+
+
+def _masking_refusal(layer) -> ConversionError:
+    return ConversionError(
+        f"Cannot convert layer {layer.name!r} (Masking, mask_value={layer.mask_value!r}): the "
+        "converted models have no mask input, so they would run the padded steps as data "
+        "and change the state (on padded sequences the outputs would differ from Keras'). "
+        "On a device the step model sees only the samples you stream, so stream the real "
+        "samples of each sequence (no padding) and convert the model without the layer: "
+        "convert(keras_rnnedge.converters.without_masking(model), ...) (same weights; on "
+        "unpadded sequences its outputs equal the Keras model's). Calibrate with unpadded "
+        "sequences too.")
+
+
+def without_masking(model: keras.Model) -> keras.Model:
+    """The model without its ``Masking`` layers, sharing the same (trained) layers.
+
+    On unpadded sequences its outputs equal ``model``'s; this is what a step model streaming
+    only real samples computes. Converters refuse a model with a ``Masking`` layer and point
+    here.
+
+    Raises:
+        ConversionError: the model is not a chain of layers with one input.
+    """
+    if not isinstance(model, keras.Model) or not model.inputs or len(model.inputs) != 1:
+        raise ConversionError(f"Received {type(model).__name__}, expected a built tf_keras "
+                              "Model with one input (batch, timesteps, features).")
+    x = inputs = keras.Input(model.inputs[0].shape[1:], name="x")
+    for layer in _flatten(model):
+        if isinstance(unwrap(layer), (keras.layers.Masking, keras.layers.InputLayer)):
+            continue
+        x = layer(x)
+    return keras.Model(inputs, x, name=model.name)
 
 
 def _flatten(model) -> list[keras.layers.Layer]:
@@ -142,6 +176,8 @@ def plan_model(model: keras.Model) -> ModelPlan:
     recurrent, head = [], []
     for layer in _flatten(model):
         inner = unwrap(layer)
+        if isinstance(inner, keras.layers.Masking):
+            raise _masking_refusal(inner)
         cell = _cell_of(layer)
         if cell is not None:
             if head:
@@ -197,15 +233,21 @@ def _fold_or_keep(cell) -> tuple[dict, dict[str, np.ndarray], list[str]]:
     return config, weights, folded
 
 
-def _copy_cell(cell):
-    """A fresh cell equal to ``cell`` (low-rank factors folded where smaller)."""
+def _copy_cell(cell, name: str):
+    """A fresh cell equal to ``cell`` (low-rank factors folded where smaller), named ``name``.
+
+    Every layer the lowering makes gets a name fixed by its position in the model, never a
+    Keras auto-name (``fast_grnn_cell_3``): those count the layers made before in the process,
+    and would make the flatbuffer's tensor names, its size and the C array depend on how many
+    conversions ran before.
+    """
     if isinstance(cell, CompressedCell):
         config, weights, folded = _fold_or_keep(cell)
-        config.pop("name", None)
+        config["name"] = name
         copy = type(cell).from_config(config)
         return copy, weights, folded
     config = cell.get_config()
-    config.pop("name", None)
+    config["name"] = name
     for key in ("dropout", "recurrent_dropout"):
         config[key] = 0.0
     weights = {w.name.split("/")[-1].split(":")[0]: w.numpy() for w in cell.weights}
@@ -221,9 +263,12 @@ def _state_sizes(cell) -> list[int]:
     return [int(s) for s in np.atleast_1d(cell.state_size)]
 
 
-def lower_cell_step(layer, x, states: list):
-    """Apply one step of ``layer``'s cell to Keras tensors; returns (output, new states, folded)."""
-    copy, weights, folded = _copy_cell(layer.cell)
+def lower_cell_step(layer, x, states: list, *, name: str = "cell"):
+    """Apply one step of ``layer``'s cell to Keras tensors; returns (output, new states, folded).
+
+    ``name`` names the copied cell (the lowering passes a name fixed by the layer's position).
+    """
+    copy, weights, folded = _copy_cell(layer.cell, name)
     out, new_states = copy(x, states if len(states) > 1 else states[0])
     _set_cell_weights(copy, weights)
     if not isinstance(new_states, (list, tuple)):
@@ -247,11 +292,11 @@ def _lowering_for(layer):
 
 
 def _copy_head(plan: ModelPlan, h):
-    for layer in plan.head:
+    for i, layer in enumerate(plan.head):
         if isinstance(layer, keras.layers.Dropout):
             continue
         config = layer.get_config()
-        config["name"] = f"head_{layer.name}"
+        config["name"] = f"head_{i}"
         copy = type(layer).from_config(config)
         h = copy(h)
         copy.set_weights(layer.get_weights())
@@ -361,31 +406,25 @@ def is_qat(model: keras.Model) -> bool:
                for layer in _flatten(model))
 
 
-def _scope_name(name: str, suffix: str) -> str:
-    """A TensorFlow-safe name (the TFLite converter refuses spaces and other characters)."""
-    safe = "".join(c if c.isalnum() or c in "_.-" else "_" for c in name).lstrip("_.-")
-    return f"{safe or 'model'}_{suffix}"
-
-
 def _lower_step(plan: ModelPlan) -> LoweredModel:
     x = keras.Input((plan.features,), batch_size=1, name="x")
     inputs, state_inputs, state_outputs, folded, sizes = [x], [], [], [], []
     h = x
-    for layer in plan.recurrent:
+    for i, layer in enumerate(plan.recurrent):
         states = []
         for size in _state_sizes(layer.cell):
             s = keras.Input((size,), batch_size=1, name=f"state_{len(sizes)}")
             states.append(s)
             state_inputs.append(s)
             sizes.append(size)
-        h, new_states, f = _lowering_for(layer)(layer, h, states)
+        h, new_states, f = _lowering_for(layer)(layer, h, states, name=f"cell_{i}")
         folded += f
         state_outputs += new_states
     y = _copy_head(plan, h)
     y = keras.layers.Activation("linear", name="y")(y)
     outs = [y] + [keras.layers.Activation("linear", name=f"state_{i}_out")(s)
                   for i, s in enumerate(state_outputs)]
-    lowered = keras.Model(inputs + state_inputs, outs, name=_scope_name(plan.name, "step"))
+    lowered = keras.Model(inputs + state_inputs, outs, name="step")
     return LoweredModel(model=lowered, mode="step",
                         inputs=("x",) + tuple(f"state_{i}" for i in range(len(sizes))),
                         outputs=("y",) + tuple(f"state_{i}_out" for i in range(len(sizes))),
@@ -396,23 +435,23 @@ def _lower_step(plan: ModelPlan) -> LoweredModel:
 def _lower_sequence(plan: ModelPlan, steps: int, *, unroll: bool, mode: str) -> LoweredModel:
     x = keras.Input((steps, plan.features), batch_size=1, name="x")
     h, folded = x, []
-    for layer in plan.recurrent:
+    for i, layer in enumerate(plan.recurrent):
         if mode == "fused":
             config = layer.get_config()
-            config.update(name=f"lowered_{layer.name}", unroll=False, dropout=0.0,
+            config.update(name=f"recurrent_{i}", unroll=False, dropout=0.0,
                           recurrent_dropout=0.0, stateful=False)
             copy = type(layer).from_config(config)
             h = copy(h)
             copy.set_weights(layer.get_weights())
             continue
-        cell, weights, f = _copy_cell(layer.cell)
+        cell, weights, f = _copy_cell(layer.cell, f"cell_{i}")
         folded += [f"{layer.name}/{name}" for name in f]
         rnn = keras.layers.RNN(cell, return_sequences=layer.return_sequences, unroll=unroll,
-                               name=f"lowered_{layer.name}")
+                               name=f"recurrent_{i}")
         h = rnn(h)
         _set_cell_weights(cell, weights)
     y = keras.layers.Activation("linear", name="y")(_copy_head(plan, h))
-    lowered = keras.Model(x, y, name=_scope_name(plan.name, mode))
+    lowered = keras.Model(x, y, name=mode)
     return LoweredModel(model=lowered, mode=mode, inputs=("x",), outputs=("y",),
                         state_sizes=(), timesteps=steps, features=plan.features,
                         folded=tuple(folded))

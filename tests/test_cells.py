@@ -237,6 +237,27 @@ def test_unknown_activation(name):
         CELL_REGISTRY[name](8, activation="softsign")
 
 
+@pytest.mark.parametrize("name,arg", [("FastGRNNCell", "zeta_initializer"),
+                                      ("FastGRNNCell", "nu_initializer"),
+                                      ("FastRNNCell", "alpha_initializer"),
+                                      ("FastRNNCell", "beta_initializer")])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf"), "1.0", True, None])
+def test_bad_scalar_initializer(name, arg, value):
+    with pytest.raises(ValueError, match=rf"argument {arg}, expected a finite float, got"):
+        CELL_REGISTRY[name](8, **{arg: value})
+
+
+@pytest.mark.parametrize("name,arg", [("LowRankLSTMCell", "use_bias"),
+                                      ("LowRankLSTMCell", "unit_forget_bias"),
+                                      ("LowRankGRUCell", "use_bias"),
+                                      ("LowRankGRUCell", "reset_after")])
+@pytest.mark.parametrize("value", ["no", "False", 0, 1, None, [True]])
+def test_bad_bool_argument(name, arg, value):
+    with pytest.raises(ValueError, match=rf"argument {arg}, expected True or False, got"):
+        CELL_REGISTRY[name](8, **{arg: value})
+    assert getattr(CELL_REGISTRY[name](8, **{arg: np.bool_(False)}), arg) is False
+
+
 def test_stats_need_a_built_cell():
     with pytest.raises(ValueError, match="not built"):
         kr.FastGRNNCell(4).compression_stats()

@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import ClassVar
 
-from keras_rnnedge._compat import keras, register, tf, tfmot
+from keras_rnnedge._compat import keras, np, register, tf, tfmot
 
 __all__ = [
     "ACTIVATIONS",
@@ -89,6 +89,27 @@ def check_positive_int(value, argument: str) -> int:
             f"got {value!r}."
         )
     return value
+
+
+def check_bool(value, argument: str) -> bool:
+    """A boolean argument: ``True``/``False`` (NumPy booleans too), nothing that merely casts."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise ValueError(
+        f"Received an invalid value for argument {argument}, expected True or False, "
+        f"got {value!r}."
+    )
+
+
+def check_finite_float(value, argument: str) -> float:
+    """A finite real scalar (an int or float; not a bool, string, NaN or infinity)."""
+    if (isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number))
+            or not np.isfinite(float(value))):
+        raise ValueError(
+            f"Received an invalid value for argument {argument}, expected a finite float, "
+            f"got {value!r}."
+        )
+    return float(value)
 
 
 def check_rank(rank, argument: str, limit: int | None = None) -> int | None:

@@ -9,6 +9,7 @@ from keras_rnnedge.cells.base import (
     CompressedCell,
     activation_name,
     add_matrix,
+    check_finite_float,
     check_rank,
     fresh,
     get_activation,
@@ -21,13 +22,6 @@ __all__ = ["FastGRNNCell", "FastRNNCell"]
 
 _MATRICES = ("kernel", "kernel_u", "kernel_v", "recurrent_kernel", "recurrent_kernel_u",
              "recurrent_kernel_v")
-
-
-def _check_scalar(value, argument: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"Received an invalid value for argument {argument}, expected a float, "
-                         f"got {value!r}.")
-    return float(value)
 
 
 class _FastBase(CompressedCell):
@@ -142,8 +136,8 @@ class FastRNNCell(_FastBase):
     def __init__(self, units: int, *, alpha_initializer: float = -3.0,
                  beta_initializer: float = 3.0, **kwargs):
         super().__init__(units, **kwargs)
-        self.alpha_initializer = _check_scalar(alpha_initializer, "alpha_initializer")
-        self.beta_initializer = _check_scalar(beta_initializer, "beta_initializer")
+        self.alpha_initializer = check_finite_float(alpha_initializer, "alpha_initializer")
+        self.beta_initializer = check_finite_float(beta_initializer, "beta_initializer")
 
     def _build_rest(self):
         self.bias = self._bias("bias")
@@ -198,8 +192,8 @@ class FastGRNNCell(_FastBase):
                  zeta_initializer: float = 1.0, nu_initializer: float = -4.0, **kwargs):
         super().__init__(units, **kwargs)
         self.recurrent_activation = get_activation(recurrent_activation, "recurrent_activation")
-        self.zeta_initializer = _check_scalar(zeta_initializer, "zeta_initializer")
-        self.nu_initializer = _check_scalar(nu_initializer, "nu_initializer")
+        self.zeta_initializer = check_finite_float(zeta_initializer, "zeta_initializer")
+        self.nu_initializer = check_finite_float(nu_initializer, "nu_initializer")
 
     def _build_rest(self):
         self.gate_bias = self._bias("gate_bias")

@@ -10,6 +10,7 @@ from keras_rnnedge.cells.base import (
     CompressedCell,
     activation_name,
     add_matrix,
+    check_bool,
     check_rank,
     fresh,
     get_activation,
@@ -40,7 +41,7 @@ class _LowRankBase(CompressedCell):
         self.recurrent_rank = check_rank(recurrent_rank, "recurrent_rank", limit=self.units)
         self.activation = get_activation(activation, "activation")
         self.recurrent_activation = get_activation(recurrent_activation, "recurrent_activation")
-        self.use_bias = bool(use_bias)
+        self.use_bias = check_bool(use_bias, "use_bias")
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
@@ -137,7 +138,7 @@ class LowRankLSTMCell(_LowRankBase):
 
     def __init__(self, units: int, *, unit_forget_bias: bool = True, **kwargs):
         super().__init__(units, **kwargs)
-        self.unit_forget_bias = bool(unit_forget_bias)
+        self.unit_forget_bias = check_bool(unit_forget_bias, "unit_forget_bias")
 
     @property
     def state_size(self):
@@ -202,7 +203,7 @@ class LowRankGRUCell(_LowRankBase):
 
     def __init__(self, units: int, *, reset_after: bool = True, **kwargs):
         super().__init__(units, **kwargs)
-        self.reset_after = bool(reset_after)
+        self.reset_after = check_bool(reset_after, "reset_after")
 
     def _bias_shape(self):
         return (2, 3 * self.units) if self.reset_after else (3 * self.units,)
