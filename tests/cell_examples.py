@@ -32,12 +32,25 @@ EXAMPLES: dict[str, list[dict]] = {
 }
 
 
+#: One example structure per matrix family beyond dense and low rank (those are in EXAMPLES),
+#: sized for the small test matrices (3 inputs, 5-6 units).
+FAMILY_EXAMPLES: dict[str, dict] = {
+    "kronecker": {"family": "kronecker"},
+    "tensor_train": {"family": "tensor_train", "ranks": 2, "num_cores": 2},
+}
+
+
 def cases():
-    """(id, class name, config) for every example of every registered cell."""
+    """(id, class name, config) for every example of every registered cell, and every cell
+    with each matrix family on both of its matrices (cells x families)."""
     out = []
     for name in sorted(CELL_REGISTRY):
         for i, config in enumerate(EXAMPLES.get(name, [])):
             out.append((f"{name}-{i}", name, config))
+        units = EXAMPLES[name][0]["units"] if name in EXAMPLES else 5
+        for family, spec in FAMILY_EXAMPLES.items():
+            out.append((f"{name}-{family}", name, {"units": units, "kernel_structure": spec,
+                                                  "recurrent_structure": spec}))
     return out
 
 

@@ -25,9 +25,31 @@ ACTIVATIONS = {
 
 
 def _matrix(w, name):
+    """The matrix ``name`` from its stored weights, computed here from the definitions of the
+    families: full, low rank ``U V``, Kronecker ``A_1 ⊗ A_2 ⊗ ...``, TT-matrix cores."""
     if name in w:
         return w[name]
-    return w[name + "_u"] @ w[name + "_v"]
+    if name + "_u" in w:
+        return w[name + "_u"] @ w[name + "_v"]
+    factors = [w[k] for k in sorted(w) if k.startswith(name + "_factor_")]
+    if factors:
+        out = factors[0]
+        for f in factors[1:]:
+            out = np.kron(out, f)
+        return out
+    cores = [w[f"{name}_core_{k}"] for k in range(len(w)) if f"{name}_core_{k}" in w]
+    if cores:  # W[(i_1..i_d), (j_1..j_d)] = sum over ranks of G_1[., i_1, j_1, .] ... G_d[...]
+        letters = "abcdefghijklmnopqrstuvwxyz"
+        ranks, rows, cols, terms = letters[:len(cores) + 1], [], [], []
+        for k in range(len(cores)):
+            i, j = letters[10 + 2 * k].upper(), letters[11 + 2 * k].upper()
+            terms.append(ranks[k] + i + j + ranks[k + 1])
+            rows.append(i)
+            cols.append(j)
+        full = np.einsum(",".join(terms) + "->" + "".join(rows + cols), *cores)
+        m = int(np.prod([c.shape[1] for c in cores]))
+        return full.reshape(m, -1)
+    raise KeyError(f"no weights for matrix {name!r} in {sorted(w)}")
 
 
 def fastrnn(w, config, x):

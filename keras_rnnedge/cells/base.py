@@ -12,6 +12,8 @@ from collections.abc import Callable
 from typing import ClassVar
 
 from keras_rnnedge._compat import keras, np, register, tf, tfmot
+from keras_rnnedge.matrices import LowRank, MatrixCost, MatrixStructure, get_structure
+from keras_rnnedge.matrices.base import fresh as _fresh
 
 __all__ = [
     "ACTIVATIONS",
@@ -154,10 +156,22 @@ CELL_REGISTRY: dict[str, type] = {}
 
 
 def register_cell(cls):
-    """Class decorator: Keras serialization as ``keras_rnnedge>Name`` and the cell registry."""
+    """Class decorator: Keras serialization as ``keras_rnnedge>Name`` and the cell registry.
+
+    Models are saved under ``keras_rnnedge>Name``. The legacy ``.h5`` format stores a cell inside
+    ``RNN`` by its bare class name only, so the bare name is also made resolvable (unless some
+    other class already holds it); it is an alias for loading, never the saved name.
+    """
     register(cls)
+    register_alias(cls)
     CELL_REGISTRY[cls.__name__] = cls
     return cls
+
+
+def register_alias(obj) -> None:
+    """Make ``obj`` resolvable by its bare name, for the legacy ``.h5`` format, if that name is
+    free (a class the user registered under the same name wins)."""
+    keras.saving.get_custom_objects().setdefault(obj.__name__, obj)
 
 
 class CompressedCell(keras.layers.Layer, tfmot.sparsity.keras.PrunableLayer):
@@ -169,13 +183,59 @@ class CompressedCell(keras.layers.Layer, tfmot.sparsity.keras.PrunableLayer):
     tfmot's quantize wrapper swaps them with ``setattr``.
     """
 
-    prunable_weights: ClassVar[tuple[str, ...]] = ()
-    quantizable_weights: ClassVar[tuple[str, ...]] = ()
+    #: Weights other than the matrices that pruning / QAT act on.
+    extra_prunable_weights: ClassVar[tuple[str, ...]] = ()
+    extra_quantizable_weights: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, units: int, **kwargs):
         super().__init__(**kwargs)
         self.units = check_positive_int(units, "units")
         self.input_dim: int | None = None
+        #: matrix base name → its structure (resolved for the matrix's shape once built)
+        self.structures: dict[str, MatrixStructure] = {}
+        #: matrix base name → the ``__init__`` argument that set its structure (for errors)
+        self.structure_arguments: dict[str, str] = {}
+        #: matrix base name → (rows, cols), once built
+        self.matrix_shapes: dict[str, tuple[int, int]] = {}
+        self._matrix_arguments: dict[str, tuple[str, str]] = {}
+
+    def set_structure(self, name: str, rank, rank_argument: str, structure,
+                      structure_argument: str, limit: int | None = None) -> None:
+        """Declare matrix ``name`` with its structure (see :func:`matrix_structure`)."""
+        self.structures[name] = matrix_structure(rank, rank_argument, structure,
+                                                      structure_argument, limit)
+        self.structure_arguments[name] = (rank_argument if rank is not None
+                                          else structure_argument)
+        self._matrix_arguments[name] = (rank_argument, structure_argument)
+
+    def dense_config(self, config: dict, name: str) -> dict:
+        """``config`` (from :meth:`get_config`) with matrix ``name`` made a dense matrix: its
+        rank and structure arguments cleared."""
+        out = dict(config)
+        for argument in self._matrix_arguments[name]:
+            out[argument] = None
+        return out
+
+    def matrix_weight_names(self) -> tuple[str, ...]:
+        """Every weight of every matrix, in declaration order (``kernel_u``, ``kernel_v``...)."""
+        return tuple(w for base, s in self.structures.items() for w in s.weight_names(base))
+
+    @property
+    def prunable_weights(self) -> tuple[str, ...]:
+        """Names of the weights pruning acts on: every weight of every matrix (a base name
+        such as ``"kernel"`` in a pruning target covers all of the matrix's weights)."""
+        return self.matrix_weight_names() + self.extra_prunable_weights
+
+    @property
+    def quantizable_weights(self) -> tuple[str, ...]:
+        """Names of the weights QAT fake-quantizes: every weight of every matrix."""
+        return self.matrix_weight_names() + self.extra_quantizable_weights
+
+    def matrix_cost(self) -> MatrixCost:
+        """Parameters and MACs per step of all matrices (the cell must be built)."""
+        self._require_built()
+        costs = [s.cost(*self.matrix_shapes[base]) for base, s in self.structures.items()]
+        return MatrixCost(params=sum(c.params for c in costs), macs=sum(c.macs for c in costs))
 
     # -- tfmot ------------------------------------------------------------------------------
     def get_prunable_weights(self):
@@ -216,40 +276,70 @@ class CompressedCell(keras.layers.Layer, tfmot.sparsity.keras.PrunableLayer):
 
 def fresh(initializer):
     """A new instance of ``initializer``: Keras warns when one unseeded instance is reused."""
-    if isinstance(initializer, keras.initializers.Initializer):
-        return type(initializer).from_config(initializer.get_config())
-    return initializer
+    return _fresh(initializer)
 
 
-def add_matrix(layer, name: str, shape: tuple[int, int], rank: int | None, initializer,
-               regularizer, constraint):
-    """Create ``name`` (full) or ``name_u`` @ ``name_v`` (low rank) on ``layer``.
+def matrix_structure(rank, rank_argument: str, structure, structure_argument: str,
+                       limit: int | None = None) -> MatrixStructure:
+    """The structure of one matrix from a cell's two arguments for it.
 
-    Sets the attributes ``name``, ``name_u`` and ``name_v`` (unused ones to ``None``).
+    ``rank`` (``w_rank``, ``u_rank``, ``rank``, ``recurrent_rank``: the short form of the
+    low-rank family) and ``structure`` (``kernel_structure``, ``recurrent_structure``: any
+    family) may not both be given. ``limit`` is the rank bound known before the cell is built.
     """
-    if rank is None:
-        setattr(layer, name, layer.add_weight(name=name, shape=shape, initializer=initializer,
-                                              regularizer=regularizer, constraint=constraint))
-        setattr(layer, f"{name}_u", None)
-        setattr(layer, f"{name}_v", None)
-    else:
-        setattr(layer, name, None)
-        setattr(layer, f"{name}_u", layer.add_weight(
-            name=f"{name}_u", shape=(shape[0], rank), initializer=fresh(initializer),
-            regularizer=regularizer, constraint=constraint))
-        setattr(layer, f"{name}_v", layer.add_weight(
-            name=f"{name}_v", shape=(rank, shape[1]), initializer=fresh(initializer),
-            regularizer=regularizer, constraint=constraint))
+    rank = check_rank(rank, rank_argument, limit=limit)
+    resolved = get_structure(structure, structure_argument)
+    if rank is not None:
+        if structure is not None and resolved != LowRank(rank):
+            raise ValueError(
+                f"Received both {rank_argument}={rank} and {structure_argument}={structure!r}; "
+                f"pass one of them ({rank_argument}={rank} is short for {structure_argument}="
+                f"{{'family': 'low_rank', 'rank': {rank}}}).")
+        return LowRank(rank)
+    if isinstance(resolved, LowRank) and limit is not None:
+        check_rank(resolved.rank, structure_argument, limit=limit)
+    return resolved
+
+
+def add_matrix(layer, name: str, shape: tuple[int, int], initializer, regularizer, constraint):
+    """Create the weights of matrix ``name`` on ``layer`` as its structure stores it.
+
+    ``layer.structures[name]`` (set in ``__init__``) is resolved for ``shape`` and replaced by
+    the resolved structure; each weight becomes an attribute of the layer (``kernel``,
+    ``kernel_u``/``kernel_v``, ``kernel_factor_0``...); the plain and low-rank attribute names
+    the structure does not use are set to ``None``.
+    """
+    rows, cols = shape
+    structure = layer.structures[name].resolve(rows, cols, layer.structure_arguments[name])
+    layer.structures[name] = structure
+    layer.matrix_shapes[name] = (rows, cols)
+    shapes = structure.weight_shapes(name, rows, cols)
+    for (weight, weight_shape), init in zip(shapes.items(),
+                                            structure.initializers(initializer, rows, cols)):
+        setattr(layer, weight, layer.add_weight(name=weight, shape=weight_shape,
+                                                initializer=init, regularizer=regularizer,
+                                                constraint=constraint))
+    for legacy in (name, f"{name}_u", f"{name}_v"):
+        if legacy not in shapes:
+            setattr(layer, legacy, None)
 
 
 def matmul(layer, x, name: str):
-    """``x @ W`` for a full or factored matrix ``name`` (factors stay factored: fewer MACs)."""
-    full = getattr(layer, name)
-    if full is not None:
-        return tf.matmul(x, full)
-    return tf.matmul(tf.matmul(x, getattr(layer, f"{name}_u")), getattr(layer, f"{name}_v"))
+    """``x @ W`` for matrix ``name`` as its structure computes it (factors never folded).
+
+    Reads the weights by attribute on every call: tfmot's QAT wrapper swaps them.
+    """
+    structure = layer.structures[name]
+    return structure.matmul(x, [getattr(layer, w) for w in structure.weight_names(name)])
 
 
-def matrix_cost(rows: int, cols: int, rank: int | None) -> int:
-    """Parameters (= MACs per vector product) of a full or rank-``rank`` matrix."""
-    return rows * cols if rank is None else rank * (rows + cols)
+def structure_config(structure: MatrixStructure):
+    """What ``get_config`` stores for a ``*_structure`` argument: ``None`` for dense and
+    low-rank matrices (the rank argument says which), else the structure's config."""
+    if structure.is_dense or isinstance(structure, LowRank):
+        return None
+    return structure.get_config()
+
+
+def rank_of(structure: MatrixStructure) -> int | None:
+    return structure.rank if isinstance(structure, LowRank) else None

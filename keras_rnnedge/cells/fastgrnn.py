@@ -10,37 +10,33 @@ from keras_rnnedge.cells.base import (
     activation_name,
     add_matrix,
     check_finite_float,
-    check_rank,
     fresh,
     get_activation,
     matmul,
-    matrix_cost,
+    rank_of,
     register_cell,
+    structure_config,
 )
 
 __all__ = ["FastGRNNCell", "FastRNNCell"]
-
-_MATRICES = ("kernel", "kernel_u", "kernel_v", "recurrent_kernel", "recurrent_kernel_u",
-             "recurrent_kernel_v")
-
 
 class _FastBase(CompressedCell):
     """What FastRNN and FastGRNN share: ``W`` (kernel) and ``U`` (recurrent kernel), each
     optionally factored as ``W = W_u W_v`` (rank ``w_rank``) and ``U = U_u U_v`` (``u_rank``)."""
 
-    prunable_weights = _MATRICES
-    quantizable_weights = _MATRICES
     _scalars: tuple[str, ...] = ()
 
     def __init__(self, units: int, *, w_rank: int | None = None, u_rank: int | None = None,
-                 activation="tanh", kernel_initializer="glorot_uniform",
+                 kernel_structure=None, recurrent_structure=None, activation="tanh",
+                 kernel_initializer="glorot_uniform",
                  recurrent_initializer="orthogonal", bias_initializer="ones",
                  kernel_regularizer=None, recurrent_regularizer=None, bias_regularizer=None,
                  kernel_constraint=None, recurrent_constraint=None, bias_constraint=None,
                  **kwargs):
         super().__init__(units, **kwargs)
-        self.w_rank = check_rank(w_rank, "w_rank")
-        self.u_rank = check_rank(u_rank, "u_rank", limit=self.units)
+        self.set_structure("kernel", w_rank, "w_rank", kernel_structure, "kernel_structure")
+        self.set_structure("recurrent_kernel", u_rank, "u_rank", recurrent_structure,
+                           "recurrent_structure", limit=self.units)
         self.activation = get_activation(activation, "activation")
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
@@ -54,12 +50,10 @@ class _FastBase(CompressedCell):
 
     def build(self, input_shape):
         input_dim = int(input_shape[-1])
-        if self.w_rank is not None and self.w_rank > min(input_dim, self.units):
-            check_rank(self.w_rank, "w_rank", limit=min(input_dim, self.units))
         self.input_dim = input_dim
-        add_matrix(self, "kernel", (input_dim, self.units), self.w_rank,
-                   self.kernel_initializer, self.kernel_regularizer, self.kernel_constraint)
-        add_matrix(self, "recurrent_kernel", (self.units, self.units), self.u_rank,
+        add_matrix(self, "kernel", (input_dim, self.units), self.kernel_initializer,
+                   self.kernel_regularizer, self.kernel_constraint)
+        add_matrix(self, "recurrent_kernel", (self.units, self.units),
                    self.recurrent_initializer, self.recurrent_regularizer,
                    self.recurrent_constraint)
         self._build_rest()
@@ -77,13 +71,21 @@ class _FastBase(CompressedCell):
     def _preactivation(self, x, h):
         return matmul(self, x, "kernel") + matmul(self, h, "recurrent_kernel")
 
+    @property
+    def w_rank(self) -> int | None:
+        return rank_of(self.structures["kernel"])
+
+    @property
+    def u_rank(self) -> int | None:
+        return rank_of(self.structures["recurrent_kernel"])
+
     def compression_stats(self) -> CellStats:
         f = self._require_built()
         h = self.units
-        matrices = matrix_cost(f, h, self.w_rank) + matrix_cost(h, h, self.u_rank)
+        matrices = self.matrix_cost()
         rest = self._n_biases * h + len(self._scalars)
-        return CellStats(params=matrices + rest, dense_params=f * h + h * h + rest,
-                         macs_per_step=matrices, state_size=h)
+        return CellStats(params=matrices.params + rest, dense_params=f * h + h * h + rest,
+                         macs_per_step=matrices.macs, state_size=h)
 
     def get_config(self):
         ser = keras.initializers.serialize
@@ -91,6 +93,8 @@ class _FastBase(CompressedCell):
             **super().get_config(),
             "w_rank": self.w_rank,
             "u_rank": self.u_rank,
+            "kernel_structure": structure_config(self.structures["kernel"]),
+            "recurrent_structure": structure_config(self.structures["recurrent_kernel"]),
             "activation": activation_name(self.activation),
             "kernel_initializer": ser(self.kernel_initializer),
             "recurrent_initializer": ser(self.recurrent_initializer),

@@ -11,34 +11,30 @@ from keras_rnnedge.cells.base import (
     activation_name,
     add_matrix,
     check_bool,
-    check_rank,
     fresh,
     get_activation,
     matmul,
-    matrix_cost,
+    rank_of,
     register_cell,
+    structure_config,
 )
 
 __all__ = ["LowRankGRUCell", "LowRankLSTMCell"]
 
-_MATRICES = ("kernel", "kernel_u", "kernel_v", "recurrent_kernel", "recurrent_kernel_u",
-             "recurrent_kernel_v")
-
-
 class _LowRankBase(CompressedCell):
-    prunable_weights = _MATRICES
-    quantizable_weights = _MATRICES
     _gates = 1
 
     def __init__(self, units: int, *, rank: int | None = None, recurrent_rank: int | None = None,
-                 activation="tanh", recurrent_activation="sigmoid", use_bias: bool = True,
+                 kernel_structure=None, recurrent_structure=None, activation="tanh",
+                 recurrent_activation="sigmoid", use_bias: bool = True,
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
                  bias_initializer="zeros", kernel_regularizer=None, recurrent_regularizer=None,
                  bias_regularizer=None, kernel_constraint=None, recurrent_constraint=None,
                  bias_constraint=None, **kwargs):
         super().__init__(units, **kwargs)
-        self.rank = check_rank(rank, "rank")
-        self.recurrent_rank = check_rank(recurrent_rank, "recurrent_rank", limit=self.units)
+        self.set_structure("kernel", rank, "rank", kernel_structure, "kernel_structure")
+        self.set_structure("recurrent_kernel", recurrent_rank, "recurrent_rank",
+                           recurrent_structure, "recurrent_structure", limit=self.units)
         self.activation = get_activation(activation, "activation")
         self.recurrent_activation = get_activation(recurrent_activation, "recurrent_activation")
         self.use_bias = check_bool(use_bias, "use_bias")
@@ -54,15 +50,12 @@ class _LowRankBase(CompressedCell):
 
     def build(self, input_shape):
         input_dim = int(input_shape[-1])
-        if self.rank is not None:
-            check_rank(self.rank, "rank", limit=min(input_dim, self._gates * self.units))
         self.input_dim = input_dim
         width = self._gates * self.units
-        add_matrix(self, "kernel", (input_dim, width), self.rank, self.kernel_initializer,
+        add_matrix(self, "kernel", (input_dim, width), self.kernel_initializer,
                    self.kernel_regularizer, self.kernel_constraint)
-        add_matrix(self, "recurrent_kernel", (self.units, width), self.recurrent_rank,
-                   self.recurrent_initializer, self.recurrent_regularizer,
-                   self.recurrent_constraint)
+        add_matrix(self, "recurrent_kernel", (self.units, width), self.recurrent_initializer,
+                   self.recurrent_regularizer, self.recurrent_constraint)
         self.bias = None
         if self.use_bias:
             self.bias = self.add_weight(name="bias", shape=self._bias_shape(),
@@ -80,14 +73,22 @@ class _LowRankBase(CompressedCell):
     def compression_stats(self) -> CellStats:
         f = self._require_built()
         h, width = self.units, self._gates * self.units
-        matrices = matrix_cost(f, width, self.rank) + matrix_cost(h, width, self.recurrent_rank)
+        matrices = self.matrix_cost()
         biases = 0
         if self.use_bias:
             biases = 1
             for d in self._bias_shape():
                 biases *= d
-        return CellStats(params=matrices + biases, dense_params=(f + h) * width + biases,
-                         macs_per_step=matrices, state_size=self._state_elements())
+        return CellStats(params=matrices.params + biases, dense_params=(f + h) * width + biases,
+                         macs_per_step=matrices.macs, state_size=self._state_elements())
+
+    @property
+    def rank(self) -> int | None:
+        return rank_of(self.structures["kernel"])
+
+    @property
+    def recurrent_rank(self) -> int | None:
+        return rank_of(self.structures["recurrent_kernel"])
 
     def _state_elements(self) -> int:
         return self.units
@@ -98,6 +99,8 @@ class _LowRankBase(CompressedCell):
             **super().get_config(),
             "rank": self.rank,
             "recurrent_rank": self.recurrent_rank,
+            "kernel_structure": structure_config(self.structures["kernel"]),
+            "recurrent_structure": structure_config(self.structures["recurrent_kernel"]),
             "activation": activation_name(self.activation),
             "recurrent_activation": activation_name(self.recurrent_activation),
             "use_bias": self.use_bias,

@@ -15,12 +15,12 @@ on a low-rank one, as EdgeML thresholds ``W1, W2, U1, U2`` with the sparsities o
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from keras_rnnedge._compat import keras, tf
 from keras_rnnedge.cells.base import CompressedCell
+from keras_rnnedge.matrices import factor_suffix
 from keras_rnnedge.optimize._tfmot import PruneLowMagnitude, QuantizeAnnotate, QuantizeWrapper
 
 __all__ = [
@@ -41,8 +41,9 @@ STOCK_CELL_WEIGHTS: tuple[str, ...] = ("kernel", "recurrent_kernel")
 _STOCK_CELLS = (keras.layers.LSTMCell, keras.layers.GRUCell, keras.layers.SimpleRNNCell)
 _WRAPPERS = (PruneLowMagnitude, QuantizeWrapper, QuantizeAnnotate)
 _EXPECTED = "an RNN layer (keras.layers.RNN(cell) with a keras_rnnedge cell, or LSTM/GRU/SimpleRNN)"
-# Suffixes that name the factors of a matrix: low-rank ``_u``/``_v``, tensor-train ``_core_<i>``.
-_FACTOR = re.compile(r"_(u|v|core_\d+)$")
+# Suffixes that name the factors of a matrix (``_u``/``_v``, ``_factor_<i>``, ``_core_<i>``), from
+# the matrix families.
+_FACTOR = factor_suffix()
 
 
 def unwrap(layer: keras.layers.Layer) -> keras.layers.Layer:

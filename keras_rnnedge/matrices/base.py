@@ -1,0 +1,157 @@
+"""The contract of a matrix family: one way to parameterize a weight matrix ``W`` (rows × cols).
+
+A cell computes ``x @ W`` for each of its matrices (``kernel``: inputs × gates·units,
+``recurrent_kernel``: units × gates·units). How ``W`` is stored is the matrix's *structure*: a
+family (dense, low rank, Kronecker product, tensor train, ...) and its parameters. A structure
+exposes a handful of verbs and nothing else leaks out of it:
+
+* :meth:`MatrixStructure.resolve`: validate against the matrix's shape and fill in what was left
+  automatic (factor shapes, modes), giving a *resolved* structure;
+* :meth:`~MatrixStructure.weight_shapes`: the Keras weights (``{base}`` for a dense matrix,
+  ``{base}_u``/``{base}_v``, ``{base}_factor_<i>``, ``{base}_core_<i>``);
+* :meth:`~MatrixStructure.initializers`: one initializer per weight;
+* :meth:`~MatrixStructure.matmul`: ``x @ W`` from the weight tensors (jit-compatible, and made
+  of ops that the TFLite converter lowers to builtins TFLite Micro has);
+* :meth:`~MatrixStructure.to_dense` / :meth:`~MatrixStructure.from_dense`: NumPy fold and fit;
+* :meth:`~MatrixStructure.cost`: parameters and multiply-accumulates per vector product.
+
+Structures are small immutable values that serialize to a dict (``{"family": "kronecker",
+"factors": ...}``); cells take one per matrix (``kernel_structure=``, ``recurrent_structure=``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from keras_rnnedge._compat import keras, np
+
+__all__ = ["MatrixCost", "MatrixStructure", "check_int_list", "check_positive", "fresh"]
+
+
+@dataclasses.dataclass(frozen=True)
+class MatrixCost:
+    """What one matrix costs.
+
+    Attributes:
+        params: scalars stored.
+        macs: multiply-accumulates of one product ``x @ W`` for one vector ``x``.
+    """
+
+    params: int
+    macs: int
+
+
+class MatrixStructure:
+    """Base class of the matrix families (see the module docstring).
+
+    Subclasses are frozen dataclasses registered with
+    :func:`keras_rnnedge.matrices.register_family`; ``family`` is the registry key.
+    """
+
+    family: ClassVar[str] = ""
+    #: Weight-name suffixes the family uses (regular expression alternatives), for the pruning
+    #: and QAT look-ups that map a base name (``"kernel"``) to its factors.
+    suffix_pattern: ClassVar[str] = ""
+
+    # -- what every family implements ---------------------------------------------------------
+    def resolve(self, rows: int, cols: int, argument: str) -> MatrixStructure:
+        """This structure with every automatic choice made for a ``rows × cols`` matrix.
+
+        Raises:
+            ValueError: the structure cannot represent such a matrix (naming ``argument``, the
+                value and the valid choices).
+        """
+        raise NotImplementedError
+
+    def weight_names(self, base: str) -> tuple[str, ...]:
+        """Keras weight names of matrix ``base``, in the order :meth:`matmul` takes them (known
+        before the shape is: automatic choices never change how many weights there are)."""
+        raise NotImplementedError
+
+    def weight_shapes(self, base: str, rows: int, cols: int) -> dict[str, tuple[int, ...]]:
+        """Keras weight name → shape (a resolved structure), in :meth:`weight_names` order."""
+        raise NotImplementedError
+
+    def initializers(self, initializer, rows: int, cols: int) -> list:
+        """One Keras initializer per weight; ``initializer`` is the cell's for this matrix."""
+        raise NotImplementedError
+
+    def matmul(self, x, weights: Sequence) -> Any:
+        """``x @ W`` for ``x`` of shape (batch, rows), from the weight tensors."""
+        raise NotImplementedError
+
+    def to_dense(self, weights: Sequence[np.ndarray]) -> np.ndarray:
+        """The (rows, cols) matrix the weights represent (float64)."""
+        raise NotImplementedError
+
+    def from_dense(self, matrix: np.ndarray) -> list[np.ndarray]:
+        """Weights of this (resolved) structure that approximate ``matrix`` best (in the
+        Frobenius norm, where the family has a closed form; see each family)."""
+        raise NotImplementedError
+
+    def cost(self, rows: int, cols: int) -> MatrixCost:
+        raise NotImplementedError
+
+    # -- shared -------------------------------------------------------------------------------
+    def get_config(self) -> dict[str, Any]:
+        """``{"family": ..., <parameters>}``; :func:`keras_rnnedge.matrices.get_structure`
+        reads it back."""
+        out: dict[str, Any] = {"family": self.family}
+        for field in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, field.name)
+            out[field.name] = _plain(value)
+        return out
+
+    @property
+    def is_dense(self) -> bool:
+        return False
+
+    def describe(self) -> str:
+        """A short label for tables (``"kronecker (2x4)⊗(2x5)"``)."""
+        return self.family
+
+
+def _plain(value):
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def check_positive(value, argument: str, what: str = "a positive integer") -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+            or value <= 0:
+        raise ValueError(f"Received an invalid value for argument {argument}, expected {what}, "
+                         f"got {value!r}.")
+    return int(value)
+
+
+def check_int_list(value, argument: str, length: int | None = None) -> tuple[int, ...]:
+    """A non-empty sequence of positive integers (optionally of a given length)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value:
+        raise ValueError(f"Received an invalid value for argument {argument}, expected a list "
+                         f"of positive integers, got {value!r}.")
+    out = tuple(check_positive(v, argument, "a list of positive integers") for v in value)
+    if length is not None and len(out) != length:
+        raise ValueError(f"Received an invalid value for argument {argument}, expected "
+                         f"{length} values, got {len(out)}: {value!r}.")
+    return out
+
+
+def divisor_splits(n: int, parts: int) -> list[tuple[int, ...]]:
+    """Every ordered way to write ``n`` as a product of ``parts`` positive integers."""
+    if parts == 1:
+        return [(n,)]
+    out = []
+    for d in range(1, n + 1):
+        if n % d == 0:
+            out += [(d, *rest) for rest in divisor_splits(n // d, parts - 1)]
+    return out
+
+
+def fresh(initializer):
+    """A new instance of ``initializer``: Keras warns when one unseeded instance is reused."""
+    if isinstance(initializer, keras.initializers.Initializer):
+        return type(initializer).from_config(initializer.get_config())
+    return initializer
