@@ -61,6 +61,7 @@ from keras_rnnedge.cells.base import CompressedCell
 __all__ = [
     "INDEX_BYTES",
     "LayerRecord",
+    "MatrixRecord",
     "ModelSummary",
     "SummaryTotals",
     "TensorRecord",
@@ -157,6 +158,27 @@ class TensorRecord:
 
 
 @dataclasses.dataclass(frozen=True)
+class MatrixRecord:
+    """One weight matrix of a keras_rnnedge cell, as its family stores it.
+
+    Attributes:
+        name: ``layer/kernel``, ``layer/recurrent_kernel``.
+        family: the family's description (``"low rank 5"``, ``"kronecker 3x8⊗3x10"``...).
+        shape: (rows, cols) of the matrix it represents.
+        params: scalars stored (all weights of the matrix).
+        dense_params: ``rows * cols``.
+        macs: multiply-accumulates of one product with one vector.
+    """
+
+    name: str
+    family: str
+    shape: tuple[int, int]
+    params: int
+    dense_params: int
+    macs: int
+
+
+@dataclasses.dataclass(frozen=True)
 class LayerRecord:
     """One layer of the model (a nested model's layers get a record each).
 
@@ -173,6 +195,8 @@ class LayerRecord:
             ``state_size`` is not static).
         state_bytes_f32, state_bytes_int8: recurrent-state RAM, 4 and 1 bytes per element.
         tensors: the layer's weights, one :class:`TensorRecord` each.
+        matrices: for keras_rnnedge cells, one :class:`MatrixRecord` per weight matrix (its
+            family and what it costs); empty for other layers.
     """
 
     name: str
@@ -188,6 +212,7 @@ class LayerRecord:
     state_bytes_f32: int | None
     state_bytes_int8: int | None
     tensors: tuple[TensorRecord, ...]
+    matrices: tuple[MatrixRecord, ...] = ()
 
     @property
     def sparse_tensors_f32(self) -> tuple[str, ...]:
@@ -320,6 +345,12 @@ class ModelSummary:
         lines = [f'Model: "{self.name}"', "=" * rule_width, line(headers), "-" * rule_width]
         lines += [line(row) for row in body]
         lines += ["-" * rule_width, line(total), "=" * rule_width]
+        matrices = [m for r in self.layers for m in r.matrices]
+        if matrices:
+            lines.append("Matrices (family: params of rows x cols, MACs per product):")
+            width = max(len(m.name) for m in matrices)
+            lines += [f"  {m.name:<{width}}  {m.family}: {m.params:,} of {m.shape[0]}x"
+                      f"{m.shape[1]} = {m.dense_params:,}, {m.macs:,} MACs" for m in matrices]
         lines += list(_NOTES)
         return "\n".join(lines)
 
@@ -349,6 +380,9 @@ class ModelSummary:
                     **dataclasses.asdict(layer),
                     "tensors": [
                         {**dataclasses.asdict(t), "shape": list(t.shape)} for t in layer.tensors
+                    ],
+                    "matrices": [
+                        {**dataclasses.asdict(m), "shape": list(m.shape)} for m in layer.matrices
                     ],
                 }
                 for layer in self.layers
@@ -612,7 +646,23 @@ def _layer_record(name: str, layer) -> LayerRecord:
         state_bytes_f32=None if state is None else state * _F32_BYTES,
         state_bytes_int8=None if state is None else state * _INT8_BYTES,
         tensors=tuple(tensors),
+        matrices=_matrix_records(name, rnns),
     )
+
+
+def _matrix_records(name: str, rnns) -> tuple[MatrixRecord, ...]:
+    out = []
+    for rnn in rnns:
+        for cell in _cells(rnn.cell):
+            if not isinstance(cell, CompressedCell) or not cell.built:
+                continue
+            for base, structure in cell.structures.items():
+                rows, cols = cell.matrix_shapes[base]
+                cost = structure.cost(rows, cols)
+                out.append(MatrixRecord(name=f"{name}/{base}", family=structure.describe(),
+                                        shape=(rows, cols), params=cost.params,
+                                        dense_params=rows * cols, macs=cost.macs))
+    return tuple(out)
 
 
 def _layers(model, prefix: str = ""):

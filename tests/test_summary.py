@@ -344,6 +344,9 @@ dense  Dense                  18         3        29*         20*          -    
 -------------------------------------------------------------------------------------------------------------------
 Total                        124        89       395         180          88             896         32           8
 ===================================================================================================================
+Matrices (family: params of rows x cols, MACs per product):
+  rnn/kernel            dense: 24 of 3x8 = 24, 24 MACs
+  rnn/recurrent_kernel  low rank 4: 64 of 8x8 = 64, 64 MACs
 Bytes: weights at float32 (4 B each) and int8 (1 B per matrix value, 4 B per bias or scalar as int32; quantization scales not counted).
 *: at least one matrix stored sparse as CSR (value + uint8/uint16 column index per non-zero, uint16 row pointers) because that is smaller than dense.
 MACs/step: multiply-accumulates of one time step of a recurrent layer (matrix products only).
@@ -353,3 +356,24 @@ State: recurrent-state RAM in bytes (elements x 4 at float32, x 1 at int8); the 
 
 def test_text_snapshot():
     assert summary(sparse_fastgrnn_model()).to_text() == EXPECTED_TEXT
+
+
+def test_matrix_families_with_their_true_costs():
+    """A Kronecker kernel and a tensor-train recurrent kernel: parameters and MACs counted by
+    hand from the factor shapes (test_matrices.py derives the formulas)."""
+    cell = FastGRNNCell(32, kernel_structure={"family": "kronecker", "factors": [[3, 4], [3, 8]]},
+                        recurrent_structure={"family": "tensor_train", "ranks": 2,
+                                             "in_modes": [4, 8], "out_modes": [8, 4]})
+    model = keras.Sequential([keras.Input((5, 9)), keras.layers.RNN(cell, name="rnn")])
+    s = summary(model)
+    kernel, recurrent = s.layers[0].matrices
+    assert (kernel.family, kernel.shape, kernel.params) == ("kronecker 3x4⊗3x8", (9, 32), 36)
+    assert kernel.macs == 3 * (3 * 8) + 8 * (3 * 4)  # the 3-mode over 3 rows, then 8 rows
+    assert recurrent.params == 1 * 4 * 8 * 2 + 2 * 8 * 4 * 1 == 128
+    # TT 2 cores: core 2 over (m1 = 4 rows) x (m2 r1 ... ): 4*8*4*2, core 1: n2 x (m1 r1) x n1
+    assert recurrent.macs == 4 * 8 * 4 * 2 + 4 * 4 * 2 * 8
+    assert s.layers[0].macs_per_step == kernel.macs + recurrent.macs
+    assert s.layers[0].params == kernel.params + recurrent.params + 2 * 32 + 2
+    text = s.to_text()
+    assert "rnn/kernel            kronecker 3x4⊗3x8: 36 of 9x32 = 288, 168 MACs" in text
+    assert s.to_dict()["layers"][0]["matrices"][1]["shape"] == [32, 32]
