@@ -16,6 +16,7 @@ from keras_rnnedge.matrices import (
     factor_suffix,
     get_structure,
 )
+from keras_rnnedge.matrices.base import run_stages
 from tests import tolerances
 
 #: (structure, rows, cols) covering every registered family
@@ -60,6 +61,18 @@ def test_from_dense_recovers_a_matrix_of_the_family(structure, rows, cols, rng):
     w = s.to_dense(_random_weights(s, rows, cols, rng))
     refit = s.to_dense(s.from_dense(w))
     np.testing.assert_allclose(refit, w, atol=1e-8 * np.abs(w).max() * w.size)
+
+
+@pytest.mark.parametrize("structure,rows,cols", EXAMPLES, ids=lambda v: str(v)[:30])
+def test_stages_compute_the_product(structure, rows, cols, rng):
+    """The chain of stages (what the integer path quantizes and the C runs) is x @ W, and its
+    multiplies are the family's MAC count."""
+    s = structure.resolve(rows, cols, "kernel_structure")
+    weights = _random_weights(s, rows, cols, rng)
+    x = rng.normal(size=(4, rows))
+    stages = s.stages(weights)
+    np.testing.assert_allclose(run_stages(stages, x), x @ s.to_dense(weights), atol=1e-9)
+    assert sum(st.blocks * st.matrix.size for st in stages) == s.cost(rows, cols).macs
 
 
 def test_costs_counted_by_hand():

@@ -27,7 +27,48 @@ from typing import Any, ClassVar
 
 from keras_rnnedge._compat import keras, np
 
-__all__ = ["MatrixCost", "MatrixStructure", "check_int_list", "check_positive", "fresh"]
+__all__ = ["MatrixCost", "MatrixStructure", "Stage", "check_int_list", "check_positive", "fresh",
+           "run_stages"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One step of a structured product, as the integer oracle and the C compute it.
+
+    Every family's ``x @ W`` is a chain of stages (dense: one; low rank: two; Kronecker and
+    tensor train: one per factor or core). A stage maps a vector ``v`` of ``blocks * m``
+    values to one of ``blocks * n`` values with the small matrix ``matrix`` (``m × n``),
+    applied to each contiguous block of ``v``; output column ``j = p * inner + a`` of block
+    ``b`` goes to position ``(p * blocks + b) * inner + a`` (``inner = 1``: the block's outputs
+    are interleaved, the transpose that brings the next factor's mode to the end):
+
+        w[(j // inner) * blocks * inner + b * inner + j % inner] = Σ_i v[b * m + i] matrix[i, j]
+
+    Attributes:
+        matrix: (m, n) float64.
+        blocks: how many blocks the input holds.
+        inner: the size of the innermost output index (a TT rank; 1 otherwise).
+    """
+
+    matrix: np.ndarray
+    blocks: int = 1
+    inner: int = 1
+
+    def apply(self, v: np.ndarray) -> np.ndarray:
+        """The stage on float vectors ``v`` (..., blocks * m) (the reference of the integer
+        and C implementations)."""
+        m, n = self.matrix.shape
+        lead = v.shape[:-1]
+        y = v.reshape(*lead, self.blocks, m) @ self.matrix          # (..., blocks, n)
+        y = y.reshape(*lead, self.blocks, n // self.inner, self.inner)
+        return np.swapaxes(y, -3, -2).reshape(*lead, self.blocks * n)
+
+
+def run_stages(stages: Sequence[Stage], x: np.ndarray) -> np.ndarray:
+    """``x @ W`` through the stages, in float."""
+    for stage in stages:
+        x = stage.apply(x)
+    return x
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +133,11 @@ class MatrixStructure:
         raise NotImplementedError
 
     def cost(self, rows: int, cols: int) -> MatrixCost:
+        raise NotImplementedError
+
+    def stages(self, weights: Sequence[np.ndarray]) -> list[Stage]:
+        """The product as a chain of :class:`Stage` (what the integer path quantizes and the
+        C computes), from the weights in :meth:`weight_names` order."""
         raise NotImplementedError
 
     # -- shared -------------------------------------------------------------------------------

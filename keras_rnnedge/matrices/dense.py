@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from keras_rnnedge._compat import np, tf
-from keras_rnnedge.matrices.base import MatrixCost, MatrixStructure
+from keras_rnnedge.matrices.base import MatrixCost, MatrixStructure, Stage
 
 __all__ = ["Dense"]
 
@@ -51,3 +51,6 @@ class Dense(MatrixStructure):
 
     def cost(self, rows: int, cols: int) -> MatrixCost:
         return MatrixCost(params=rows * cols, macs=rows * cols)
+
+    def stages(self, weights: Sequence[np.ndarray]) -> list[Stage]:
+        return [Stage(np.asarray(weights[0], np.float64))]

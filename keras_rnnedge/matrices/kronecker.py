@@ -12,6 +12,7 @@ from keras_rnnedge._compat import keras, np, tf
 from keras_rnnedge.matrices.base import (
     MatrixCost,
     MatrixStructure,
+    Stage,
     check_positive,
     divisor_splits,
 )
@@ -130,6 +131,15 @@ class Kronecker(MatrixStructure):
     def cost(self, rows: int, cols: int) -> MatrixCost:
         return MatrixCost(params=sum(m * n for m, n in self.factors),
                           macs=_kron_macs(self.factors))
+
+    def stages(self, weights: Sequence[np.ndarray]) -> list[Stage]:
+        """One stage per factor, the last first (the order of :meth:`matmul`)."""
+        out = []
+        for k in reversed(range(len(self.factors))):
+            blocks = (math.prod(f[0] for f in self.factors[:k])
+                      * math.prod(f[1] for f in self.factors[k + 1:]))
+            out.append(Stage(np.asarray(weights[k], np.float64), blocks=blocks))
+        return out
 
     def describe(self) -> str:
         if self.factors is None:

@@ -7,7 +7,13 @@ import dataclasses
 from collections.abc import Sequence
 
 from keras_rnnedge._compat import np, tf
-from keras_rnnedge.matrices.base import MatrixCost, MatrixStructure, check_positive, fresh
+from keras_rnnedge.matrices.base import (
+    MatrixCost,
+    MatrixStructure,
+    Stage,
+    check_positive,
+    fresh,
+)
 
 __all__ = ["LowRank"]
 
@@ -69,6 +75,9 @@ class LowRank(MatrixStructure):
     def cost(self, rows: int, cols: int) -> MatrixCost:
         n = self.rank * (rows + cols)
         return MatrixCost(params=n, macs=n)
+
+    def stages(self, weights: Sequence[np.ndarray]) -> list[Stage]:
+        return [Stage(np.asarray(w, np.float64)) for w in weights]
 
     def describe(self) -> str:
         return f"low rank {self.rank}"

@@ -12,6 +12,7 @@ from keras_rnnedge._compat import import_t3f, keras, np, tf
 from keras_rnnedge.matrices.base import (
     MatrixCost,
     MatrixStructure,
+    Stage,
     check_int_list,
     check_positive,
     divisor_splits,
@@ -181,6 +182,20 @@ class TensorTrain(MatrixStructure):
         params = sum(r[k] * m * n * r[k + 1]
                      for k, (m, n) in enumerate(zip(self.in_modes, self.out_modes)))
         return MatrixCost(params=params, macs=_tt_macs(self.in_modes, self.out_modes, r))
+
+    def stages(self, weights: Sequence[np.ndarray]) -> list[Stage]:
+        """One stage per core, the last first: core ``k`` as the ``(m_k r_k) × (n_k r_{k-1})``
+        matrix ``M[m r_k + r, n r_{k-1} + a] = G_k[a, m, n, r]`` over blocks
+        ``(∏_{i<k} m_i)(∏_{i>k} n_i)``, with ``inner = r_{k-1}``."""
+        out = []
+        ins, outs = self.in_modes, self.out_modes
+        for k in reversed(range(self.num_cores)):
+            core = np.asarray(weights[k], np.float64)
+            a, m, n, r = core.shape
+            matrix = core.transpose(1, 3, 2, 0).reshape(m * r, n * a)
+            out.append(Stage(matrix, blocks=math.prod(ins[:k]) * math.prod(outs[k + 1:]),
+                             inner=a))
+        return out
 
     def describe(self) -> str:
         if self.in_modes is None:
