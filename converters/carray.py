@@ -20,7 +20,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
-__all__ = ["BYTES_PER_LINE", "CPP_KEYWORDS", "c_array", "c_identifier"]
+__all__ = ["BYTES_PER_LINE", "CPP_KEYWORDS", "RESERVED_NAMES", "c_array", "c_identifier",
+           "identifier_note"]
 
 #: Bytes per line of the generated array (TFLM's generator uses 12).
 BYTES_PER_LINE = 12
@@ -44,18 +45,37 @@ CPP_KEYWORDS = frozenset("""
 """.split())
 
 
-def c_identifier(name: str) -> str:
-    """A valid C (and C++) identifier made from any model name.
+#: Standard C headers: the generated files are ``<id>.h``/``<id>.c`` in a directory that the
+#: builds put first on the include path (``-I``), where ``<id>.h`` would replace the header.
+_C_HEADERS = frozenset("""
+    assert complex ctype errno fenv float inttypes iso646 limits locale math setjmp signal
+    stdalign stdarg stdatomic stdbit stdbool stdckdint stddef stdint stdio stdlib stdnoreturn
+    string tgmath threads time uchar wchar wctype arm_acle
+""".split())
+#: Files beside the model in the programs and projects built around it.
+_SUPPORT_FILES = frozenset(("main", "startup", "rnnedge_target", "rnnedge_support", "arduino"))
+#: Names that are valid identifiers but cannot name a model's files (see :func:`c_identifier`).
+RESERVED_NAMES = _C_HEADERS | _SUPPORT_FILES
 
-    Accents are stripped (``"Café"`` → ``"cafe"``), the name is lowercased, every run of other
-    characters becomes one ``_`` (so the result never holds ``__``, which C++ reserves), leading
-    and trailing ``_`` are dropped; a leading digit gets the prefix ``model_``, a C/C++ keyword
-    the suffix ``_model``, and a name with nothing left becomes ``model``.
 
-    Examples:
-        >>> c_identifier("my-model 2"), c_identifier("2fast"), c_identifier("int")
-        ('my_model_2', 'model_2fast', 'int_model')
-    """
+def _reserved_reason(ident: str) -> str | None:
+    if ident in CPP_KEYWORDS:
+        return "a C/C++ keyword"
+    if ident == "main":
+        return ("the program's entry point: main.c of the test programs and of the Cortex-M "
+                "project would replace the model's C file")
+    if ident == "arduino":
+        return "the Arduino core's header (Arduino.h on case-insensitive file systems)"
+    if ident in _SUPPORT_FILES:
+        return ("the name of a file beside the model in the programs built around it "
+                "(startup.c, rnnedge_target.h, rnnedge_support.c)")
+    if ident in _C_HEADERS:
+        return (f"a standard header: the model's {ident}.h would replace <{ident}.h> on the "
+                "include path")
+    return None
+
+
+def _clean(name: str) -> str:
     if not isinstance(name, str):
         raise TypeError(f"Expected name to be a str, but got {type(name).__name__}: {name!r}.")
     ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
@@ -65,9 +85,46 @@ def c_identifier(name: str) -> str:
         return "model"
     if ident[0].isdigit():
         ident = f"model_{ident}"[:MAX_IDENTIFIER_LENGTH].rstrip("_")
-    if ident in CPP_KEYWORDS:
+    return ident
+
+
+def c_identifier(name: str) -> str:
+    """A valid C (and C++) identifier made from any model name.
+
+    Accents are stripped (``"Café"`` → ``"cafe"``), the name is lowercased, every run of other
+    characters becomes one ``_`` (so the result never holds ``__``, which C++ reserves), leading
+    and trailing ``_`` are dropped; a leading digit gets the prefix ``model_``, and a name with
+    nothing left becomes ``model``. A C/C++ keyword or a :data:`RESERVED_NAMES` entry (a
+    standard C header such as ``math``, ``main``, the files of the C runtime support) gets the
+    suffix ``_model``: the identifier names the generated files (``<id>.c``, ``<id>.h``) as well
+    as the symbols; :func:`identifier_note` says why a name was changed.
+
+    Examples:
+        >>> c_identifier("my-model 2"), c_identifier("2fast"), c_identifier("int")
+        ('my_model_2', 'model_2fast', 'int_model')
+        >>> c_identifier("main"), c_identifier("Math")
+        ('main_model', 'math_model')
+    """
+    ident = _clean(name)
+    if _reserved_reason(ident) is not None:
         ident = f"{ident}_model"
     return ident
+
+
+def identifier_note(name: str) -> str | None:
+    """Why :func:`c_identifier` added ``_model`` to ``name`` (one sentence), or ``None``.
+
+    Example:
+        >>> identifier_note("my model") is None
+        True
+    """
+    base = _clean(name)
+    reason = _reserved_reason(base)
+    if reason is None:
+        return None
+    return (f"the name {name!r} gives the C identifier {base!r}, which is {reason}; the files "
+            f"and symbols use {base + '_model'!r} instead (choose another name to avoid the "
+            "suffix)")
 
 
 def comment_text(text: str) -> str:

@@ -429,12 +429,23 @@ def target_refusal(board: Board) -> str:
             f"convert MODEL --target {board.key} --format c --data DATA.npz --out DIR`.")
 
 
+#: Parts of the names of ops that a recurrent loop left in the graph: another mode removes them.
+_LOOP_OPS = ("WHILE", "TENSORLIST", "SEQUENCE_RNN", "SEQUENCE_LSTM")
+
+
 def _ops_refusal(unsupported, ops) -> str:
-    return (f"TFLite Micro has no kernel for {', '.join(unsupported)}; the model's ops are "
-            f"{', '.join(ops)}. Convert with mode=\"step\" (one time step, no control flow, the "
-            "loop in the caller), or use stock LSTM layers with mode=\"fused\" "
-            "(UNIDIRECTIONAL_SEQUENCE_LSTM), or replace the layer or activation that produces "
-            "these ops.")
+    message = (f"TFLite Micro has no kernel for {', '.join(unsupported)}; the model's ops are "
+               f"{', '.join(ops)}.")
+    loop = [op for op in unsupported if any(part in op.upper() for part in _LOOP_OPS)]
+    if loop:
+        return (f"{message} {', '.join(loop)} come from a recurrent loop: convert with "
+                "mode=\"step\" (one time step, no control flow, the loop in the caller), or use "
+                "stock LSTM layers with mode=\"fused\" (UNIDIRECTIONAL_SEQUENCE_LSTM).")
+    source = " (GELU: a 'gelu' activation)" if "GELU" in unsupported else ""
+    return (f"{message} Another conversion mode keeps these ops (they do not come from the "
+            f"recurrent loop): replace the layer or activation that produces them{source} with "
+            "one TFLite Micro runs (activations 'relu', 'tanh', 'sigmoid', 'hard_sigmoid', "
+            "'linear'), retrain or fine-tune, and convert again.")
 
 
 def _boards_that_fit(report: AuditReport) -> list[str]:

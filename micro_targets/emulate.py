@@ -32,6 +32,12 @@ from typing import Protocol
 
 import numpy as np
 
+from keras_rnnedge.micro_targets.validate import (
+    check_flatbuffer,
+    check_positive_int,
+    check_sequences,
+)
+
 __all__ = ["RUNTIMES", "EmulationResult", "emulate", "measure_arena", "open_runtime",
            "tflm_interpreter"]
 
@@ -222,20 +228,48 @@ class _TFLM:
 def open_runtime(flatbuffer: bytes, runtime: str = "litert", *, arena_bytes: int | None = None):
     """An interpreter with a uniform ``set(position, value)``, ``invoke()``, ``get(position)``,
     ``reset()`` interface (positions as in :class:`~keras_rnnedge.converters.TensorInfo`)."""
+    _check_runtime(runtime, arena_bytes)
+    return _open(check_flatbuffer(flatbuffer), runtime, arena_bytes)
+
+
+def _check_runtime(runtime: str, arena_bytes: int | None) -> None:
     if runtime not in RUNTIMES:
         raise ValueError(f'Expected runtime to be one of {", ".join(map(repr, RUNTIMES))}, but '
                          f"got {runtime!r}.")
+    if arena_bytes is not None:
+        check_positive_int(arena_bytes, "arena_bytes")
+
+
+def _check_tflm_ops(flatbuffer: bytes) -> None:
+    """Refuse, with the audit's advice, a model using ops TFLite Micro has no kernel for (it
+    would fail to allocate with only the op's name)."""
+    from keras_rnnedge.micro_targets import audit  # audit imports this module
+
+    ops = audit.list_ops(flatbuffer)
+    unsupported = tuple(op for op in ops if audit._method(op) is None)
+    if unsupported:
+        raise audit.UnsupportedOpError(audit._ops_refusal(unsupported, ops), unsupported,
+                                       tuple(ops))
+
+
+def _open(flatbuffer: bytes, runtime: str, arena_bytes: int | None):
+    """The runner of :func:`open_runtime`, for a flatbuffer already checked."""
     if runtime == "tflm":
-        runner = _TFLM(flatbuffer, arena_bytes or measure_arena(flatbuffer))
-    else:
-        runner = _LiteRT(flatbuffer, optimized=(runtime == "litert-optimized"))
-    return runner
+        _check_tflm_ops(flatbuffer)
+        return _TFLM(flatbuffer, arena_bytes or measure_arena(flatbuffer))
+    return _LiteRT(flatbuffer, optimized=(runtime == "litert-optimized"))
 
 
 def emulate(converted: _Converted, x, *, runtime: str = "litert",
             arena_bytes: int | None = None,
             progress: Callable[[int, int], None] | None = None) -> EmulationResult:
     """Run ``converted`` on every sequence of ``x`` on the host.
+
+    Every input is checked before the first invoke: ``x`` (finite values, the model's
+    features; an unrolled or fused model takes exactly its own length, a step model any length:
+    callers comparing with the trained model check its length), ``runtime``, ``arena_bytes``
+    and the flatbuffer itself (:func:`~keras_rnnedge.micro_targets.validate.check_flatbuffer`:
+    TFLite Micro does not verify a model before loading it).
 
     Args:
         converted: a conversion result (flatbuffer and its I/O map).
@@ -247,17 +281,22 @@ def emulate(converted: _Converted, x, *, runtime: str = "litert",
 
     Returns:
         An :class:`EmulationResult`.
+
+    Raises:
+        ValueError: bad ``x``, ``runtime`` or ``arena_bytes``, or a truncated or corrupt
+            flatbuffer (the message names the file when ``converted`` was read from one).
     """
-    x = np.asarray(x, np.float32)
+    _check_runtime(runtime, arena_bytes)
     x_info = next(t for t in converted.inputs if t.name == "x")
     y_info = next(t for t in converted.outputs if t.name == "y")
-    features = x_info.shape[-1]
-    if x.ndim != 3 or x.shape[-1] != features:
-        raise ValueError(f"Received x with shape {x.shape}; expected (N, timesteps, {features}).")
-    if converted.mode != "step" and x.shape[1] != x_info.shape[1]:
-        raise ValueError(f"Received sequences of {x.shape[1]} steps; the {converted.mode} model "
-                         f"takes exactly {x_info.shape[1]}.")
-    runner = open_runtime(converted.flatbuffer, runtime, arena_bytes=arena_bytes)
+    steps = None if converted.mode == "step" else x_info.shape[1]
+    x = check_sequences(x, features=x_info.shape[-1], timesteps=steps, finite=True,
+                        length_note=f"The {converted.mode} model is built for one length: cut "
+                        f"the windows to {steps} steps, or convert with mode='step', which "
+                        "runs windows of any length.").astype(np.float32)
+    path = getattr(converted, "path", None)
+    where = repr(str(path / "model.tflite")) if path is not None else "the flatbuffer"
+    runner = _open(check_flatbuffer(converted.flatbuffer, where), runtime, arena_bytes)
     arena = runner.arena_bytes
 
     raw, timings = [], []
