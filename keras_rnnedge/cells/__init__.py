@@ -10,6 +10,7 @@ from keras_rnnedge.cells.base import (
     quantized_tanh,
     register_cell,
 )
+from keras_rnnedge.cells.constraints import SupportMask
 from keras_rnnedge.cells.fastgrnn import FastGRNNCell, FastRNNCell
 from keras_rnnedge.cells.lowrank import LowRankGRUCell, LowRankLSTMCell
 
@@ -22,6 +23,7 @@ __all__ = [
     "FastRNNCell",
     "LowRankGRUCell",
     "LowRankLSTMCell",
+    "SupportMask",
     "get_activation",
     "quantized_sigmoid",
     "quantized_tanh",

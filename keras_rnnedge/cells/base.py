@@ -333,6 +333,13 @@ def matmul(layer, x, name: str):
     return structure.matmul(x, [getattr(layer, w) for w in structure.weight_names(name)])
 
 
+def matmul_columns(layer, x, name: str, start: int, stop: int):
+    """``(x @ W)[:, start:stop]`` for matrix ``name`` (see :func:`matmul`)."""
+    structure = layer.structures[name]
+    return structure.matmul_columns(x, [getattr(layer, w) for w in structure.weight_names(name)],
+                                    start, stop)
+
+
 def structure_config(structure: MatrixStructure):
     """What ``get_config`` stores for a ``*_structure`` argument: ``None`` for dense and
     low-rank matrices (the rank argument says which), else the structure's config."""

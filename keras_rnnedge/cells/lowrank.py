@@ -14,6 +14,7 @@ from keras_rnnedge.cells.base import (
     fresh,
     get_activation,
     matmul,
+    matmul_columns,
     rank_of,
     register_cell,
     structure_config,
@@ -227,18 +228,12 @@ class LowRankGRUCell(_LowRankBase):
             r = self.recurrent_activation(x_r + u_r)
             candidate = self.activation(x_h + r * u_h)
         else:
-            if self.recurrent_kernel is not None:
-                u_zr = tf.matmul(h, self.recurrent_kernel[:, : 2 * units])
-                u_h_of = lambda v: tf.matmul(v, self.recurrent_kernel[:, 2 * units:])  # noqa: E731
-            else:
-                hu = tf.matmul(h, self.recurrent_kernel_u)
-                u_zr = tf.matmul(hu, self.recurrent_kernel_v[:, : 2 * units])
-                u_h_of = lambda v: tf.matmul(  # noqa: E731
-                    tf.matmul(v, self.recurrent_kernel_u), self.recurrent_kernel_v[:, 2 * units:])
+            u_zr = matmul_columns(self, h, "recurrent_kernel", 0, 2 * units)
             u_z, u_r = tf.split(u_zr, 2, axis=-1)
             z = self.recurrent_activation(x_z + u_z)
             r = self.recurrent_activation(x_r + u_r)
-            candidate = self.activation(x_h + u_h_of(r * h))
+            u_h = matmul_columns(self, r * h, "recurrent_kernel", 2 * units, 3 * units)
+            candidate = self.activation(x_h + u_h)
         h_new = z * h + (1.0 - z) * candidate
         return h_new, [h_new]
 

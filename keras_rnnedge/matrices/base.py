@@ -48,11 +48,14 @@ class Stage:
         matrix: (m, n) float64.
         blocks: how many blocks the input holds.
         inner: the size of the innermost output index (a TT rank; 1 otherwise).
+        source: the index (in :meth:`MatrixStructure.weight_names` order) of the weight the
+            stage's matrix is made from.
     """
 
     matrix: np.ndarray
     blocks: int = 1
     inner: int = 1
+    source: int = 0
 
     def apply(self, v: np.ndarray) -> np.ndarray:
         """The stage on float vectors ``v`` (..., blocks * m) (the reference of the integer
@@ -122,6 +125,11 @@ class MatrixStructure:
     def matmul(self, x, weights: Sequence) -> Any:
         """``x @ W`` for ``x`` of shape (batch, rows), from the weight tensors."""
         raise NotImplementedError
+
+    def matmul_columns(self, x, weights: Sequence, start: int, stop: int) -> Any:
+        """``(x @ W)[:, start:stop]``; families whose last factor holds whole columns (dense,
+        low rank) compute only those."""
+        return self.matmul(x, weights)[:, start:stop]
 
     def to_dense(self, weights: Sequence[np.ndarray]) -> np.ndarray:
         """The (rows, cols) matrix the weights represent (float64)."""

@@ -43,6 +43,9 @@ class Dense(MatrixStructure):
     def matmul(self, x, weights: Sequence):
         return tf.matmul(x, weights[0])
 
+    def matmul_columns(self, x, weights: Sequence, start: int, stop: int):
+        return tf.matmul(x, weights[0][:, start:stop])
+
     def to_dense(self, weights: Sequence[np.ndarray]) -> np.ndarray:
         return np.asarray(weights[0], np.float64)
 

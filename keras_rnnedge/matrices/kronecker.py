@@ -138,7 +138,7 @@ class Kronecker(MatrixStructure):
         for k in reversed(range(len(self.factors))):
             blocks = (math.prod(f[0] for f in self.factors[:k])
                       * math.prod(f[1] for f in self.factors[k + 1:]))
-            out.append(Stage(np.asarray(weights[k], np.float64), blocks=blocks))
+            out.append(Stage(np.asarray(weights[k], np.float64), blocks=blocks, source=k))
         return out
 
     def describe(self) -> str:

@@ -62,6 +62,9 @@ class LowRank(MatrixStructure):
     def matmul(self, x, weights: Sequence):
         return tf.matmul(tf.matmul(x, weights[0]), weights[1])
 
+    def matmul_columns(self, x, weights: Sequence, start: int, stop: int):
+        return tf.matmul(tf.matmul(x, weights[0]), weights[1][:, start:stop])
+
     def to_dense(self, weights: Sequence[np.ndarray]) -> np.ndarray:
         return np.asarray(weights[0], np.float64) @ np.asarray(weights[1], np.float64)
 
@@ -77,7 +80,7 @@ class LowRank(MatrixStructure):
         return MatrixCost(params=n, macs=n)
 
     def stages(self, weights: Sequence[np.ndarray]) -> list[Stage]:
-        return [Stage(np.asarray(w, np.float64)) for w in weights]
+        return [Stage(np.asarray(w, np.float64), source=i) for i, w in enumerate(weights)]
 
     def describe(self) -> str:
         return f"low rank {self.rank}"

@@ -194,7 +194,7 @@ class TensorTrain(MatrixStructure):
             a, m, n, r = core.shape
             matrix = core.transpose(1, 3, 2, 0).reshape(m * r, n * a)
             out.append(Stage(matrix, blocks=math.prod(ins[:k]) * math.prod(outs[k + 1:]),
-                             inner=a))
+                             inner=a, source=k))
         return out
 
     def describe(self) -> str:

@@ -7,8 +7,9 @@
   a Keras callback, with exact non-zero counts.
 * :func:`quantize_model` makes a quantization-aware copy of a model with recurrent layers, which
   tfmot's own ``quantize_model`` refuses; :class:`CellQuantizeConfig` says what is quantized.
-* :func:`load_model` loads ``.keras`` files with cells, pruning and QAT wrappers (working around
-  tfmot 0.8.1's ``.keras`` loading bug for QAT models).
+* :func:`load_model` loads ``.keras`` and ``.h5`` files with cells, pruning and QAT wrappers
+  (working around tfmot 0.8.1's ``.keras`` loading bug for QAT models); :func:`save_model` saves
+  them all or nothing.
 * :func:`iter_recurrent_layers` and friends find the recurrent layers and cell weights these act
   on, through nested models and tfmot wrappers.
 """
@@ -38,8 +39,8 @@ from keras_rnnedge.optimize.recurrent import (
     unwrap,
     weight_names,
 )
-from keras_rnnedge.optimize.saving import load_model, optimize_scope
-from keras_rnnedge.optimize.thresholding import HardThresholding, hard_threshold_mask
+from keras_rnnedge.optimize.saving import load_model, optimize_scope, save_model
+from keras_rnnedge.optimize.thresholding import HardThresholding, SupportMask, hard_threshold_mask
 
 __all__ = [
     "STOCK_CELL_WEIGHTS",
@@ -47,6 +48,7 @@ __all__ = [
     "HardThresholding",
     "PerWeightPruning",
     "PruneLowMagnitudePerWeight",
+    "SupportMask",
     "UpdatePruningStep",
     "hard_threshold_mask",
     "is_recurrent",
@@ -61,6 +63,7 @@ __all__ = [
     "quantize_scope",
     "recurrent_cell",
     "recurrent_layer_names",
+    "save_model",
     "select_recurrent_layers",
     "strip_pruning",
     "unwrap",

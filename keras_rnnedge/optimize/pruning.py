@@ -125,6 +125,10 @@ def _deserialize_schedule(config) -> PruningSchedule:
     return cls.from_config(config["config"])
 
 
+def _short_name(variable) -> str:
+    return variable.name.split(":")[0].split("/")[-1]
+
+
 def _check_schedule(value, argument):
     if not isinstance(value, PruningSchedule):
         raise TypeError(f"Received {argument}={value!r}, expected a "
@@ -182,8 +186,25 @@ class PruneLowMagnitudePerWeight(PruneLowMagnitude):
         super().__init__(layer, pruning_schedule=pruning_schedule, **kwargs)
         self.weight_schedules = weight_schedules
 
+    def add_weight(self, name=None, *args, **kwargs):
+        # tfmot names the mask and threshold of every pruned weight "mask" and "threshold". A
+        # recurrent layer has several pruned weights, and HDF5 stores a layer's weights by name,
+        # so the .h5 save failed ("name already exists"). Prefix them with the weight's name.
+        # (.keras files and checkpoints address variables by position, so nothing else changes.)
+        if getattr(self, "_naming_pruning_vars", False) and name in ("mask", "threshold"):
+            weights = getattr(self, "prunable_weights", None) or []
+            done = sum(1 for w in self._non_trainable_weights
+                       if _short_name(w).endswith(f"_{name}"))
+            if done < len(weights):
+                name = f"{_short_name(weights[done])}_{name}"
+        return super().add_weight(name, *args, **kwargs)
+
     def build(self, input_shape):
-        super().build(input_shape)
+        self._naming_pruning_vars = True
+        try:
+            super().build(input_shape)
+        finally:
+            self._naming_pruning_vars = False
         cell = recurrent_cell(self.layer)
         by_name = resolve_weight_values(cell, self.weight_schedules, argument="weight_schedules",
                                         check=_check_schedule, layer_name=self.layer.name)

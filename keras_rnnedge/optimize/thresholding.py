@@ -13,6 +13,12 @@ Neural Network", NeurIPS 2018, Algorithm 1; EdgeML's ``fastTrainer``:
 
 Unlike tfmot pruning it adds no variables and no wrapper: the callback reads the weights and
 assigns thresholded values between batches, outside the (possibly ``jit_compile``d) train step.
+
+The frozen support is saved with the model: when phase 3 begins, each thresholded weight gets a
+:class:`SupportMask` constraint (through the cell's ``kernel_constraint`` /
+``recurrent_constraint``, so it is part of the model's config in ``.keras`` and ``.h5`` files).
+The optimizer applies it after every step, so a reloaded model keeps its zeros when training
+resumes, with or without the callback; a callback given such a model takes its masks from it.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from keras_rnnedge._compat import keras, np, tf
+from keras_rnnedge.cells.constraints import SupportMask
 from keras_rnnedge.optimize.recurrent import (
     cell_variable,
     recurrent_cell,
@@ -29,7 +36,7 @@ from keras_rnnedge.optimize.recurrent import (
     select_recurrent_layers,
 )
 
-__all__ = ["HardThresholding", "hard_threshold_mask"]
+__all__ = ["HardThresholding", "SupportMask", "hard_threshold_mask"]
 
 PHASES = ("dense", "iht", "sparse")
 
@@ -68,15 +75,71 @@ def _check_epochs(value, argument):
     return int(value)
 
 
-class _Target:
-    """One thresholded weight: its variable, density, log key and current mask."""
+def _constraint_attribute(cell, weight: str) -> str | None:
+    """The cell attribute (and config key) holding the constraint of ``weight``, if any.
 
-    def __init__(self, layer_name: str, weight: str, variable: tf.Variable, density: float):
+    That is the ``<stem>_constraint`` argument whose stem is the longest one that ``weight``
+    starts with: ``kernel_u`` → ``kernel_constraint``, ``recurrent_kernel`` →
+    ``recurrent_constraint`` (the Keras convention, which the cells follow).
+    """
+    try:
+        config = cell.get_config()
+    except NotImplementedError:
+        return None
+    stems = [key[: -len("_constraint")] for key in config
+             if key.endswith("_constraint") and hasattr(cell, key)]
+    stems = [stem for stem in stems if weight == stem or weight.startswith(stem + "_")]
+    return f"{max(stems, key=len)}_constraint" if stems else None
+
+
+def _set_variable_constraint(variable, constraint) -> None:
+    """Point ``variable`` (and the components of a distributed or autocast variable) at
+    ``constraint``: tf.Variable has no public setter, the optimizer reads ``.constraint``."""
+    parts = [variable, *getattr(variable, "_values", ()), getattr(variable, "_variable", None)]
+    for part in parts:
+        if part is not None and hasattr(part, "_constraint"):
+            part._constraint = constraint
+
+
+class _Target:
+    """One thresholded weight: its cell, variable, density, log key and current mask."""
+
+    def __init__(self, layer_name: str, cell, weight: str, variable: tf.Variable,
+                 density: float):
+        self.cell = cell
         self.weight = weight
         self.variable = variable
         self.density = density
         self.key = f"sparsity/{layer_name}/{weight}"
         self.mask: np.ndarray | None = None
+        self.attribute = _constraint_attribute(cell, weight)
+
+    def saved_mask(self) -> np.ndarray | None:
+        """The mask the model holds for this weight (a :class:`SupportMask`), if any."""
+        current = getattr(self.cell, self.attribute) if self.attribute else None
+        if isinstance(current, SupportMask):
+            mask = current.masks.get(self.weight)
+            if mask is not None and tuple(mask.shape) == tuple(self.variable.shape):
+                return mask
+        return None
+
+    def store_mask(self, mask: np.ndarray | None) -> None:
+        """Install ``mask`` in the model (``None``: remove it), keeping any other constraint."""
+        if self.attribute is None:
+            return
+        current = getattr(self.cell, self.attribute)
+        if isinstance(current, SupportMask):
+            masks, inner = dict(current.masks), current.constraint
+        else:
+            masks, inner = {}, current
+        masks.pop(self.weight, None)
+        if mask is not None:
+            masks[self.weight] = np.asarray(mask, bool)
+        setattr(self.cell, self.attribute, SupportMask(masks, inner) if masks else inner)
+
+    def sync_variable(self) -> None:
+        if self.attribute is not None:
+            _set_variable_constraint(self.variable, getattr(self.cell, self.attribute))
 
 
 class HardThresholding(keras.callbacks.Callback):
@@ -89,6 +152,13 @@ class HardThresholding(keras.callbacks.Callback):
     At each epoch end the callback writes ``logs["sparsity/<layer>/<weight>"]`` (fraction of
     zeros of each targeted weight) and ``logs["iht_phase"]`` (1, 2 or 3), so they appear in
     ``History.history`` and the progress bar. :attr:`phase` names the current phase.
+
+    When phase 3 begins, the support is also stored in the model as a :class:`SupportMask`
+    constraint of each thresholded weight, so it survives ``model.save`` and keeps the zeros in
+    any later training, with or without this callback. Given a model that holds such masks, the
+    callback uses them in phase 3 (no new selection), and removes them if it starts in phase 1
+    or 2 (the recipe starts again). A cell without a ``<weight>_constraint`` argument in its
+    config cannot hold the mask; its support is then kept only while the callback runs.
 
     Args:
         density: fraction of non-zeros kept, in (0, 1], for every targeted weight, or a dict from
@@ -140,6 +210,7 @@ class HardThresholding(keras.callbacks.Callback):
         self.targets: list[_Target] = []
         self._iht_batches = 0
         self._frozen = False
+        self._retrace = False
 
     # -- set-up -------------------------------------------------------------------------------
     def _collect(self) -> list[_Target]:
@@ -149,7 +220,8 @@ class HardThresholding(keras.callbacks.Callback):
             by_name = resolve_weight_values(cell, self.density, argument="density",
                                             check=_check_density, layer_name=rnn.name)
             for name, value in by_name.items():
-                targets.append(_Target(rnn.name, name, cell_variable(cell, name, outer), value))
+                targets.append(_Target(rnn.name, cell, name, cell_variable(cell, name, outer),
+                                       value))
         if not targets:
             raise ValueError(
                 "Received a model without weights to threshold: no supported recurrent layer "
@@ -181,15 +253,35 @@ class HardThresholding(keras.callbacks.Callback):
     def _freeze(self) -> None:
         self._threshold()
         self._frozen = True
+        self._store_masks(keep=True)
+
+    def _store_masks(self, keep: bool) -> None:
+        """Save the current masks in the model (``keep``) or remove them from it."""
+        for t in self.targets:
+            t.store_mask(t.mask if keep else None)
+        for t in self.targets:  # after all: factors of one matrix share one constraint
+            t.sync_variable()
+        # A train step traced before reads the old constraints: trace the next one anew.
+        self._retrace = True
 
     # -- Keras hooks --------------------------------------------------------------------------
     def on_train_begin(self, logs=None):
         self.targets = self._collect()
         self._iht_batches = 0
-        self._frozen = False
+        self._retrace = False
+        for t in self.targets:
+            t.mask = t.saved_mask()
+        # A model saved after phase 2 brings its frozen support along.
+        self._frozen = all(t.mask is not None for t in self.targets)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.phase = self.phase_of(epoch)
+        if self.phase != "sparse" and any(t.saved_mask() is not None for t in self.targets):
+            # The recipe starts again (phase 1 or 2) on a model with a frozen support: free it.
+            self._frozen = False
+            self._store_masks(keep=False)
+            self.model.train_function = self.model.make_train_function(force=True)
+            self._retrace = False
         if self.phase == "sparse" and not self._frozen:
             # No IHT epoch ran in this fit (iht_epochs=0 or a later initial_epoch).
             self._freeze()
@@ -211,6 +303,12 @@ class HardThresholding(keras.callbacks.Callback):
             for t in self.targets:
                 logs[t.key] = float(np.mean(t.variable.numpy() == 0))
             logs["iht_phase"] = PHASES.index(self.phase) + 1
+
+    def on_train_end(self, logs=None):
+        if self._retrace:
+            # The next fit traces its train step with the constraints now in the model.
+            self.model.train_function = None
+            self._retrace = False
 
     def sparsity(self) -> dict[str, float]:
         """Current fraction of zeros of each targeted weight, keyed like the logs."""
