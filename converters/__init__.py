@@ -7,11 +7,16 @@ other small boards), with an Arduino sketch and a Cortex-M project around it.
 array → sketch and PlatformIO project) and returns a :class:`ConversionResult`; nothing is
 written until :meth:`ConversionResult.save`. Every stage is checked against the one before it:
 the lowered model against the trained model, the float flatbuffer against the lowered model.
+Both converters measure what the deployed model loses against the float model
+(:mod:`~keras_rnnedge.converters.quality`: ``validation_data``, ``checks``,
+``max_accuracy_drop``, ``min_agreement``) and calibrate on a seeded sample drawn across the
+whole ``representative_data``.
 
 Example:
     >>> from keras_rnnedge.converters import convert
     >>> result = convert(model, target="nano33ble", quantization="int8", mode="step",
-    ...                  representative_data=x_train[:256])      # doctest: +SKIP
+    ...                  representative_data=x_train,            # doctest: +SKIP
+    ...                  validation_data=(x_val, y_val))
     >>> print(result.report())                                   # doctest: +SKIP
     >>> result.save("out/har_fastgrnn")                          # doctest: +SKIP
 """
@@ -37,11 +42,25 @@ from keras_rnnedge.converters.pipeline import (
     convert,
     load_result,
 )
+from keras_rnnedge.converters.quality import (
+    CalibrationWarning,
+    DeploymentCheck,
+    DeploymentQualityError,
+    DeploymentQualityWarning,
+    QualityReport,
+    StageCheckError,
+)
 from keras_rnnedge.converters.tflite import QUANTIZATIONS, TensorInfo, TFLiteModel, to_tflite
 
 __all__ = [
     "C_PRECISIONS",
     "CConversionResult",
+    "CalibrationWarning",
+    "DeploymentCheck",
+    "DeploymentQualityError",
+    "DeploymentQualityWarning",
+    "QualityReport",
+    "StageCheckError",
     "LOWERINGS",
     "MODES",
     "QUANTIZATIONS",

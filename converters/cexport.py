@@ -4,8 +4,12 @@
 Arduino Uno: 32 KB flash, 2 KB RAM) and for anyone who wants no runtime at all. It runs
 
 1. :func:`~keras_rnnedge.converters.intmodel.quantize_model` (int8 or int16 weights, Q15 state,
-   calibrated on ``representative_data``), checked against the float model (argmax agreement
-   and the largest score difference on the representative windows, recorded in ``checks``);
+   input ranges from all of ``representative_data``, formats from a seeded sample of
+   ``calibration_size`` windows drawn across it), checked against the float model: argmax
+   agreement on the calibration windows (``checks``), and float against deployed accuracy and
+   agreement on ``validation_data`` (:attr:`CConversionResult.quality`; a loss beyond
+   ``max_accuracy_drop``/``min_agreement`` raises
+   :class:`~keras_rnnedge.converters.quality.DeploymentQualityError` unless ``checks="warn"``);
 2. :func:`~keras_rnnedge.converters.cgen.generate_c` (``PROGMEM``-ready: the same source builds
    for AVR, Arm and the host), checked bit for bit against the integer oracle on the host when
    ``gcc`` is installed;
@@ -22,7 +26,8 @@ Nothing is written until :meth:`CConversionResult.save`. ``rnnedge run DIR --tar
 uno|cortex-m4|host`` runs a saved conversion (:func:`~keras_rnnedge.micro_targets.crun.run_c`).
 
 Example:
-    >>> result = convert_c(model, target="uno", representative_data=x_train[:256])  # doctest: +SKIP
+    >>> result = convert_c(model, target="uno", representative_data=x_train,   # doctest: +SKIP
+    ...                    validation_data=(x_val, y_val))
     >>> print(result.report())                                                     # doctest: +SKIP
     >>> result.save("out/har_uno")                                                 # doctest: +SKIP
 """
@@ -42,10 +47,28 @@ from keras_rnnedge.converters.cgen import generate_c
 from keras_rnnedge.converters.cgen_float import generate_float_c
 from keras_rnnedge.converters.cproject import c_sketch, cortex_m_project
 from keras_rnnedge.converters.intmodel import IntModel, quantize_input, quantize_model
-from keras_rnnedge.converters.lowering import ConversionError, plan_model, strip_wrappers
+from keras_rnnedge.converters.lowering import (
+    ConversionError,
+    check_inputs,
+    plan_model,
+    strip_wrappers,
+)
+from keras_rnnedge.converters.quality import (
+    DeploymentCheck,
+    QualityReport,
+    calibration_sample,
+    check_validation_data,
+    coverage,
+    diagnose,
+    enforce,
+    measure,
+    stage_failure,
+    warn_coverage,
+)
 from keras_rnnedge.micro_targets.audit import TargetFitError
 from keras_rnnedge.micro_targets.boards import Board, get_board
 from keras_rnnedge.micro_targets.harness import CompileError, ToolchainMissingError
+from keras_rnnedge.progress import ProgressArg, stage, with_stages
 
 __all__ = ["C_PRECISIONS", "CConversionResult", "CFit", "CModelInfo", "SavedC", "convert_c",
            "load_c_result"]
@@ -56,6 +79,8 @@ C_PRECISIONS = ("int8", "int16", "float32")
 FORMAT = "c"
 _MANIFEST = "manifest.json"
 _CHECK_SEQUENCES = 2
+#: Representative sequences sampled for calibration by default (``calibration_size``).
+CALIBRATION_SEQUENCES = 512
 #: Float C vs the Keras model: float32 sums in another order and libm's expf/tanhf against
 #: TensorFlow's, over a few hundred steps.
 FLOAT_ATOL = 1e-4
@@ -218,6 +243,8 @@ class CConversionResult:
             |score diff|``, ``host C vs oracle``: 0 when bit-exact).
         timesteps: the window length the sketch uses.
         class_names: names printed by the sketch.
+        quality: float against deployed (C) accuracy and agreement on the validation data
+            (or, without them, agreement on the calibration windows).
     """
 
     name: str
@@ -231,6 +258,7 @@ class CConversionResult:
     checks: dict[str, float]
     timesteps: int | None
     class_names: tuple[str, ...] = ()
+    quality: QualityReport | None = None
 
     @property
     def features(self) -> int:
@@ -270,6 +298,10 @@ class CConversionResult:
         ]
         for key, value in self.checks.items():
             lines.append(f"check          {key}: {value:.4g}")
+        if self.quality is not None:
+            lines.append(f"quality        {self.quality.to_text()}")
+            if self.quality.cause:
+                lines.append(f"likely cause   {self.quality.cause}")
         for scale in info.state_scales:
             lines.append(f"state scale    {scale} (the state exceeds 1; stored in Q"
                          f"{info.frac_bits} as shown)")
@@ -295,6 +327,7 @@ class CConversionResult:
             "fit": {"flash_needed": self.fit.flash_needed, "ram_needed": self.fit.ram_needed,
                     "measured": self.fit.measured, "how": self.fit.how},
             "checks": self.checks, "approximations": list(info.approximations),
+            "quality": None if self.quality is None else self.quality.to_dict(),
         }
 
     def save(self, path: str | os.PathLike, *, force: bool = False) -> Path:
@@ -379,23 +412,34 @@ def load_c_result(path: str | os.PathLike, manifest: dict | None = None) -> Save
 
 
 def _stage_checks(im: IntModel | None, info: CModelInfo, sources: dict[str, str], ident: str,
-                  model: keras.Model, data: np.ndarray) -> dict[str, float]:
+                  model: keras.Model, data: np.ndarray, policy: DeploymentCheck
+                  ) -> tuple[dict[str, float], np.ndarray | None]:
     """The generated C against its oracle and against the float model.
 
     Integer build: the host C equals the integer oracle bit for bit on the first windows, and
-    its argmax agreement with the float model is measured on every window. Float build: the
-    host C's outputs against the Keras model's on every window (softmax applied when the model
-    ends with one). Without gcc only the oracle is checked, on the first windows.
+    its argmax agreement with the float model is measured on every calibration window. Float
+    build: the host C's outputs against the Keras model's on every window (softmax applied when
+    the model ends with one). Without gcc only the oracle is checked, on the first windows.
+    A figure that cannot be computed (NaN) fails the check (``policy``).
+
+    Returns:
+        The figures, and the deployed scores on ``data`` (``None`` when not measured).
     """
     checks: dict[str, float] = {}
     probe = data[:_CHECK_SEQUENCES]
     oracle = None if im is None else np.stack([im.run(s) for s in probe])
     float_out = np.asarray(model.predict(data, verbose=0))
+    if not np.all(np.isfinite(float_out)):
+        stage_failure(policy, f"The float model gives NaN/Inf on representative_data (inputs up "
+                      f"to {float(np.max(np.abs(data))):.3g}): the checks of the C cannot be "
+                      "computed. Pass data in the range the model was trained on.")
     if shutil.which("gcc") is None:
-        if oracle is not None:
-            agree = np.argmax(oracle, -1) == np.argmax(float_out[:len(probe)], -1)
-            checks["int vs float argmax agreement"] = float(np.mean(agree))
-        return checks
+        if im is None:
+            return checks, None
+        scores = im.run(data)
+        checks["int vs float argmax agreement"] = float(np.mean(
+            np.argmax(scores, -1) == np.argmax(float_out, -1)))
+        return checks, scores
     from keras_rnnedge.micro_targets.crun import CModelSources, run_c
 
     c_model = CModelSources(ident, sources, info.features, info.num_outputs,
@@ -410,17 +454,74 @@ def _stage_checks(im: IntModel | None, info: CModelInfo, sources: dict[str, str]
         checks["host C vs oracle max |diff|"] = diff
         checks["int vs float argmax agreement"] = float(np.mean(
             np.argmax(scores, -1) == np.argmax(float_out, -1)))
-        return checks
+        return checks, scores
     got = np.asarray(scores, np.float64)
     if _ends_with_softmax(model):
         got = np.exp(got - got.max(axis=-1, keepdims=True))
         got /= got.sum(axis=-1, keepdims=True)
     diff = float(np.max(np.abs(got - float_out)))
-    if diff > FLOAT_ATOL:
-        raise ConversionError(f"The float C differs from the Keras model by {diff:.3g} (tolerance "
-                              f"{FLOAT_ATOL}); this is a bug, please report it with the model.")
     checks["float C vs keras max |diff|"] = diff
-    return checks
+    if not diff <= FLOAT_ATOL:
+        if np.isfinite(diff):
+            raise ConversionError(f"The float C differs from the Keras model by {diff:.3g} "
+                                  f"(tolerance {FLOAT_ATOL}); this is a bug, please report it "
+                                  "with the model.")
+        stage_failure(policy, f"The check 'float C vs keras' gives {diff}: the model computes "
+                      "NaN/Inf on representative_data.")
+    return checks, scores
+
+
+def _c_quality(im: IntModel | None, info: CModelInfo, sources: dict[str, str], ident: str,
+               model: keras.Model, sample: np.ndarray, sample_scores, policy: DeploymentCheck,
+               validation, what: str) -> QualityReport | None:
+    """The deployed C against the float model on the validation data (the integer oracle,
+    bit-exact with the C, or the host float C), or on the calibration windows without them."""
+    if validation is None:
+        if sample_scores is None:
+            return None
+        x, y, deployed, source = sample, None, sample_scores, "calibration windows"
+    else:
+        x, y = validation
+        source = "validation data"
+        if im is not None:
+            deployed = im.run(x)
+        elif shutil.which("gcc") is not None:
+            from keras_rnnedge.micro_targets.crun import CModelSources, run_c
+
+            c_model = CModelSources(ident, sources, info.features, info.num_outputs, "float32")
+            deployed = run_c(c_model, info.quantize_input(x), target="host").scores
+        else:
+            return None
+    float_out = np.asarray(model.predict(x, verbose=0))
+    report = measure(float_out, deployed, y, policy, what, source)
+    cov = None
+    if validation is not None:
+        cov = coverage(sample, x, np.argmax(model.predict(sample, verbose=0), -1),
+                       np.argmax(float_out, -1))
+        warn_coverage(cov)
+    saturated = {}
+    if not report.passed and im is not None:
+        saturated = _saturation(im, x)
+    advice = ("precision='int16' (16-bit weights), quantization-aware training, or a larger "
+              "calibration_size")
+    report = diagnose(report, cov, saturated, advice)
+    enforce(report)
+    return report
+
+
+def _saturation(im: IntModel, x: np.ndarray) -> dict[str, float]:
+    """Share of values at the int16 limits: the quantized input, and each layer's stored state
+    over every step (the oracle's own step)."""
+    x_q = im.quantize_input(x)
+    out = {"input": float(np.mean((x_q <= -(2**15)) | (x_q >= 2**15 - 1)))}
+    state = im.initial_state(x_q.shape[:1])
+    hits = np.zeros(len(state))
+    for t in range(x_q.shape[1]):
+        state = im.step(state, x_q[:, t])
+        hits += [np.mean(np.abs(s) >= 2**15 - 1) for s in state]
+    for layer, h in zip(im.recurrent, hits):
+        out[f"{layer.name} state"] = float(h / x_q.shape[1])
+    return out
 
 
 def _ends_with_softmax(model: keras.Model) -> bool:
@@ -428,9 +529,13 @@ def _ends_with_softmax(model: keras.Model) -> bool:
     return getattr(last, "activation", None) is keras.activations.softmax
 
 
+@with_stages("converting to C", 3)
 def convert_c(model: keras.Model, *, target: str, representative_data, precision: str = "int8",
               name: str | None = None, class_names=None,
-              timesteps: int | None = None) -> CConversionResult:
+              timesteps: int | None = None, validation_data=None, checks: str = "raise",
+              max_accuracy_drop: float = 2.0, min_agreement: float = 0.9,
+              calibration_size: int | None = None,
+              calibration_seed: int = 0, progress: ProgressArg = True) -> CConversionResult:
     """Convert a trained model to standalone C for ``target`` (see the module docstring).
 
     Args:
@@ -438,16 +543,35 @@ def convert_c(model: keras.Model, *, target: str, representative_data, precision
             LSTM) then Dense layers; pruning/QAT wrappers are stripped.
         target: a board key of :data:`keras_rnnedge.micro_targets.boards.BOARDS` (``"uno"``,
             ``"nano33ble"``, ..., ``"host"``).
-        representative_data: float windows ``(N, T, F)``: input ranges and formats of the
-            integer model (a few hundred training windows).
+        representative_data: float windows ``(N, T, F)``: input ranges (measured on all of
+            them) and formats of the integer model (on ``calibration_size`` windows sampled
+            across them). Pass the whole training set.
         precision: ``"int8"`` or ``"int16"`` weights.
         name: model name for files and C symbols (default: the Keras model's name).
         class_names: names printed by the sketch.
         timesteps: the window length of the sketch (default: the model's or the data's).
+        validation_data: ``(x, y)`` (``y`` optional: without labels only the agreement is
+            checked): the deployed model (the integer oracle, bit-exact with the C) runs on
+            every window of ``x`` and is compared with the float model
+            (:attr:`CConversionResult.quality`). Without it the agreement is checked on the
+            calibration windows.
+        checks: ``"raise"`` (default) or ``"warn"``: what a deployment loss beyond the
+            thresholds, or a stage check that fails or gives NaN, does.
+        max_accuracy_drop: most accuracy points the C may lose against the float model
+            (default 2).
+        min_agreement: least argmax agreement with the float model (default 0.9).
+        calibration_size: windows sampled for calibration (default 512); fewer than 32
+            available warn (:class:`~keras_rnnedge.converters.quality.CalibrationWarning`).
+        calibration_seed: seed of that sample.
+        progress: a bar over the stages (quantizing, checking, measuring) on stderr when it
+            is a terminal; ``False`` for none (:mod:`keras_rnnedge.progress`).
 
     Raises:
         ConversionError: an option, a layer (named, with the supported ones) or a weight
             (named, with its range) that cannot be converted, or bad data.
+        keras_rnnedge.converters.quality.DeploymentQualityError: the C loses more than
+            ``max_accuracy_drop`` points or agrees less than ``min_agreement``.
+        keras_rnnedge.converters.quality.StageCheckError: a stage check fails or gives NaN.
         TargetFitError: the model does not fit the board (bytes needed against available).
     """
     try:
@@ -464,28 +588,38 @@ def convert_c(model: keras.Model, *, target: str, representative_data, precision
         raise ConversionError("The standalone C needs representative_data (float windows "
                               "(N, T, F) from the training set) to set the input scaling and "
                               "the integer formats.")
-    data = np.asarray(representative_data, np.float32)
-    if data.ndim != 3 or not np.all(np.isfinite(data)):
-        raise ConversionError(f"Expected finite representative_data of shape (N, T, F), but got "
-                              f"shape {data.shape}" + ("" if data.ndim != 3 else
-                                                       " with NaN or Inf values") + ".")
+    _, data = check_inputs(model, representative_data, mode="c", timesteps=timesteps,
+                           class_names=class_names)
+    policy = DeploymentCheck(checks, max_accuracy_drop, min_agreement)
+    validation = check_validation_data(validation_data, data.shape[-1])
+    sample = calibration_sample(data, calibration_size or CALIBRATION_SEQUENCES,
+                                calibration_seed)
     ident = c_identifier(name or model.name)
     reference = strip_wrappers(model)
+    stage(f"quantizing ({precision})")
     try:
         if precision == "float32":
             im = None
             info = CModelInfo.of_float_model(reference)
             sources = generate_float_c(reference, ident)
         else:
-            im = quantize_model(model, data, weight_bits=int(precision[3:]))
+            im = quantize_model(model, data, weight_bits=int(precision[3:]),
+                                calibration_size=calibration_size or CALIBRATION_SEQUENCES,
+                                calibration_seed=calibration_seed)
             info = CModelInfo.of_int_model(im)
             sources = generate_c(im, ident, progmem=True)
     except ConversionError:
         raise
     except ValueError as exc:
         raise ConversionError(str(exc)) from exc
-    checks = _stage_checks(im, info, sources, ident, reference, data)
+    stage("checking the C")
+    checks, sample_scores = _stage_checks(im, info, sources, ident, reference, sample, policy)
+    what = ("C float32" if im is None else f"integer C ({precision} weights, Q{im.frac_bits} "
+            "state)")
+    quality = _c_quality(im, info, sources, ident, reference, sample, sample_scores, policy,
+                         validation, what)
 
+    stage(f"measuring for {board.key}")
     fit = _fit(info, sources, ident, board)
     if not fit.fits:
         raise _fit_error(fit)
@@ -509,7 +643,7 @@ def convert_c(model: keras.Model, *, target: str, representative_data, precision
     return CConversionResult(name=ident, target=board, precision=precision, info=info,
                              int_model=im,
                              source_model=reference, files=files, fit=fit, checks=checks,
-                             timesteps=int(window), class_names=names)
+                             timesteps=int(window), class_names=names, quality=quality)
 
 
 def _float_scores(model: keras.Model, x) -> np.ndarray:

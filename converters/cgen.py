@@ -33,6 +33,11 @@ int32 cannot overflow (:func:`_row_fits`); on the AVR (weights in flash) their l
 assembler and 16x16-bit products use the hardware multiplier; with the ARM DSP extension
 (Cortex-M4) dense loops use SMLAD and saturation QADD/SSAT. Every such path computes the
 oracle's integers (the proofs are in the comments of the runtime).
+
+The source builds without a warning with gcc, clang (``-Weverything`` too), arm-none-eabi-gcc and
+avr-gcc at ``-std=c99 -Wall -Wextra -Werror -pedantic``: row kernels are emitted only when the
+model uses them, the runtime's helpers that it does not call are marked ``RE_UNUSED``, macros
+that nothing uses are left out, and switch cases fall through with ``RE_FALLTHROUGH``.
 The float build, for boards with an FPU, is
 :func:`~keras_rnnedge.converters.cgen_float.generate_float_c` (the same API in ``float``).
 """
@@ -55,6 +60,7 @@ from keras_rnnedge.converters.intmodel import (
     IntModel,
     IntRecurrent,
 )
+from keras_rnnedge.matrices import factor_suffix
 
 __all__ = ["generate_c"]
 
@@ -71,6 +77,22 @@ _RUNTIME = r"""
 #endif
 #if RE_DSP
 #include <arm_acle.h>
+#endif
+/* RE_UNUSED marks the helpers of this runtime that the model does not call (the runtime is the
+ * same in every generated file); RE_FALLTHROUGH ends a switch case that falls through (clang
+ * needs the attribute; gcc >= 7 takes it too, older compilers get an empty statement). */
+#if defined(__GNUC__)
+#define RE_UNUSED __attribute__((unused))
+#else
+#define RE_UNUSED
+#endif
+#if defined(__has_attribute)
+#if __has_attribute(fallthrough)
+#define RE_FALLTHROUGH __attribute__((fallthrough))
+#endif
+#endif
+#ifndef RE_FALLTHROUGH
+#define RE_FALLTHROUGH do { } while (0)
 #endif
 /* sat32(a + b). QADD is exactly this. On the AVR: the sum modulo 2^32 (unsigned, defined), then
  * overflow iff a and b have the same sign and the wrapped sum the other one ((a ^ s) & (b ^ s)
@@ -121,14 +143,7 @@ static inline int32_t re_qsigmoid(int32_t v, int32_t one) {
 #else
 #define RE_ACT_INLINE static inline
 #endif
-#if defined(__GNUC__)
-#define RE_UNUSED __attribute__((unused))
-#define RE_ACT_NOINLINE static __attribute__((noinline, unused))
-#else
-#define RE_UNUSED
-#define RE_ACT_NOINLINE static
-#endif
-#if defined(__AVR__)
+#if defined(__AVR__) && defined(RE_PGM)
 /* The interpolation of re_tanh_q16 below on the AVR, table in flash, from a (< 6 * 2^16)
  * given as hi = a >> 8 (< 0x600) and lo = a & 255: i = a >> 11 = hi >> 3 (< 192; the byte
  * offset 2 i = (hi >> 2) & ~1), r = a & 2047 = rh 2^8 + lo with rh = hi & 7. The four LPM
@@ -140,7 +155,8 @@ static inline int32_t re_qsigmoid(int32_t v, int32_t one) {
  * rshift(p, 11) = (p + 2^10) >> 11 = ((p >> 8) + 4) >> 3 (the bits dropped by >> 8 cannot
  * carry into bit 10 when 2^10 = 4 2^8 is added): q + 4 < 2^14 in 16 bits, then three shifts.
  * Out of line: inlined in a large loop, its register needs cost more than the call. */
-RE_ACT_NOINLINE uint16_t re_tanh_interp(uint16_t hi, uint8_t lo, const uint16_t *tab) {
+static __attribute__((noinline)) uint16_t re_tanh_interp(uint16_t hi, uint8_t lo,
+                                                         const uint16_t *tab) {
     uint16_t y, d, q;
     uint8_t rh;
     __asm__ ("movw r30, %[hi]\n\t" "lsr r31\n\t" "ror r30\n\t" "lsr r31\n\t" "ror r30\n\t"
@@ -168,7 +184,7 @@ RE_ACT_NOINLINE uint16_t re_tanh_interp(uint16_t hi, uint8_t lo, const uint16_t 
  * (< 6 * 2^16): i = a >> 11 (< 192), r = a & 2047, d = T[i + 1] - T[i] (<= 2^11), and
  * rshift(d r, 11) = (t + 1) >> 1 with t = (d r) >> 10 (< 2^12): byte moves and 16-bit
  * shifts instead of 32-bit shift loops on the AVR. */
-static const uint16_t re_tanh_tab[RE_TANH_KNOTS]RE_TANH_ATTR RE_UNUSED = {
+static const uint16_t re_tanh_tab[RE_TANH_KNOTS]RE_TANH_ATTR = {
 RE_TANH_TABLE
 };
 RE_ACT_INLINE int32_t re_tanh_q16(int32_t v, uint8_t g) {
@@ -280,17 +296,14 @@ static inline int32_t re_mul_rshift64(int32_t a, int32_t b, uint8_t s) {
 #define RE_MAC_I16(ACC_, W_, X_) ((ACC_) += (int32_t)(W_) * (int32_t)(X_))
 #if defined(__GNUC__)
 #define RE_INLINE static inline __attribute__((always_inline))
-#define RE_NOINLINE __attribute__((noinline, unused))
-/* row kernels: a short kernel may call the AVR one only on the AVR; there they are never
- * inlined (their assembler loops need registers r16-r23 that a large caller may not have) */
-#if defined(__AVR__)
-#define RE_KERNEL static __attribute__((unused, noinline))
-#else
-#define RE_KERNEL static __attribute__((unused))
-#endif
 #else
 #define RE_INLINE static inline
-#define RE_NOINLINE
+#endif
+/* row kernels: on the AVR they are never inlined (their assembler loops need registers r16-r23
+ * that a large caller may not have) */
+#if defined(__AVR__)
+#define RE_KERNEL static __attribute__((noinline))
+#else
 #define RE_KERNEL static
 #endif
 
@@ -327,7 +340,7 @@ RE_INLINE int32_t re_rsh(int32_t v, uint8_t s) {
  * a b = aH bH 2^16 + (aH bL + bH aL) 2^8 + aL bL (aH, bH signed high bytes, aL, bL unsigned low
  * bytes). MULSU leaves C = the sign of its 16-bit product, so SBC p3, zero adds its sign
  * extension (0xff.. from byte 3 on) before the product is added at byte 1. */
-static RE_NOINLINE int32_t re_mul_hw(int16_t a, int16_t b) {
+static __attribute__((noinline)) int32_t re_mul_hw(int16_t a, int16_t b) {
     int32_t p;
     uint8_t z;
     __asm__ ("clr %[z]\n\t" "muls %B[a], %B[b]\n\t" "movw %C[p], r0\n\t"
@@ -414,7 +427,7 @@ RE_INLINE int16_t re_mul_u15_hw(uint16_t a, int16_t b) {
     return r;
 }
 /* rshift(a * b, s) for an int16 b, the other cases (s != 15, a outside int16), out of line. */
-static RE_NOINLINE int32_t re_mulsh16_other(int32_t a, int16_t b, uint8_t s) {
+static __attribute__((noinline)) int32_t re_mulsh16_other(int32_t a, int16_t b, uint8_t s) {
     return re_rsh(re_mul16(a, b), s);
 }
 #endif
@@ -579,7 +592,7 @@ def _unrolled(mac: str, step: str, single: str, dsp: str | None = None, by: int 
     entered at the right term: a jump table); else one by one. ``mac`` has ``{o}`` for the
     offset of the term; ``step`` advances the pointers by ``{by}``."""
     def tail(k: int) -> str:
-        cases = "".join(f"    case {c}: {mac.format(o=c - 1)}; /* fall through */\n"
+        cases = "".join(f"    case {c}: {mac.format(o=c - 1)}; RE_FALLTHROUGH;\n"
                         for c in range(k - 1, 0, -1))
         return (f"    switch (n) {{ /* the last n < {k} terms */\n{cases}"
                 "    default: break;\n    }\n")
@@ -726,6 +739,9 @@ class _Emitter:
         self.arrays: list[str] = []
         self.matrices: dict[str, dict] = {}
         self.kernels: dict[str, str] = {}  # function name -> C definition, in order of use
+        self.progmem = progmem
+        # kernels only the AVR (weights in flash) calls, from a short kernel: emitted there only
+        self.avr_only: set[str] = set()
         self.csr8 = False  # re_csr8_t is used
         self.rows_fast = 0  # rows emitted with the non-saturating kernels
         self.rows_sat = 0
@@ -800,10 +816,13 @@ class _Emitter:
         for mode in info["modes"]:
             if mode == "short" and (info["storage"] in ("csr8", "csr8o") or m.bits == 8):
                 # on the AVR the short kernel calls the non-saturating one: defined first
-                self.kernels.setdefault(*_kernel_code(info["storage"], m.bits, m.col_bits,
-                                                      "nosat"))
+                dep, code = _kernel_code(info["storage"], m.bits, m.col_bits, "nosat")
+                if dep not in self.kernels:
+                    self.kernels[dep] = code
+                    self.avr_only.add(dep)
             fn, code = _kernel_code(info["storage"], m.bits, m.col_bits, mode)
             self.kernels.setdefault(fn, code)
+            self.avr_only.discard(fn)
             if info["storage"] == "dense":
                 rows, cols = m.shape
                 wide = "uint16_t" if rows * cols <= 65535 else "uint32_t"
@@ -832,27 +851,64 @@ def _shift(expr: str, s: int) -> str:
     return f"re_lshift_sat({expr}, {-s})"
 
 
+def _stage_symbol(lin: IntLinear, symbol: str, k: int) -> str:
+    """The C symbol of stage ``k``'s matrix: ``symbol`` for a dense matrix, ``symbol_u`` /
+    ``symbol_v`` for a low-rank one, else the weight's suffix (``symbol_factor_1``...)."""
+    if len(lin.stages) == 1:
+        return symbol
+    found = factor_suffix().search(lin.stages[k].matrix.name)
+    return f"{symbol}{found.group(0) if found else f'_s{k}'}"
+
+
+def _stage_source(src: str, m: int, blocks: int, row: str) -> tuple[str, str]:
+    """``(input pointer, matrix row)`` of output position ``row`` of a last stage with
+    ``blocks`` input blocks of ``m`` values (``inner`` is 1 for a last stage)."""
+    if blocks == 1:
+        return src, row
+    return (f"{src} + (uint16_t)(({row}) % {blocks}u) * {m}u",
+            f"(uint16_t)(({row}) / {blocks}u)")
+
+
 def _mid(em: _Emitter, lin: IntLinear, symbol: str, x: str, x_frac: int,
          tmp: str) -> tuple[list[str], list[str], str]:
-    """``(declarations, lines, vector)``: for a factored ``lin``, lines computing its int16
-    rank-``r`` intermediate ``tmp = sat16(shift(matvec(U, x), ...))`` row by row; the vector
-    the rows of :func:`_row` then read (``x`` itself for a full-rank ``lin``)."""
-    if lin.v is None:
+    """``(declarations, lines, vector)``: lines computing the int16 intermediates of every
+    stage of ``lin`` but the last (``v = sat16(shift(stage(v), ...))``: a low-rank matrix's
+    rank-``r`` vector ``tmp``; a Kronecker or TT chain's vectors ``tmp1``, ``tmp2``...) and the
+    vector the rows of :func:`_row` then read (``x`` itself for a dense ``lin``)."""
+    if len(lin.stages) == 1:
         return [], [], x
-    s1 = lin.u.frac + x_frac - lin.mid_frac
-    r = lin.u.shape[0]
-    value = _shift(em.row(lin.u, f"{symbol}_u", x, "j"), s1)
-    return ([f"int16_t {tmp}[{r}];"],
-            [f"for (uint16_t j = 0; j < {r}; ++j) {tmp}[j] = re_sat16({value});"], tmp)
+    decls, lines, src, frac = [], [], x, x_frac
+    last = len(lin.stages) - 2
+    for k, (stage, mid) in enumerate(zip(lin.stages[:-1], lin.mid_fracs)):
+        dst = tmp if last == 0 else f"{tmp}{k + 1}"
+        n, m = stage.matrix.shape
+        sym = _stage_symbol(lin, symbol, k)
+        decls.append(f"int16_t {dst}[{stage.out_size}];")
+        if stage.blocks == 1 and stage.inner == 1:
+            value = _shift(em.row(stage.matrix, sym, src, "j"), stage.matrix.frac + frac - mid)
+            lines.append(f"for (uint16_t j = 0; j < {n}; ++j) {dst}[j] = re_sat16({value});")
+        else:
+            b, r = stage.blocks, stage.inner
+            value = _shift(em.row(stage.matrix, sym, f"{src} + b * {m}u", "j"),
+                           stage.matrix.frac + frac - mid)
+            at = ("j * " + f"{b}u + b" if r == 1
+                  else f"(uint16_t)(j / {r}u) * {b * r}u + b * {r}u + (uint16_t)(j % {r}u)")
+            lines.append(f"for (uint16_t b = 0; b < {b}; ++b)\n"
+                         f"    for (uint16_t j = 0; j < {n}; ++j) {dst}[{at}] = "
+                         f"re_sat16({value});")
+        src, frac = dst, mid
+    return decls, lines, src
 
 
 def _row(em: _Emitter, lin: IntLinear, symbol: str, src: str, row: str, x_frac: int,
          y_frac: int) -> str:
     """A C expression: ``linear(lin, x, x_frac -> y_frac)[row]`` (int32), ``src`` being what
     :func:`_mid` returned."""
-    if lin.v is None:
-        return _shift(em.row(lin.u, symbol, src, row), lin.u.frac + x_frac - y_frac)
-    return _shift(em.row(lin.v, f"{symbol}_v", src, row), lin.v.frac + lin.mid_frac - y_frac)
+    last = lin.stages[-1]
+    frac = lin.mid_fracs[-1] if lin.mid_fracs else x_frac
+    pointer, matrix_row = _stage_source(src, last.matrix.shape[1], last.blocks, row)
+    return _shift(em.row(last.matrix, _stage_symbol(lin, symbol, len(lin.stages) - 1), pointer,
+                         matrix_row), last.matrix.frac + frac - y_frac)
 
 
 def _mulsh(a: str, b: str, s: int, b16: bool = False) -> str:
@@ -883,6 +939,176 @@ def _runtime(progmem: bool) -> str:
             .replace("RE_TANH_ATTR", " PROGMEM" if progmem else ""))
 
 
+# ---- fitting the runtime to a model --------------------------------------------------------
+# A model calls a subset of the runtime, and which subset depends on the target (the AVR paths
+# call helpers of their own). Every compiler must build the result warning-free, clang with
+# -Weverything included: so a macro nothing refers to is not emitted (-Wunused-macros), and a
+# helper the model does not call on a non-AVR target is marked RE_UNUSED (clang's
+# -Wunused-function; gcc never warns about an unused static inline function). The helpers stay
+# in the file, so the runtime is the same library in every model. Helpers that do run are not
+# marked (clang's -Wused-but-marked-unused). Only what is provably AVR-only (a branch under a
+# conjunction with defined(__AVR__)) is left out of the non-AVR analysis; any other branch
+# counts as compiled.
+
+_DIRECTIVE = re.compile(r"\s*#\s*(\w+)\s*(.*)", re.S)
+_NAMED = re.compile(r"\b(?!__attribute__\b)([A-Za-z_]\w*)\s*([(\[])")
+_WORD = re.compile(r"[A-Za-z_]\w*")
+_NOT_CODE = re.compile(r"/\*.*?\*/|//[^\n]*|\"(?:\\.|[^\"\\\n])*\"|'(?:\\.|[^'\\\n])*'", re.S)
+_OPENERS = ("if", "ifdef", "ifndef")
+
+
+def _code_lines(text: str) -> list[str]:
+    """``text``'s lines with comments and string literals blanked (line structure kept)."""
+    return _NOT_CODE.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)), text).split("\n")
+
+
+def _words(text: str) -> set[str]:
+    return set(_WORD.findall("\n".join(_code_lines(text))))
+
+
+def _off_avr(kind: str, condition: str) -> bool:
+    """May this ``#if``/``#elif``/``#ifdef``/``#else`` branch be compiled for a non-AVR
+    target? ``False`` only for a conjunction with ``defined(__AVR__)`` (or ``#ifdef
+    __AVR__``)."""
+    condition = condition.replace("\\\n", " ").strip()
+    if kind == "ifdef":
+        return condition != "__AVR__"
+    if kind in ("if", "elif") and "||" not in condition:
+        return not any(re.fullmatch(r"defined\s*\(?\s*__AVR__\s*\)?", term.strip())
+                       for term in condition.split("&&"))
+    return True
+
+
+def _off_avr_text(text: str) -> str:
+    """The lines of ``text`` that a non-AVR build may compile (see :func:`_off_avr`)."""
+    out, stack = [], []
+    for line, code in zip(text.split("\n"), _code_lines(text)):
+        m = _DIRECTIVE.fullmatch(code) if code.lstrip().startswith("#") else None
+        kind = m.group(1) if m else ""
+        if kind in _OPENERS:
+            stack.append(_off_avr(kind, m.group(2)))
+        elif kind in ("elif", "else") and stack:
+            stack[-1] = _off_avr(kind, m.group(2))
+        elif kind == "endif" and stack:
+            stack.pop()
+        elif all(stack):
+            out.append(line)
+    return "\n".join(out)
+
+
+def _runtime_items(text: str) -> list[dict]:
+    """The top-level items of runtime ``text``: preprocessor lines (``kind`` the directive;
+    ``name`` the macro of a ``#define``) and definitions (``kind`` ``"code"``, ``name`` what
+    they define, ``function``), each with the comments and blank lines before it
+    (``lines[lead:]`` is the item itself) and ``off_avr``: every enclosing branch may be
+    compiled for a non-AVR target."""
+    lines, code = text.split("\n"), _code_lines(text)
+    items, pending, stack, i = [], [], [], 0
+    while i < len(lines):
+        if not code[i].strip():  # blank, or comment only
+            pending.append(lines[i])
+            i += 1
+            continue
+        j = i
+        m = _DIRECTIVE.fullmatch(code[i]) if code[i].lstrip().startswith("#") else None
+        if m:
+            while lines[j].endswith("\\"):
+                j += 1
+            kind, arg = m.group(1), " ".join(c.rstrip("\\") for c in code[i:j + 1])
+            arg = _DIRECTIVE.fullmatch(arg).group(2)
+            name = _WORD.match(arg).group(0) if kind == "define" else None
+            if kind in ("elif", "else", "endif") and stack:
+                stack.pop()
+            item = {"kind": kind, "name": name, "arg": arg, "off_avr": all(stack),
+                    "function": False}
+            if kind in _OPENERS or kind in ("elif", "else"):
+                stack.append(_off_avr(kind, arg))
+        else:
+            depth, opened = 0, False
+            while True:
+                depth += code[j].count("{") - code[j].count("}")
+                opened = opened or "{" in code[j]
+                if (opened and depth == 0) or (not opened and code[j].rstrip().endswith(";")):
+                    break
+                j += 1
+            own = " ".join(code[i:j + 1])
+            named = _NAMED.search(own)
+            name = named.group(1) if named else _WORD.findall(own)[-1]
+            item = {"kind": "code", "name": name, "off_avr": all(stack),
+                    "function": bool(named) and named.group(2) == "(" and "{" in own}
+        item.update(lines=pending + lines[i:j + 1], lead=len(pending))
+        items.append(item)
+        pending, i = [], j + 1
+    items.append({"kind": "tail", "name": None, "off_avr": True, "function": False,
+                  "lines": pending, "lead": len(pending)})
+    return items
+
+
+def _fit_runtime(runtime: str, code: str, unused: str = "RE_UNUSED") -> str:
+    """``runtime`` (C text: macros, helpers) fitted to the model whose own C is ``code``: the
+    helpers ``code`` does not call off the AVR marked ``unused`` (an attribute macro that
+    ``runtime`` defines), the macros nothing refers to removed with their comments, and the
+    conditionals left empty removed."""
+    items = _runtime_items(runtime)
+
+    def own(item) -> str:
+        return "\n".join(item["lines"][item["lead"]:])
+
+    # helpers a non-AVR build calls: from the model's code, through helpers and macros
+    named = {}
+    for item in items:
+        if item["kind"] in ("code", "define") and item["off_avr"]:
+            named.setdefault(item["name"], []).append(item)
+    called, todo = set(), _words(_off_avr_text(code))
+    while todo:
+        word = todo.pop()
+        if word in called:
+            continue
+        called.add(word)
+        for item in named.get(word, ()):
+            todo |= _words(_off_avr_text(own(item))) - {word}
+    for item in items:
+        if item["function"] and item["off_avr"] and item["name"] not in called:
+            k = item["lead"]
+            item["lines"][k] = f"{unused} {item['lines'][k]}"
+
+    # macros nothing refers to (on any target); a guard #ifndef NAME is not a reference
+    keep = [True] * len(items)
+    changed = True
+    while changed:
+        changed = False
+        used = _words(code)
+        for n, item in enumerate(items):
+            if keep[n] and item["kind"] not in ("define", "ifndef"):
+                used |= _words(own(item))
+        used_by_macros = set()
+        for n, item in enumerate(items):
+            if keep[n] and item["kind"] == "define":
+                used_by_macros |= _words(own(item)) - {item["name"]}
+        for n, item in enumerate(items):
+            if keep[n] and item["kind"] == "define" and item["name"] not in used | used_by_macros:
+                keep[n], changed = False, True
+
+    # conditionals left empty
+    out, stack = [], []  # stack: [index in out of the opening directive, has content]
+    for n, item in enumerate(items):
+        if not keep[n]:
+            continue
+        if item["kind"] in _OPENERS:
+            stack.append([len(out), False])
+        elif item["kind"] == "endif" and stack:
+            start, content = stack.pop()
+            if not content:
+                del out[start:]
+                continue
+            if stack:
+                stack[-1][1] = True
+        elif item["kind"] not in ("elif", "else") and stack:
+            stack[-1][1] = True
+        out.append(item)
+    return "\n".join(line for item in out for line in item["lines"])
+
+
 def _frac_of(one: str) -> int:
     """``f`` of a ``one`` argument of :func:`_act` (``INT32_C(2**f)``, as ``_i32`` writes it)."""
     match = re.fullmatch(r"INT32_C\((\d+)\)", one.strip())
@@ -905,12 +1131,14 @@ def _act(name: str, v: str, one: str) -> str:
         return f"re_hsigmoid({v}, {one})"
     if name == "relu":
         return f"re_relu({v})"
+    if name == "saturating_relu":  # relu of a FastGRNN/FastRNN candidate, clipped at ONE
+        return f"re_clip32({v}, 0, {one})"
     return v
 
 
 #: Activations with values in [0, ONE] (FastGRNN gates) and in [-ONE, ONE] (candidates).
 _GATES = ("sigmoid", "hard_sigmoid", "quantized_sigmoid")
-_BOUNDED = _GATES + ("tanh", "quantized_tanh")
+_BOUNDED = _GATES + ("tanh", "quantized_tanh", "saturating_relu")
 
 
 def _layer_step(em: _Emitter, layer: IntRecurrent, n: int, x: str, q: int) -> list[str]:
@@ -1100,7 +1328,12 @@ def generate_c(int_model: IntModel, name: str, *, progmem: bool = False) -> dict
             x = f"{dst}_out"
         predict += block + ["    " + s for s in lines] + ["}"]
 
-    kernels = list(em.kernels.values())
+    kernels = []
+    for fn, code in em.kernels.items():
+        if fn not in em.avr_only:
+            kernels.append(code)
+        elif progmem:  # called by a short kernel on the AVR only (see _kernel_code)
+            kernels.append(f"#if defined(__AVR__) && defined(RE_PGM)\n{code}#endif\n")
 
     banner = (f"/* {comment_text(int_model.name)}: integer inference (int{int_model.weight_bits} "
               f"weights, Q{q} state), {int_model.weight_bytes()} bytes of weights.\n"
@@ -1141,10 +1374,8 @@ def generate_c(int_model: IntModel, name: str, *, progmem: bool = False) -> dict
     def floats(values) -> str:
         return ", ".join(f"{float(np.float32(v))!r}f" for v in values)
 
-    source = (
-        f"{banner}\n#include \"{ident}.h\"\n\n"
-        + (_READS_PROGMEM if progmem else _READS_PLAIN) + _runtime(progmem)
-        + (_RE_CSR8 if em.csr8 else "") + "".join(kernels)
+    body = (
+        "".join(kernels)
         + "\n"
         + "\n".join(em.arrays) + "\n"
         f"void {ident}_reset({ident}_state_t *state) {{\n    uint16_t i;\n"
@@ -1173,4 +1404,7 @@ def generate_c(int_model: IntModel, name: str, *, progmem: bool = False) -> dict
         "        if (v < -32768.0f) v = -32768.0f;\n"
         "        x_q[i] = (int16_t)(v >= 0.0f ? v + 0.5f : v - 0.5f);\n"
         "    }\n}\n#endif\n")
+    runtime = ((_READS_PROGMEM if progmem else _READS_PLAIN) + _runtime(progmem)
+               + (_RE_CSR8 if em.csr8 else ""))
+    source = f"{banner}\n#include \"{ident}.h\"\n\n" + _fit_runtime(runtime, body) + body
     return {f"{ident}.h": header, f"{ident}.c": source}

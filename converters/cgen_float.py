@@ -24,23 +24,32 @@ import numpy as np
 
 from keras_rnnedge._compat import keras
 from keras_rnnedge.converters.carray import c_identifier, comment_text
+from keras_rnnedge.converters.cgen import _fit_runtime
 from keras_rnnedge.converters.intmodel import (
-    _CELL_KINDS,
     _KIND_ACTIVATIONS,
     _LAYER_TYPES,
     _act,
     _act_name,
     _dense_weights,
+    _float_stages,
     _layer_biases,
     _unsupported,
     _weights,
+    cell_kind,
     head_layers,
 )
 from keras_rnnedge.converters.lowering import plan_model, strip_wrappers
+from keras_rnnedge.summary import csr_bytes
 
 __all__ = ["generate_float_c"]
 
 _RUNTIME = r"""
+/* RF_UNUSED marks the helpers that this model does not call. */
+#if defined(__GNUC__)
+#define RF_UNUSED __attribute__((unused))
+#else
+#define RF_UNUSED
+#endif
 #if defined(__AVR__)
 #include <avr/pgmspace.h>
 #define RF_RD(p) pgm_read_float(p)
@@ -123,8 +132,8 @@ class _Emitter:
         start, stop = rows if rows is not None else (0, m.shape[0])
         nnz = int(np.count_nonzero(m))
         c = 8 if m.shape[1] <= 256 else 16
-        csr_bytes = nnz * (4 + c // 8) + 2 * (m.shape[0] + 1)
-        if csr_bytes < 4 * m.size and nnz <= 65535:
+        sparse = csr_bytes(tuple(np.shape(w)), nnz, 4)  # the summary's rule, at float32
+        if sparse is not None and sparse < 4 * m.size:
             if symbol + "_val" not in self.symbols:
                 r, cols = np.nonzero(m)
                 ptr = np.concatenate([[0], np.cumsum(np.bincount(r, minlength=m.shape[0]))])
@@ -146,8 +155,12 @@ class _Emitter:
 
 
 def _linear(em: _Emitter, w: dict, base: str, lname: str, sym: str, x: str, dst: str,
-            rows=None) -> tuple[list[str], list[str]]:
-    """(scratch declarations, lines) computing ``dst = (x @ W)[rows]``, factored or not."""
+            rows=None, cell=None) -> tuple[list[str], list[str]]:
+    """(scratch declarations, lines) computing ``dst = (x @ W)[rows]``: dense, low rank, or
+    stage by stage for the other families (``cell.structures``)."""
+    structure = getattr(cell, "structures", {}).get(base)
+    if structure is not None and not (structure.is_dense or f"{base}_u" in w):
+        return _stages(em, w, cell, base, lname, sym, x, dst, rows)
     if base in w:
         return [], [em.matvec(w[base], f"{lname}/{base}", f"{sym}_{base}", x, dst, rows)]
     u, v = w[f"{base}_u"], w[f"{base}_v"]
@@ -157,9 +170,37 @@ def _linear(em: _Emitter, w: dict, base: str, lname: str, sym: str, x: str, dst:
         em.matvec(v, f"{lname}/{base}_v", f"{sym}_{base}_v", mid, dst, rows)]
 
 
+def _stages(em: _Emitter, w: dict, cell, base: str, lname: str, sym: str, x: str, dst: str,
+            rows) -> tuple[list[str], list[str]]:
+    """The product as its family's stages (:class:`keras_rnnedge.matrices.base.Stage`): each
+    stage's small matrix over the blocks of the previous vector, outputs interleaved."""
+    stages, names = _float_stages(cell, w, base)
+    decls, lines, src = [], [], x
+    for k, (stage, name) in enumerate(zip(stages, names)):
+        m, n = stage.matrix.shape
+        last = k == len(stages) - 1
+        out = f"{sym}_{base}_v{k}"
+        decls.append(f"float {out}[{stage.blocks * n}];")
+        tmp = f"{sym}_{base}_t{k}"
+        decls.append(f"float {tmp}[{n}];")
+        call = em.matvec(stage.matrix, f"{lname}/{name}", f"{sym}_{name}", f"{src} + b * {m}u",
+                         tmp)
+        at = (f"j * {stage.blocks}u + b" if stage.inner == 1 else
+              f"(j / {stage.inner}u) * {stage.blocks * stage.inner}u + b * {stage.inner}u "
+              f"+ j % {stage.inner}u")
+        lines.append(f"{{ uint16_t b, j; for (b = 0; b < {stage.blocks}u; ++b) {{ {call} "
+                     f"for (j = 0; j < {n}u; ++j) {out}[{at}] = {tmp}[j]; }} }}")
+        src = out
+        if last:
+            start, stop = rows if rows is not None else (0, stage.blocks * n)
+            lines.append(f"{{ uint16_t j; for (j = 0; j < {stop - start}u; ++j) "
+                         f"{dst}[j] = {src}[{start}u + j]; }}")
+    return decls, lines
+
+
 def _layer(em: _Emitter, layer, n: int, x: str) -> tuple[list[str], int, bool]:
     cell = layer.cell
-    kind = _CELL_KINDS[type(cell)]
+    kind = cell_kind(cell)
     w = _weights(cell)
     H = int(cell.units)
     reset_after = bool(getattr(cell, "reset_after", False)) if kind == "gru" else False
@@ -178,11 +219,12 @@ def _layer(em: _Emitter, layer, n: int, x: str) -> tuple[list[str], int, bool]:
     S, A = P(sig) if sig else None, P(phi)
     rb = {k: f"RF_RD(&{v}[i])" for k, v in b.items()}  # bias k at unit i
     decl = [f"float a[{width}];", f"float u[{width}];"]
-    s1, lines = _linear(em, w, "kernel", layer.name, sym, x, "a")
+    s1, lines = _linear(em, w, "kernel", layer.name, sym, x, "a", cell=cell)
     decl += s1
     if kind == "gru" and not reset_after:
-        s2, zr = _linear(em, w, "recurrent_kernel", layer.name, sym, h, "u", (0, 2 * H))
-        s3, hh = _linear(em, w, "recurrent_kernel", layer.name, sym, "rh", "u", (2 * H, 3 * H))
+        s2, zr = _linear(em, w, "recurrent_kernel", layer.name, sym, h, "u", (0, 2 * H), cell)
+        s3, hh = _linear(em, w, "recurrent_kernel", layer.name, sym, "rh", "u", (2 * H, 3 * H),
+                         cell)
         decl += s2 + [f"float rh[{H}];"]
         lines += [f"for (i = 0; i < {width}; ++i) a[i] += RF_RD(&{b['bias']}[i]);", *zr,
                   f"for (i = 0; i < {H}; ++i) {{",
@@ -193,7 +235,7 @@ def _layer(em: _Emitter, layer, n: int, x: str) -> tuple[list[str], int, bool]:
                   f"    const float c = {A(f'a[{2 * H} + i] + u[i]')};",
                   f"    {h}[i] = a[i] * {h}[i] + (1.0f - a[i]) * c;", "}"]
         return ["{", *("    " + d for d in decl), *("    " + s for s in lines), "}"], H, False
-    s2, rec = _linear(em, w, "recurrent_kernel", layer.name, sym, h, "u")
+    s2, rec = _linear(em, w, "recurrent_kernel", layer.name, sym, h, "u", cell=cell)
     decl += s2
     lines += rec
     if kind == "gru":
@@ -248,8 +290,7 @@ def generate_float_c(model: keras.Model, name: str) -> dict[str, str]:
     em = _Emitter()
     step, fields, x = [], [], "x"
     for n, layer in enumerate(plan.recurrent):
-        if type(layer) not in _LAYER_TYPES or type(getattr(layer, "cell", None)) not in \
-                _CELL_KINDS:
+        if not isinstance(layer, _LAYER_TYPES) or cell_kind(getattr(layer, "cell", None)) is None:
             raise _unsupported(layer, "no C implementation for this layer")
         block, units, has_c = _layer(em, layer, n, x)
         step += [f"/* layer {comment_text(layer.name)} */", *block]
@@ -292,15 +333,16 @@ def generate_float_c(model: keras.Model, name: str) -> dict[str, str]:
     resets = "".join(
         f"    for (i = 0; i < {layer.cell.units}; ++i) state->h{n}[i] = 0.0f;\n"
         + (f"    for (i = 0; i < {layer.cell.units}; ++i) state->c{n}[i] = 0.0f;\n"
-           if _CELL_KINDS[type(layer.cell)] == "lstm" else "")
+           if cell_kind(layer.cell) == "lstm" else "")
         for n, layer in enumerate(plan.recurrent))
-    source = (
-        f"{banner}\n#include <math.h>\n#include \"{ident}.h\"\n" + _RUNTIME
-        + "".join(em.csr_kernels[c] for c in sorted(em.csr_kernels)) + "\n"
+    body = (
+        "".join(em.csr_kernels[c] for c in sorted(em.csr_kernels)) + "\n"
         + "\n".join(em.arrays) + "\n"
         f"void {ident}_reset({ident}_state_t *state) {{\n    uint16_t i;\n{resets}}}\n\n"
         f"void {ident}_step({ident}_state_t *state, const float x[{up}_NUM_FEATURES]) {{\n"
         "    uint16_t i;\n" + "".join(f"    {s}\n" for s in step) + "}\n\n"
         f"void {ident}_predict(const {ident}_state_t *state, float scores[{up}_NUM_OUTPUTS]) "
         "{\n    uint16_t i;\n" + "".join(f"    {s}\n" for s in predict) + "}\n")
+    source = (f"{banner}\n#include <math.h>\n#include \"{ident}.h\"\n"
+              + _fit_runtime(_RUNTIME, body, "RF_UNUSED") + body)
     return {f"{ident}.h": header, f"{ident}.c": source}

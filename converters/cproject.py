@@ -281,8 +281,8 @@ int main(void) {{
 CC = arm-none-eabi-gcc
 SIZE = arm-none-eabi-size
 QEMU = qemu-system-arm
-CFLAGS = -std=c99 -Wall -Wextra -Werror -mcpu=cortex-m4 -mthumb -mfloat-abi=hard \\
-	-mfpu=fpv4-sp-d16 -O2
+CFLAGS = -std=c99 -Wall -Wextra -Werror -pedantic -mcpu=cortex-m4 -mthumb \\
+	-mfloat-abi=hard -mfpu=fpv4-sp-d16 -O2
 LDFLAGS = --specs=rdimon.specs -nostartfiles -T link.ld -lm
 SOURCES = main.c {ident}.c startup.c
 

@@ -24,9 +24,14 @@ Number formats. A value ``v`` in format ``Qf`` is the integer ``round(v * 2**f)`
   when that takes fewer bytes than the dense array. Low-rank factors stay factored.
 * Biases: ``int32`` in the format of the sum they are added to (``Q`` for the cells).
 * Inputs: per feature, ``x_q = sat16(round((x - offset) * scale))`` with ``offset`` the centre
-  and ``scale = ONE / half_range`` of the feature's range in the representative data, so the
-  calibrated range maps onto ``[-1, 1]`` in ``Q``. ``offset`` and the range are folded into the
-  first layer's input matrix (``W' = diag(half_range) W``) and biases (``b' = b + offset @ W``).
+  and ``scale = ONE / half_range`` of the feature's range in the representative data (all of
+  it; per feature the ``minmax``, ``percentile`` or ``mse`` estimator of
+  :func:`~keras_rnnedge.converters.quality.choose_range` with the smallest 16-bit quantization
+  error, recorded in :attr:`IntModel.input_estimators`), so the calibrated range maps onto
+  ``[-1, 1]`` in ``Q``. ``offset`` and the range are folded into the first layer's input matrix
+  (``W' = diag(half_range) W``) and biases (``b' = b + offset @ W``). The formats below are
+  calibrated by the float forward pass over full-length windows of a seeded sample of
+  ``calibration_size`` sequences drawn across the representative data.
 * Recurrent state ``h``: ``int16`` in ``Q``; for a ``relu`` SimpleRNN (unbounded) in a format
   calibrated like the intermediate vectors below (at most ``Q``), unless it is the last layer
   with no Dense head (then ``Q``: the state saturates at ``1 - 2**-Q``, listed as an
@@ -90,8 +95,13 @@ Activations, on an ``int32`` ``v`` in ``Qf`` (``one = 2**f``), results in ``Qf``
   to ``2**-16``; the product stays below ``2**30``): exact up to the last bit.
 * ``relu`` ``max(v, 0)`` (Dense, SimpleRNN); ``linear`` (Dense); ``softmax`` (last Dense layer
   only: omitted, the scores are the logits; the argmax is unchanged).
+* ``saturating_relu`` ``clip(v, 0, one)``: ``relu`` as a FastGRNN/FastRNN ``activation`` (the
+  candidate), clipped at 1 so that it stays in the range every product of the update was sized
+  for; exact where the candidate is at most 1, listed in :attr:`IntModel.approximations` when
+  the representative data take it above 1 (larger values saturate at 1).
 
-Cells allow: FastGRNN/FastRNN ``tanh``, ``sigmoid``, ``hard_sigmoid``, ``quantized_*``;
+Cells allow: FastGRNN/FastRNN ``tanh``, ``sigmoid``, ``hard_sigmoid``, ``quantized_*``, and
+``relu`` as ``activation`` (computed as ``saturating_relu``);
 LSTM/GRU ``activation`` the same, ``recurrent_activation`` only the ``[0, 1]``-valued
 ``sigmoid``/``hard_sigmoid``/``quantized_sigmoid`` (so every gate product below fits ``int32``);
 SimpleRNN those and ``relu``. Anything else is refused with a ``ValueError`` naming it.
@@ -157,11 +167,16 @@ from keras_rnnedge._compat import keras, np
 from keras_rnnedge.cells import FastGRNNCell, FastRNNCell, LowRankGRUCell, LowRankLSTMCell
 from keras_rnnedge.cells.base import activation_name
 from keras_rnnedge.converters.lowering import plan_model, strip_wrappers
+from keras_rnnedge.matrices import LowRank
+from keras_rnnedge.matrices.base import Stage
+from keras_rnnedge.summary import csr_bytes
 
 __all__ = [
     "SUPPORTED_LAYERS",
     "IntDense",
     "IntLinear",
+    "IntStage",
+    "cell_kind",
     "IntMatrix",
     "IntModel",
     "IntRecurrent",
@@ -195,6 +210,8 @@ SUPPORTED_LAYERS = ("RNN(FastGRNNCell)", "RNN(FastRNNCell)", "RNN(LowRankLSTMCel
                     "InputLayer")
 #: Activations of FastGRNN/FastRNN cells (``activation``/``recurrent_activation``).
 CELL_ACTIVATIONS = ("tanh", "quantized_tanh", "sigmoid", "quantized_sigmoid", "hard_sigmoid")
+#: FastGRNN/FastRNN ``activation`` (the candidate): also ``relu``, clipped at 1 in integers.
+CANDIDATE_ACTIVATIONS = CELL_ACTIVATIONS + ("relu",)
 #: Gate activations (``recurrent_activation``) of LSTM/GRU: bounded in ``[0, 1]``.
 GATE_ACTIVATIONS = ("sigmoid", "hard_sigmoid", "quantized_sigmoid")
 #: Candidate/cell activations (``activation``) of LSTM/GRU: bounded in ``[-1, 1]``.
@@ -212,9 +229,20 @@ _LAYER_TYPES = (keras.layers.RNN, keras.layers.LSTM, keras.layers.GRU, keras.lay
 _CELL_KINDS = {FastGRNNCell: "fastgrnn", FastRNNCell: "fastrnn", LowRankLSTMCell: "lstm",
                LowRankGRUCell: "gru", keras.layers.LSTMCell: "lstm",
                keras.layers.GRUCell: "gru", keras.layers.SimpleRNNCell: "simplernn"}
+
+
+def cell_kind(cell) -> str | None:
+    """The integer step a cell runs (``"fastgrnn"``, ``"lstm"``...), looked up through its
+    class hierarchy (a subclass of a supported cell runs its base's step); ``None`` if none."""
+    for klass in type(cell).__mro__:
+        if klass in _CELL_KINDS:
+            return _CELL_KINDS[klass]
+    return None
+
+
 #: (activation, recurrent_activation) allowed per kind (``()``: no recurrent activation).
-_KIND_ACTIVATIONS = {"fastgrnn": (CELL_ACTIVATIONS, CELL_ACTIVATIONS),
-                     "fastrnn": (CELL_ACTIVATIONS, ()),
+_KIND_ACTIVATIONS = {"fastgrnn": (CANDIDATE_ACTIVATIONS, CELL_ACTIVATIONS),
+                     "fastrnn": (CANDIDATE_ACTIVATIONS, ()),
                      "lstm": (LSTM_GRU_ACTIVATIONS, GATE_ACTIVATIONS),
                      "gru": (LSTM_GRU_ACTIVATIONS, GATE_ACTIVATIONS),
                      "simplernn": (SIMPLE_RNN_ACTIVATIONS, ())}
@@ -324,6 +352,8 @@ def activate(v, name: str, frac: int):
         return np.clip(rshift(np.clip(v, -lim, lim) * HARD_SIGMOID_SLOPE, 16) + one // 2, 0, one)
     if name == "relu":
         return np.maximum(v, 0)
+    if name == "saturating_relu":
+        return np.clip(v, 0, one)
     return v  # linear; softmax on the last layer (omitted)
 
 
@@ -373,13 +403,17 @@ class IntMatrix:
     def dense_bytes(self) -> int:
         return self.values.size * self.bits // 8
 
-    def csr_bytes(self) -> int:
-        return self.nnz * (self.bits + self.col_bits) // 8 + 2 * (self.shape[0] + 1)
+    def csr_bytes(self) -> int | None:
+        """Bytes as CSR (:func:`keras_rnnedge.summary.csr_bytes`, the one rule the summary,
+        this and the float C share); ``None`` when ``uint16`` indices cannot hold it."""
+        rows, cols = self.shape
+        return csr_bytes((cols, rows), self.nnz, self.bits // 8)
 
     @property
     def sparse(self) -> bool:
-        """Stored as CSR: smaller than dense, and row pointers fit ``uint16``."""
-        return self.csr_bytes() < self.dense_bytes() and self.nnz <= 65535
+        """Stored as CSR: smaller than dense, and the indices fit ``uint16``."""
+        size = self.csr_bytes()
+        return size is not None and size < self.dense_bytes()
 
     @property
     def nbytes(self) -> int:
@@ -394,30 +428,101 @@ class IntMatrix:
 
 
 @dataclasses.dataclass
-class IntLinear:
-    """``x @ W`` for a full (``v is None``) or factored (``u @ v``) matrix.
+class IntStage:
+    """One stage of a structured product, quantized (the float form and its index arithmetic:
+    :class:`keras_rnnedge.matrices.base.Stage`): ``matrix`` (``n × m``, transposed) applied to
+    each of ``blocks`` contiguous blocks of the input, output column ``j`` of block ``b`` going
+    to ``(j // inner) * blocks * inner + b * inner + j % inner``."""
 
-    ``mid_frac`` is the format of the rank-``r`` intermediate ``x @ W_u`` (``int16``).
+    matrix: IntMatrix
+    blocks: int = 1
+    inner: int = 1
+
+    @property
+    def out_size(self) -> int:
+        return self.blocks * self.matrix.shape[0]
+
+    def apply(self, v):
+        """``matvec`` of every block (``int32``, saturating), outputs interleaved."""
+        n, m = self.matrix.shape
+        lead = np.shape(v)[:-1]
+        y = matvec(self.matrix.values, np.reshape(v, (*lead, self.blocks, m)))
+        y = y.reshape(*lead, self.blocks, n // self.inner, self.inner)
+        return np.swapaxes(y, -3, -2).reshape(*lead, self.blocks * n)
+
+
+class IntLinear:
+    """``x @ W`` as a chain of :class:`IntStage` (one for a dense matrix, two for a low-rank
+    one, one per factor or core for Kronecker and tensor-train matrices).
+
+    Each stage but the last writes an ``int16`` intermediate vector in its format
+    (``mid_fracs``); the last one's ``int32`` result is shifted to the output format::
+
+        v = x;  for each stage but the last:  v = sat16(shift(stage(v), wf + vf - mid_frac))
+        y = shift(last(v), wf + vf - y_frac)
+
+    ``IntLinear(u)`` is a dense matrix and ``IntLinear(u, v, mid_frac)`` a low-rank one
+    (``mid_frac`` the format of the rank-``r`` intermediate ``x @ W_u``);
+    :meth:`chain` makes any other.
     """
 
-    u: IntMatrix
-    v: IntMatrix | None = None
-    mid_frac: int | None = None
+    def __init__(self, u: IntMatrix, v: IntMatrix | None = None, mid_frac: int | None = None):
+        stages = [IntStage(u)] + ([] if v is None else [IntStage(v)])
+        self._set(stages, [] if v is None else [mid_frac])
+
+    @classmethod
+    def chain(cls, stages: list[IntStage], mid_fracs: list[int]) -> IntLinear:
+        """A product of any family: its stages and the formats of the intermediates."""
+        out = cls.__new__(cls)
+        out._set(list(stages), list(mid_fracs))
+        return out
+
+    def _set(self, stages: list[IntStage], mid_fracs: list[int]) -> None:
+        if not stages or len(mid_fracs) != len(stages) - 1:
+            raise ValueError(f"expected one intermediate format per stage but the last, got "
+                             f"{len(stages)} stages and {len(mid_fracs)} formats")
+        self.stages: tuple[IntStage, ...] = tuple(stages)
+        self.mid_fracs: tuple[int, ...] = tuple(mid_fracs)
+
+    def __repr__(self) -> str:
+        return (f"IntLinear({[s.matrix.name for s in self.stages]}, mid_fracs="
+                f"{list(self.mid_fracs)})")
+
+    @property
+    def u(self) -> IntMatrix:
+        """The first stage's matrix (the whole matrix when dense)."""
+        return self.stages[0].matrix
+
+    @property
+    def v(self) -> IntMatrix | None:
+        """The second factor of a low-rank matrix (``None`` for a dense one)."""
+        return self.stages[1].matrix if len(self.stages) == 2 else None
+
+    @property
+    def mid_frac(self) -> int | None:
+        return self.mid_fracs[0] if self.mid_fracs else None
 
     def matrices(self) -> list[IntMatrix]:
-        return [self.u] if self.v is None else [self.u, self.v]
+        return [s.matrix for s in self.stages]
 
     def apply(self, x, x_frac: int, y_frac: int, rows: slice | None = None):
         """``linear(M, x, x_frac -> y_frac)``; ``rows`` selects outputs (GRU's ``U_zr``/``U_h``)."""
-        rows = slice(None) if rows is None else rows
-        if self.v is None:
-            return shift(matvec(self.u.values[rows], x), self.u.frac + x_frac - y_frac)
-        t = sat16(shift(matvec(self.u.values, x), self.u.frac + x_frac - self.mid_frac))
-        return shift(matvec(self.v.values[rows], t), self.v.frac + self.mid_frac - y_frac)
+        v, frac = x, x_frac
+        for stage, mid in zip(self.stages[:-1], self.mid_fracs):
+            v = sat16(shift(stage.apply(v), stage.matrix.frac + frac - mid))
+            frac = mid
+        last = self.stages[-1]
+        s = last.matrix.frac + frac - y_frac
+        if last.blocks == 1 and last.inner == 1:
+            rows = slice(None) if rows is None else rows
+            return shift(matvec(last.matrix.values[rows], v), s)
+        y = shift(last.apply(v), s)
+        return y if rows is None else y[..., rows]
 
     @property
     def mid_size(self) -> int:
-        return 0 if self.v is None else self.u.shape[0]
+        """``int16`` values of all intermediates."""
+        return sum(s.out_size for s in self.stages[:-1])
 
 
 @dataclasses.dataclass
@@ -549,6 +654,7 @@ class IntModel:
         head: the Dense layers, in order.
         approximations: activations replaced by an integer approximation (``tanh``/``sigmoid``:
             the table of :func:`tanh_q16`), and a ``relu`` output state clipped to ``Q``.
+        input_estimators: per feature, the range estimator that set its input scaling.
     """
 
     name: str
@@ -561,6 +667,7 @@ class IntModel:
     recurrent: list[IntRecurrent]
     head: list[IntDense]
     approximations: list[str]
+    input_estimators: tuple[str, ...] = ()
 
     @property
     def state_sizes(self) -> list[int]:
@@ -716,8 +823,40 @@ _FLOAT_ACT = {"sigmoid": _sigmoid, "tanh": np.tanh,
 
 
 def _weights(cell) -> dict[str, np.ndarray]:
-    return {w.name.split("/")[-1].split(":")[0]: np.asarray(w.numpy(), np.float64)
-            for w in cell.weights}
+    """The cell's weights by name; a matrix of a family other than dense and low rank is also
+    folded to dense under its base name (what the float C stores)."""
+    w = {v.name.split("/")[-1].split(":")[0]: np.asarray(v.numpy(), np.float64)
+         for v in cell.weights}
+    for base, structure in getattr(cell, "structures", {}).items():
+        if not (structure.is_dense or isinstance(structure, LowRank)):
+            w[base] = structure.to_dense([w[n] for n in structure.weight_names(base)])
+    return w
+
+
+def _dense(w: dict[str, np.ndarray], base: str) -> np.ndarray:
+    """Matrix ``base`` as one array (a low-rank one multiplied out)."""
+    return w[base] if base in w else w[f"{base}_u"] @ w[f"{base}_v"]
+
+
+def _float_stages(cell, w: dict[str, np.ndarray], base: str) -> tuple[list, list[str]]:
+    """The product with matrix ``base`` as float stages
+    (:meth:`keras_rnnedge.matrices.MatrixStructure.stages`) and the weight name of each; a
+    stock cell's matrices are dense."""
+    structure = getattr(cell, "structures", {}).get(base)
+    if structure is None:
+        return [Stage(w[base])], [base]
+    names = structure.weight_names(base)
+    stages = structure.stages([w[n] for n in names])
+    return stages, [names[st.source] for st in stages]
+
+
+def _chain_peaks(stages, v) -> list[float]:
+    """max |.| of each intermediate (every stage output but the last) for float inputs ``v``."""
+    peaks = []
+    for stage in stages[:-1]:
+        v = stage.apply(v)
+        peaks.append(float(np.max(np.abs(v))) if v.size else 0.0)
+    return peaks
 
 
 def _act(layer, value, allowed, argument) -> str:
@@ -749,36 +888,39 @@ def _layer_biases(kind: str, w: dict, units: int, reset_after: bool):
     return {"bias": w["bias"].copy() if "bias" in w else np.zeros(width)}, ("bias",)
 
 
-def _float_forward(kind, w, biases, phi, sig, x, units, reset_after):
+def _float_forward(kind, w, chains, biases, phi, sig, x, units, reset_after):
     """The float forward pass of one layer (true activations): its outputs ``(N, T, H)`` and the
-    peak magnitudes of the low-rank intermediates, the LSTM cell state and the state."""
+    peak magnitudes of the intermediates of the structured products (``chains``: base name →
+    float stages; a list per matrix, one peak per intermediate), the LSTM cell state, the
+    candidate and the state."""
     n = units
     phi_f, sig_f = _FLOAT_ACT[phi], _FLOAT_ACT.get(sig)
-    W = w["kernel"] if "kernel" in w else w["kernel_u"] @ w["kernel_v"]
-    U = (w["recurrent_kernel"] if "recurrent_kernel" in w
-         else w["recurrent_kernel_u"] @ w["recurrent_kernel_v"])
-    uu = w.get("recurrent_kernel_u")
+    W, U = w["kernel"], w["recurrent_kernel"]
     h = np.zeros((x.shape[0], n))
     c = np.zeros((x.shape[0], n))
-    peaks = dict.fromkeys(("kernel", "recurrent_kernel", "cell", "state"), 0.0)
+    peaks = dict.fromkeys(("cell", "state", "candidate"), 0.0)
+    peaks.update({base: [0.0] * (len(stages) - 1) for base, stages in chains.items()})
 
     def peak(key, v):
         peaks[key] = max(peaks[key], float(np.max(np.abs(v))) if v.size else 0.0)
 
+    def chain_peak(base, v):
+        peaks[base] = [max(a, b) for a, b in zip(peaks[base], _chain_peaks(chains[base], v))]
+
     states = []
     for t in range(x.shape[1]):
-        if "kernel_u" in w:
-            peak("kernel", x[:, t] @ w["kernel_u"])
-        if uu is not None:
-            peak("recurrent_kernel", h @ uu)
+        chain_peak("kernel", x[:, t])
+        chain_peak("recurrent_kernel", h)
         xs = x[:, t] @ W
         if kind == "fastgrnn":
             a = xs + h @ U
             z = sig_f(a + biases["gate_bias"])
             cand = phi_f(a + biases["update_bias"])
+            peak("candidate", cand)
             h = (_sigmoid(w["zeta"][0]) * (1 - z) + _sigmoid(w["nu"][0])) * cand + z * h
         elif kind == "fastrnn":
             cand = phi_f(xs + h @ U + biases["bias"])
+            peak("candidate", cand)
             h = _sigmoid(w["alpha"][0]) * cand + _sigmoid(w["beta"][0]) * h
         elif kind == "simplernn":
             h = phi_f(xs + h @ U + biases["bias"])
@@ -797,8 +939,7 @@ def _float_forward(kind, w, biases, phi, sig, x, units, reset_after):
             xs = xs + biases["bias"]
             z = sig_f(xs[:, :n] + h @ U[:, :n])
             r = sig_f(xs[:, n:2 * n] + h @ U[:, n:2 * n])
-            if uu is not None:
-                peak("recurrent_kernel", (r * h) @ uu)
+            chain_peak("recurrent_kernel", r * h)
             h = z * h + (1 - z) * phi_f(xs[:, 2 * n:] + (r * h) @ U[:, 2 * n:])
         peak("state", h)
         states.append(h)
@@ -839,7 +980,8 @@ def _dense_weights(layer) -> tuple[np.ndarray, np.ndarray]:
 
 
 def quantize_model(model: keras.Model, representative_data, *, weight_bits: int = 8,
-                   frac_bits: int = 15, cell_frac_bits: int | None = None) -> IntModel:
+                   frac_bits: int = 15, cell_frac_bits: int | None = None,
+                   calibration_size: int | None = None, calibration_seed: int = 0) -> IntModel:
     """Derive the integer model of a trained recurrent + Dense model.
 
     Args:
@@ -853,6 +995,10 @@ def quantize_model(model: keras.Model, representative_data, *, weight_bits: int 
         frac_bits: ``Q``, fractional bits of the ``int16`` state and of the scores (1..15).
         cell_frac_bits: fractional bits of the LSTM cell state ``c`` (``int16``), in
             ``[0, frac_bits]``; ``None`` calibrates it (see the module docstring).
+        calibration_size: sequences sampled (seeded, across the whole array) for the float
+            forward pass that sets the formats; ``None`` uses every sequence. The input ranges
+            are always measured on all of ``representative_data``.
+        calibration_seed: seed of that sample.
 
     Returns:
         The :class:`IntModel`.
@@ -879,26 +1025,41 @@ def quantize_model(model: keras.Model, representative_data, *, weight_bits: int 
                          f"got {data.shape}.")
     for layer in plan.recurrent:
         cell = getattr(layer, "cell", None)
-        if type(layer) not in _LAYER_TYPES or type(cell) not in _CELL_KINDS:
+        if not isinstance(layer, _LAYER_TYPES) or cell_kind(cell) is None:
             raise _unsupported(layer, f"no integer implementation for "
                                f"{type(cell).__name__ if cell is not None else 'this layer'}")
     q = frac_bits
     approximations: list[str] = []
 
-    lo, hi = data.min(axis=(0, 1)), data.max(axis=(0, 1))
+    from keras_rnnedge.converters.quality import calibration_sample, choose_range
+
+    ranges = [choose_range(data[..., j], bits=16, include_zero=False)
+              for j in range(data.shape[-1])]
+    lo = np.array([r[0] for r in ranges])
+    hi = np.array([r[1] for r in ranges])
     offset = (lo + hi) / 2.0
     half = np.where(hi > lo, (hi - lo) / 2.0, 1.0)
+    first = plan.recurrent[0].cell
+    first_stage = _float_stages(first, _weights(first), "kernel")[0][0]  # (W_u for low rank)
+    if first_stage.blocks > 1:
+        # a per-feature scale folds into the input matrix only when its first stage reads the
+        # whole input (dense, low rank); a Kronecker/TT kernel reads it in blocks: one scale
+        half = np.full_like(half, half.max())
     input_scale = (2.0**q / half).astype(np.float32)
     input_offset = offset.astype(np.float32)
 
+    if calibration_size is not None:
+        data = calibration_sample(data, calibration_size, calibration_seed)
     x_float = data.reshape(-1, data.shape[1], data.shape[2])  # float forward for calibration
     in_frac = q
     scale = 1.0  # the stored state of the previous layer is h / scale (see state_shift)
     recurrent: list[IntRecurrent] = []
     for index, layer in enumerate(plan.recurrent):
         cell = layer.cell
-        kind = _CELL_KINDS[type(cell)]
+        kind = cell_kind(cell)
         w = _weights(cell)
+        chains = {base: _float_stages(cell, w, base) for base in ("kernel", "recurrent_kernel")}
+        w.update(kernel=_dense(w, "kernel"), recurrent_kernel=_dense(w, "recurrent_kernel"))
         units = int(cell.units)
         reset_after = bool(getattr(cell, "reset_after", False)) if kind == "gru" else False
         phi_allowed, sig_allowed = _KIND_ACTIVATIONS[kind]
@@ -913,22 +1074,31 @@ def quantize_model(model: keras.Model, representative_data, *, weight_bits: int 
             approximations.append(f"{layer.name}/activation: relu -> clip(x, 0, 1) (the "
                                   f"output state is in Q{q})")
         biases, folded = _layer_biases(kind, w, units, reset_after)
-        W = w["kernel"] if "kernel" in w else w["kernel_u"] @ w["kernel_v"]
         # fold the input scaling of the first layer into W and the input-side biases
         if index == 0:
-            key = "kernel" if "kernel" in w else "kernel_u"
-            shift_in = offset @ W
+            shift_in = offset @ w["kernel"]
             for n in folded:
                 biases[n] = biases[n] + shift_in
-            w[key] = half[:, None] * w[key]
-            W = w["kernel"] if "kernel" in w else w["kernel_u"] @ w["kernel_v"]
+            w["kernel"] = half[:, None] * w["kernel"]
+            stage0 = chains["kernel"][0][0]
+            scaled0 = (half[:, None] * stage0.matrix if stage0.blocks == 1
+                       else half[0] * stage0.matrix)
+            chains["kernel"][0][0] = dataclasses.replace(stage0, matrix=scaled0)
             x_in = (x_float - offset) / half
         else:
             x_in = x_float
-        x_float, peaks = _float_forward(kind, w, biases, phi, sig, x_in, units, reset_after)
-        factors = {}  # weight -> factor of the state scales folded into it
+        x_float, peaks = _float_forward(kind, w, {b: c[0] for b, c in chains.items()}, biases,
+                                        phi, sig, x_in, units, reset_after)
+        if kind in ("fastgrnn", "fastrnn") and phi == "relu":  # the candidate, clipped at 1
+            phi = "saturating_relu"
+            if peaks["candidate"] > 1.0:
+                approximations.append(
+                    f"{layer.name}/activation: relu -> clip(x, 0, 1) (max candidate "
+                    f"{peaks['candidate']:.3g} on the representative data; larger values "
+                    "saturate at 1)")
+        factors = {}  # matrix -> factor of the state scales folded into its first stage
         if index > 0:  # the input is the previous layer's h / scale
-            factors["kernel" if "kernel" in w else "kernel_u"] = scale
+            factors["kernel"] = scale
         # FastGRNN/FastRNN: |h| may exceed 1; store h / 2**state_shift (see IntRecurrent)
         state_shift = 0
         if kind in ("fastgrnn", "fastrnn"):
@@ -940,17 +1110,16 @@ def quantize_model(model: keras.Model, representative_data, *, weight_bits: int 
             else:
                 state_shift = q - min(q, _act_frac(peaks["state"]))
         scale = float(2**state_shift)
-        factors["recurrent_kernel" if "recurrent_kernel" in w else "recurrent_kernel_u"] = scale
+        factors["recurrent_kernel"] = scale
         scaled = {"fastgrnn": ("zeta", "nu"), "fastrnn": ("alpha",)}.get(kind, ())
 
-        def linear(base, mid_peak, w=w, layer=layer, factors=factors):
-            if base in w:
-                return IntLinear(_matrix(w[base], weight_bits, f"{layer.name}/{base}",
-                                         factors.get(base, 1.0)))
-            return IntLinear(_matrix(w[f"{base}_u"], weight_bits, f"{layer.name}/{base}_u",
-                                     factors.get(f"{base}_u", 1.0)),
-                             _matrix(w[f"{base}_v"], weight_bits, f"{layer.name}/{base}_v"),
-                             _act_frac(mid_peak))
+        def linear(base, chains=chains, peaks=peaks, layer=layer, factors=factors):
+            stages, names = chains[base]
+            int_stages = [IntStage(_matrix(st.matrix, weight_bits, f"{layer.name}/{name}",
+                                           factors.get(base, 1.0) if i == 0 else 1.0),
+                                   blocks=st.blocks, inner=st.inner)
+                          for i, (st, name) in enumerate(zip(stages, names))]
+            return IntLinear.chain(int_stages, [_act_frac(p) for p in peaks[base]])
 
         cell_frac = state_frac = None
         if kind == "lstm":
@@ -960,9 +1129,8 @@ def quantize_model(model: keras.Model, representative_data, *, weight_bits: int 
             state_frac = min(q, _act_frac(peaks["state"]))
         scalar_names = {"fastgrnn": ("zeta", "nu"), "fastrnn": ("alpha", "beta")}.get(kind, ())
         recurrent.append(IntRecurrent(
-            name=layer.name, kind=kind, units=units, input_dim=int(W.shape[0]),
-            in_frac=in_frac, kernel=linear("kernel", peaks["kernel"]),
-            recurrent=linear("recurrent_kernel", peaks["recurrent_kernel"]),
+            name=layer.name, kind=kind, units=units, input_dim=int(w["kernel"].shape[0]),
+            in_frac=in_frac, kernel=linear("kernel"), recurrent=linear("recurrent_kernel"),
             biases={n: _bias(v, q, f"{layer.name}/{n}") for n, v in biases.items()},
             scalars={n: int(round(_sigmoid(float(w[n][0])) * 2**q
                                   / (scale if n in scaled else 1.0))) for n in scalar_names},
@@ -990,4 +1158,5 @@ def quantize_model(model: keras.Model, representative_data, *, weight_bits: int 
     return IntModel(name=plan.name, features=plan.features, num_outputs=num_outputs,
                     frac_bits=q, weight_bits=weight_bits, input_offset=input_offset,
                     input_scale=input_scale, recurrent=recurrent, head=head,
-                    approximations=approximations)
+                    approximations=approximations,
+                    input_estimators=tuple(r[2] for r in ranges))

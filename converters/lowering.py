@@ -4,8 +4,9 @@ The trained model must be a chain ``Input → RNN … RNN → head``: one or mor
 recurrent layers (``keras.layers.RNN`` over a registered cell, or stock ``SimpleRNN``/``GRU``/
 ``LSTM``), the last returning its final output, then ``Dense``/``Activation``/``Dropout``
 layers. Pruning and QAT wrappers are stripped: the lowered model carries the float weights
-(pruned zeros included); a QAT model's trained weights are used, and its activation ranges are
-re-calibrated from the representative data.
+(pruned zeros included); a QAT model's trained weights are used, and in an int8 conversion its
+trained input and output ranges (:func:`~keras_rnnedge.converters.tflite.qat_ranges`); the other
+activation ranges are calibrated from the representative data.
 
 Three modes:
 
@@ -25,7 +26,8 @@ from collections.abc import Callable
 
 from keras_rnnedge._compat import keras, np
 from keras_rnnedge.cells import CELL_REGISTRY, CompressedCell
-from keras_rnnedge.optimize import strip_pruning, unwrap
+from keras_rnnedge.micro_targets.validate import check_positive_int, check_sequences
+from keras_rnnedge.optimize import is_quantize_input, is_quantize_wrapper, strip_pruning, unwrap
 
 __all__ = [
     "LOWERINGS",
@@ -33,6 +35,7 @@ __all__ = [
     "ConversionError",
     "LoweredModel",
     "ModelPlan",
+    "check_inputs",
     "is_qat",
     "lower",
     "plan_model",
@@ -91,6 +94,14 @@ _HEAD_LAYERS = (keras.layers.Dense, keras.layers.Activation, keras.layers.Dropou
 _SKIPPED = (keras.layers.InputLayer, keras.layers.Dropout)
 _STOCK_RNN = {keras.layers.LSTM: keras.layers.LSTMCell, keras.layers.GRU: keras.layers.GRUCell,
               keras.layers.SimpleRNN: keras.layers.SimpleRNNCell}
+
+
+#: Front ends that take something other than feature vectors (token ids): no lowering.
+_FRONT_ENDS = (keras.layers.Embedding,)
+_FRONT_END_WHY = ("a front end that maps token ids to vectors has no lowering (the converted "
+                  "models take float feature vectors). Compute the embedding outside the model "
+                  "(layer.get_weights()[0][ids]) and convert the model from the recurrent layer "
+                  "on, with keras.Input((timesteps, embedding size))")
 
 
 def supported_layers() -> list[str]:
@@ -152,7 +163,7 @@ def _flatten(model) -> list[keras.layers.Layer]:
 
 def _cell_of(layer):
     layer = unwrap(layer)
-    if type(layer) in _STOCK_RNN or type(layer) is keras.layers.RNN:
+    if isinstance(layer, keras.layers.RNN):  # LSTM, GRU, SimpleRNN and their subclasses too
         return layer.cell
     return None
 
@@ -169,13 +180,13 @@ def plan_model(model: keras.Model) -> ModelPlan:
         raise ConversionError(
             f"Model {model.name!r} has {len(model.inputs)} inputs and {len(model.outputs)} "
             "outputs; expected one input (batch, timesteps, features) and one output.")
-    shape = model.inputs[0].shape
-    if shape.rank != 3 or shape[-1] is None:
-        raise ConversionError(f"Model {model.name!r} input shape {tuple(shape)}: expected "
-                              "(batch, timesteps, features) with a known number of features.")
     recurrent, head = [], []
-    for layer in _flatten(model):
+    for layer in _flatten(model):  # the layers first: a front end also changes the input shape
         inner = unwrap(layer)
+        if isinstance(inner, _FRONT_ENDS):
+            raise ConversionError(
+                f"Cannot convert layer {inner.name!r} ({type(inner).__name__}): "
+                f"{_FRONT_END_WHY}. Supported layers: {', '.join(supported_layers())}.")
         if isinstance(inner, keras.layers.Masking):
             raise _masking_refusal(inner)
         cell = _cell_of(layer)
@@ -183,7 +194,7 @@ def plan_model(model: keras.Model) -> ModelPlan:
             if head:
                 raise _unsupported(inner, "a recurrent layer after the head")
             if isinstance(cell, keras.layers.StackedRNNCells) or not (
-                    isinstance(cell, CompressedCell) or type(cell) in _STOCK_RNN.values()):
+                    isinstance(cell, (CompressedCell, *_STOCK_RNN.values()))):
                 raise _unsupported(inner, f"no lowering for cell {type(cell).__name__}")
             if getattr(inner, "go_backwards", False) or getattr(inner, "return_state", False):
                 raise _unsupported(inner, "go_backwards/return_state are not supported")
@@ -195,6 +206,10 @@ def plan_model(model: keras.Model) -> ModelPlan:
                 head.append(inner)
         else:
             raise _unsupported(inner, "no lowering for this layer type")
+    shape = model.inputs[0].shape
+    if shape.rank != 3 or shape[-1] is None:
+        raise ConversionError(f"Model {model.name!r} input shape {tuple(shape)}: expected "
+                              "(batch, timesteps, features) with a known number of features.")
     if not recurrent:
         raise ConversionError(f"Model {model.name!r} has no recurrent layer; expected RNN(cell), "
                               "LSTM, GRU or SimpleRNN followed by Dense layers.")
@@ -209,26 +224,97 @@ def plan_model(model: keras.Model) -> ModelPlan:
                      num_outputs=int(model.outputs[0].shape[-1]))
 
 
+def check_inputs(model: keras.Model, representative_data=None, *, mode: str,
+                 timesteps: int | None = None, class_names=None
+                 ) -> tuple[ModelPlan, np.ndarray | None]:
+    """Check a model and the data to convert it with, before any conversion work.
+
+    The model is read first (:func:`plan_model`: an unsupported layer is named with the
+    supported ones), then the options and the data against it. Sequence length: an
+    ``"unrolled"``/``"fused"`` model is built for one length (``timesteps``, else the model's
+    own); a ``"step"`` model or standalone C (``mode="c"``) runs any length, but the data must
+    have the trained model's length when its input fixes one (the stages are compared with it).
+    The number of features always has to match.
+
+    Args:
+        model: the trained model (wrappers are stripped for the check).
+        representative_data: ``(N, T, F)`` windows, or ``None``.
+        mode: one of :data:`MODES`, or ``"c"`` (standalone C).
+        timesteps: the window length asked for (``None``: the model's).
+        class_names: one name per output, or ``None``.
+
+    Returns:
+        The :class:`ModelPlan`, and the data as ``float32`` (``None`` without data).
+
+    Raises:
+        ConversionError: naming what was received and what was expected.
+    """
+    plan = plan_model(strip_wrappers(model) if isinstance(model, keras.Model) else model)
+    if mode == "step" and not plan.head:
+        raise ConversionError(
+            f"Model {plan.name!r} ends with recurrent layer {plan.recurrent[-1].name!r} (no "
+            "Dense head): in step mode its output y would be the state output itself, which "
+            "the TFLite converter merges into one tensor that the sketch cannot address. Add "
+            "a Dense head, convert with mode='unrolled', or convert to standalone C "
+            "(convert_c), which takes a model without a head.")
+    if timesteps is not None:
+        timesteps = check_positive_int(timesteps, "timesteps", error=ConversionError)
+        if plan.timesteps is not None and timesteps != plan.timesteps:
+            raise ConversionError(
+                f"Received timesteps={timesteps}, but model {plan.name!r} takes windows of "
+                f"{plan.timesteps} steps (keras.Input(({plan.timesteps}, {plan.features}))). "
+                "Leave timesteps unset, or build the model with keras.Input((None, "
+                f"{plan.features})) to choose the length at conversion.")
+    sequence = mode in ("unrolled", "fused")
+    length = (timesteps or plan.timesteps) if sequence else plan.timesteps
+    if sequence and length is None:
+        raise ConversionError(f"Mode {mode!r} needs a fixed sequence length: model "
+                              f"{plan.name!r} has input length None; pass timesteps=.")
+    if class_names is not None:
+        names = [str(c) for c in class_names]
+        if names and len(names) != plan.num_outputs:
+            raise ConversionError(
+                f"Received {len(names)} class_names {names!r} for model {plan.name!r} with "
+                f"{plan.num_outputs} outputs; give one name per output.")
+    if representative_data is None:
+        return plan, None
+    if plan.timesteps is not None:
+        note = (f"Model {plan.name!r} was built with keras.Input(({plan.timesteps}, "
+                f"{plan.features})): cut or split the windows to {plan.timesteps} steps. "
+                + ("To convert windows of any length, build the model with keras.Input((None, "
+                   f"{plan.features})), copy the weights, and convert with mode='step' or to "
+                   "standalone C." if not sequence else
+                   "A step model (mode='step') of a model built with keras.Input((None, "
+                   f"{plan.features})) runs windows of any length."))
+    else:
+        note = (f"timesteps={length} sets the length of the {mode} model: pass windows of "
+                f"{length} steps, or set timesteps to their length.")
+    data = check_sequences(representative_data, features=plan.features, timesteps=length,
+                           name="representative_data", finite=True, length_note=note,
+                           error=ConversionError)
+    return plan, data.astype(np.float32)
+
+
 # -- lowering each cell --------------------------------------------------------------------------
 
 def _fold_or_keep(cell) -> tuple[dict, dict[str, np.ndarray], list[str]]:
-    """Config and weights of a copy of ``cell`` with each factored matrix folded into one when
-    that has no more non-zeros than its factors (sparse factors usually stay factored)."""
+    """Config and weights of a copy of ``cell`` with each structured matrix folded into one
+    dense matrix when that has no more non-zeros than its factors (sparse low-rank factors
+    usually stay factored, Kronecker factors and TT cores almost always do)."""
     config = cell.get_config()
     weights = {w.name.split("/")[-1].split(":")[0]: w.numpy() for w in cell.weights}
     folded = []
-    rank_args = {"kernel": ("w_rank", "rank"), "recurrent_kernel": ("u_rank", "recurrent_rank")}
-    for base, args in rank_args.items():
-        u, v = weights.get(f"{base}_u"), weights.get(f"{base}_v")
-        if u is None or v is None:
+    for base, structure in cell.structures.items():
+        if structure.is_dense:
             continue
-        product = u @ v
-        if np.count_nonzero(product) <= np.count_nonzero(u) + np.count_nonzero(v):
+        names = structure.weight_names(base)
+        parts = [weights[n] for n in names]
+        product = structure.to_dense(parts).astype(np.float32)
+        if np.count_nonzero(product) <= sum(np.count_nonzero(p) for p in parts):
+            for n in names:
+                del weights[n]
             weights[base] = product
-            del weights[f"{base}_u"], weights[f"{base}_v"]
-            for arg in args:
-                if arg in config:
-                    config[arg] = None
+            config = cell.dense_config(config, base)
             folded.append(base)
     return config, weights, folded
 
@@ -283,7 +369,7 @@ LOWERINGS.update({keras.layers.LSTMCell: lower_cell_step, keras.layers.GRUCell: 
 
 
 def _lowering_for(layer):
-    fn = LOWERINGS.get(type(layer.cell))
+    fn = next((LOWERINGS[k] for k in type(layer.cell).__mro__ if k in LOWERINGS), None)
     if fn is None:
         raise ConversionError(
             f"No lowering for cell {type(layer.cell).__name__} of layer {layer.name!r}. "
@@ -384,7 +470,7 @@ def _strip_qat(model: keras.Model) -> keras.Model:
     """Rebuild a QAT model without its wrappers, with the weights QAT computed with."""
     x = inputs = keras.Input(model.inputs[0].shape[1:], name="x")
     for layer in _flatten(model):
-        if type(layer).__name__ in ("QuantizeLayer", "InputLayer"):
+        if is_quantize_input(layer) or isinstance(layer, keras.layers.InputLayer):
             continue
         inner = unwrap(layer)
         config = inner.get_config()
@@ -402,7 +488,7 @@ def _strip_qat(model: keras.Model) -> keras.Model:
 
 def is_qat(model: keras.Model) -> bool:
     """Whether the model carries tfmot quantization-aware-training wrappers."""
-    return any(type(layer).__name__ in ("QuantizeWrapperV2", "QuantizeWrapper", "QuantizeLayer")
+    return any(is_quantize_wrapper(layer) or is_quantize_input(layer)
                for layer in _flatten(model))
 
 

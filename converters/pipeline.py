@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +19,24 @@ from keras_rnnedge.converters.lowering import (
     MODES,
     ConversionError,
     LoweredModel,
+    check_inputs,
+    is_qat,
     lower,
     strip_wrappers,
+)
+from keras_rnnedge.converters.quality import (
+    CalibrationWarning,
+    DeploymentCheck,
+    QualityReport,
+    calibration_sample,
+    check_validation_data,
+    coverage,
+    diagnose,
+    enforce,
+    finite_or_nan,
+    measure,
+    stage_failure,
+    warn_coverage,
 )
 from keras_rnnedge.converters.sketch import (
     SketchSpec,
@@ -26,9 +45,11 @@ from keras_rnnedge.converters.sketch import (
     platformio_project,
 )
 from keras_rnnedge.converters.tflite import (
+    CALIBRATION_SEQUENCES,
     TensorInfo,
     TFLiteModel,
     check_quantization,
+    qat_ranges,
     to_tflite,
 )
 from keras_rnnedge.micro_targets.audit import (
@@ -38,14 +59,21 @@ from keras_rnnedge.micro_targets.audit import (
     target_refusal,
 )
 from keras_rnnedge.micro_targets.boards import Board, get_board
+from keras_rnnedge.progress import ProgressArg, stage, with_stages
 
-__all__ = ["ConversionResult", "OutputExistsError", "SavedConversion", "convert", "load_result"]
+__all__ = ["ConversionResult", "OutputExistsError", "SavedConversion", "check_output_directory",
+           "convert", "is_conversion_output", "load_result"]
 
 MANIFEST = "manifest.json"
 #: Float lowering vs the trained model: the same float32 arithmetic, reassociated by the
 #: converter's graph optimizations (fused matmul + bias), over at most a few hundred steps.
 LOWERING_ATOL = 1e-4
+#: Float32 flatbuffer vs the lowered model: the same float32 arithmetic in TFLite's kernels
+#: (other summation order, its own tanh/logistic), over at most a few hundred steps.
+TFLITE_FLOAT_ATOL = 1e-3
 _CHECK_SEQUENCES = 2
+#: Calibration windows the deployed model is checked on when no validation data are given.
+_QUALITY_WINDOWS = 32
 
 
 class OutputExistsError(FileExistsError):
@@ -67,6 +95,8 @@ class ConversionResult:
         files: relative path → text or bytes of every file :meth:`save` writes.
         checks: stage-against-stage differences measured during conversion.
         class_names: optional names of the output classes.
+        quality: float against deployed (TFLite Micro) accuracy and agreement, on the
+            validation data (or, without them, agreement on calibration windows).
     """
 
     name: str
@@ -80,6 +110,7 @@ class ConversionResult:
     files: dict[str, str | bytes]
     checks: dict[str, float]
     class_names: tuple[str, ...] = ()
+    quality: QualityReport | None = None
 
     # the attributes micro_targets.emulate reads
     @property
@@ -115,6 +146,13 @@ class ConversionResult:
             lines.append("folded         " + ", ".join(self.lowered.folded))
         for key, value in self.checks.items():
             lines.append(f"check          {key}: max |diff| {value:.3g}")
+        for key, value in self.tflite.calibration.items():
+            lo, hi = value["range"]
+            lines.append(f"range          {key}: [{lo:.4g}, {hi:.4g}] ({value['estimator']})")
+        if self.quality is not None:
+            lines.append(f"quality        {self.quality.to_text()}")
+            if self.quality.cause:
+                lines.append(f"likely cause   {self.quality.cause}")
         if self.audit is not None:
             lines += ["", self.audit.to_text()]
         lines += ["", "files          " + ", ".join(sorted(self.files))]
@@ -134,17 +172,21 @@ class ConversionResult:
             "class_names": list(self.class_names),
             "arena_bytes": None if self.audit is None else self.audit.arena_bytes,
             "checks": self.checks,
+            "calibration": self.tflite.calibration,
+            "quality": None if self.quality is None else self.quality.to_dict(),
         }
 
     def save(self, path: str | os.PathLike, *, force: bool = False) -> Path:
         """Write every file under ``path`` (a directory), all or nothing.
 
         Files are written to a temporary directory beside ``path`` and moved into place at
-        the end, so an error leaves no half-written output.
+        the end, so an error leaves no half-written output. ``force`` replaces only an earlier
+        output (see :func:`save_directory`).
 
         Raises:
-            OutputExistsError: ``path`` exists and ``force`` is false.
-            ConversionError: ``path``'s parent cannot be written.
+            OutputExistsError: ``path`` exists and ``force`` is false, or ``path`` is a
+                directory that is not an earlier output.
+            ConversionError: ``path``'s parent cannot be written, or the disk is full.
         """
         files = {**self.files, MANIFEST: json.dumps(self.manifest(), indent=2) + "\n",
                  "REPORT.txt": self.report() + "\n"}
@@ -157,46 +199,183 @@ def save_directory(path: str | os.PathLike, files: dict[str, str | bytes], *, fo
     the directory ``path``, all or nothing.
 
     Files are written to a temporary directory beside ``path`` and moved into place at the end,
-    so an error leaves no half-written output.
+    so an error leaves no half-written output (and no temporary directory). Every output holds
+    a marker file, :data:`OUTPUT_MARKER`; ``force`` replaces only a directory that holds one (or
+    an output of an earlier version, recognised by its ``manifest.json``), or an empty one, never
+    anything else. The final check and rename happen under a lock on the parent directory, so
+    of several saves to one path at the same moment exactly one succeeds without ``force``, and
+    with ``force`` the result is one complete output.
 
     Raises:
-        OutputExistsError: ``path`` exists and ``force`` is false.
-        ConversionError: ``path`` is a file, or its parent cannot be written.
+        OutputExistsError: ``path`` exists and ``force`` is false, or ``path`` is a directory
+            that is not a keras_rnnedge output.
+        ConversionError: ``path`` is a file, its parent cannot be written, or the disk is full.
     """
     out = Path(path)
-    if out.exists() and not force:
-        raise OutputExistsError(f"Output directory {str(out)!r} exists; pass force=True "
-                                "(--force) to replace it, or choose another directory.")
-    if out.exists() and not out.is_dir():
-        raise ConversionError(f"Output path {str(out)!r} is a file; expected a directory.")
+    check_output_directory(out, force=force)  # fail before writing anything
     parent = out.parent if str(out.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+        staging = _new_directory(parent, f".{out.name}.")
     except OSError as exc:
-        raise ConversionError(f"Cannot write to {str(parent)!r}: {exc.strerror or exc}. "
-                              "Choose a writable output directory.") from exc
+        raise _write_error(parent, exc) from exc
     try:
-        for rel, content in sorted(files.items()):
-            dest = staging / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(content, bytes):
-                dest.write_bytes(content)
-            else:
-                dest.write_text(content)
-        if model is not None:
-            model.save(staging / "model.keras")
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=parent))
-            os.replace(out, old / out.name)
-            os.replace(staging, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, out)
+        try:
+            for rel, content in sorted(files.items()):
+                dest = staging / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                if isinstance(content, bytes):
+                    dest.write_bytes(content)
+                else:
+                    dest.write_text(content)
+            if model is not None:
+                model.save(staging / "model.keras")
+            (staging / OUTPUT_MARKER).write_text(_output_marker(files))
+        except OSError as exc:
+            raise _write_error(out, exc) from exc
+        with _directory_lock(parent):
+            check_output_directory(out, force=force)  # again: someone may have written it
+            _move_into_place(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out
+
+
+#: The file every saved conversion holds; ``force`` replaces only directories that have it.
+OUTPUT_MARKER = ".rnnedge-output"
+# manifest.json keys of outputs written before the marker existed (TFLite and standalone C).
+_TFLITE_MANIFEST_KEYS = frozenset({"name", "target", "quantization", "mode", "inputs", "outputs"})
+_C_MANIFEST_KEYS = frozenset({"format", "name", "target", "precision"})
+
+
+def check_output_directory(path: str | os.PathLike, *, force: bool) -> None:
+    """Refuse an output path that ``save(path, force=force)`` would refuse, before converting.
+
+    Raises:
+        OutputExistsError: ``path`` exists and ``force`` is false, or it is a non-empty
+            directory that is not a keras_rnnedge output (see :func:`is_conversion_output`).
+        ConversionError: ``path`` is a file.
+    """
+    out = Path(path)
+    if not os.path.lexists(out):
+        return
+    if not force:
+        raise OutputExistsError(f"Output directory {str(out)!r} exists; pass force=True "
+                                "(--force) to replace it, or choose another directory.")
+    if not out.is_dir():
+        raise ConversionError(f"Output path {str(out)!r} is a file; expected a directory.")
+    if not is_conversion_output(out) and any(out.iterdir()):
+        raise OutputExistsError(
+            f"Output directory {str(out)!r} exists and was not written by keras_rnnedge (it has "
+            f"no {OUTPUT_MARKER} file); force (--force) replaces only earlier outputs. Remove "
+            "it yourself if nothing in it is needed, or choose another directory.")
+
+
+def is_conversion_output(path: str | os.PathLike) -> bool:
+    """Whether the directory ``path`` was written by a conversion's ``save``.
+
+    True if it holds :data:`OUTPUT_MARKER` from keras_rnnedge, or (outputs of earlier versions)
+    a ``REPORT.txt`` and a ``manifest.json`` with the keys of a TFLite or standalone C
+    conversion.
+    """
+    root = Path(path)
+    marker = root / OUTPUT_MARKER
+    try:
+        if marker.is_file():
+            info = json.loads(marker.read_text())
+            return isinstance(info, dict) and info.get("producer") == "keras_rnnedge"
+        if not (root / "REPORT.txt").is_file():
+            return False
+        manifest = json.loads((root / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(manifest, dict):
+        return False
+    keys = set(manifest)
+    return keys >= _TFLITE_MANIFEST_KEYS or (manifest.get("format") == "c"
+                                             and keys >= _C_MANIFEST_KEYS)
+
+
+def _output_marker(files: dict[str, str | bytes]) -> str:
+    from keras_rnnedge import __version__
+
+    try:
+        manifest = json.loads(files.get(MANIFEST, "{}"))
+    except ValueError:
+        manifest = {}
+    kind = manifest.get("format", "tflite") if isinstance(manifest, dict) else "tflite"
+    return json.dumps({"producer": "keras_rnnedge", "format": kind,
+                       "version": __version__}) + "\n"
+
+
+def _write_error(where: Path, exc: OSError) -> ConversionError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        try:
+            free = shutil.disk_usage(where if where.is_dir() else where.parent).free
+            free_text = f" ({free / 1e6:.1f} MB free)"
+        except OSError:
+            free_text = ""
+        return ConversionError(f"Cannot write {str(where)!r}: no space left on the device"
+                               f"{free_text}; nothing was written. Free disk space or choose "
+                               "an output directory on another disk.")
+    return ConversionError(f"Cannot write to {str(where)!r}: {exc.strerror or exc}. Choose a "
+                           "writable output directory.")
+
+
+def _new_directory(parent: Path, prefix: str) -> Path:
+    """A new empty directory in ``parent`` with the usual permissions (``mkdtemp`` makes it
+    owner-only, and the staging directory becomes the output)."""
+    while True:
+        candidate = parent / f"{prefix}{os.getpid()}.{os.urandom(6).hex()}"
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+
+
+@contextlib.contextmanager
+def _directory_lock(directory: Path):
+    """An exclusive lock on ``directory`` (``flock``) while the output is checked and renamed.
+
+    Where ``fcntl`` is missing (Windows) there is no lock; the rename itself still refuses an
+    existing target there.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _move_into_place(staging: Path, out: Path) -> None:
+    """Rename ``staging`` to ``out``, first moving aside an ``out`` the checks allowed."""
+    if not os.path.lexists(out):
+        try:
+            os.rename(staging, out)
+        except OSError as exc:  # created meanwhile by something that takes no lock
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                raise OutputExistsError(f"Output directory {str(out)!r} was created while "
+                                        "saving; choose another directory.") from exc
+            raise
+        return
+    holder = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+    previous = holder / out.name
+    os.rename(out, previous)
+    try:
+        os.rename(staging, out)
+    except BaseException:
+        os.rename(previous, out)  # put the earlier output back
+        holder.rmdir()
+        raise
+    shutil.rmtree(holder, ignore_errors=True)
 
 
 def _describe(t: TensorInfo) -> str:
@@ -275,9 +454,13 @@ def _check_flatbuffer(flatbuffer: bytes, where) -> None:
 
 # -- convert ---------------------------------------------------------------------------------------
 
+@with_stages("converting", 4)
 def convert(model: keras.Model, *, target: str, quantization: str, mode: str = "step",
             representative_data=None, name: str | None = None, timesteps: int | None = None,
-            class_names=None) -> ConversionResult:
+            class_names=None, validation_data=None, checks: str = "raise",
+            max_accuracy_drop: float = 2.0, min_agreement: float = 0.9,
+            calibration_size: int | None = None, calibration_seed: int = 0,
+            progress: ProgressArg = True) -> ConversionResult:
     """Convert a trained model for a microcontroller.
 
     Args:
@@ -289,16 +472,39 @@ def convert(model: keras.Model, *, target: str, quantization: str, mode: str = "
         mode: ``"step"`` (one time step, state in and out; the default), ``"unrolled"`` or
             ``"fused"`` (stock LSTM only).
         representative_data: input sequences (N, T, F) for calibration; required for int8 and
-            int16x8; also used to check each stage against the previous one.
+            int16x8; also used to check each stage against the previous one. Pass the whole
+            training set: ``calibration_size`` sequences are sampled across it (seeded), so
+            an ordered training set does not calibrate on one class.
         name: model name for files and C symbols (default: the Keras model's name).
         timesteps: window length for unrolled/fused models whose input length is not fixed.
         class_names: names printed by the generated sketch.
+        validation_data: ``(x, y)`` (``y`` optional: without labels only the agreement is
+            checked): the deployed model runs in TFLite Micro (LiteRT for ``float16`` and
+            ``dynamic``, which TFLite Micro does not run) on every window of ``x`` and is
+            compared with the float model (:attr:`ConversionResult.quality`). Without it the
+            agreement is checked on up to 32 calibration windows.
+        checks: ``"raise"`` (default): a deployment loss beyond the thresholds, or a stage
+            check that fails or gives NaN, raises; ``"warn"``: it warns
+            (:class:`~keras_rnnedge.converters.quality.DeploymentQualityWarning`) instead.
+        max_accuracy_drop: most accuracy points the deployed model may lose (default 2).
+        min_agreement: least argmax agreement with the float model (default 0.9).
+        calibration_size: sequences sampled from ``representative_data`` for calibration
+            (default 128); fewer than 32 available warn
+            (:class:`~keras_rnnedge.converters.quality.CalibrationWarning`).
+        calibration_seed: seed of that sample.
+        progress: a bar over the stages (and the calibration and TFLite Micro runs inside
+            them) on stderr when it is a terminal; ``False`` for none
+            (:mod:`keras_rnnedge.progress`).
 
     Returns:
         A :class:`ConversionResult` (nothing written yet).
 
     Raises:
         ConversionError: an option, a layer or a weight that cannot be converted.
+        keras_rnnedge.converters.quality.DeploymentQualityError: the deployed model loses more
+            than ``max_accuracy_drop`` points or agrees less than ``min_agreement``.
+        keras_rnnedge.converters.quality.StageCheckError: a stage differs from the one before
+            it, or a check gives NaN.
         keras_rnnedge.micro_targets.audit.TargetFitError: the model does not fit the target.
     """
     board = _check_target(target)
@@ -311,12 +517,30 @@ def convert(model: keras.Model, *, target: str, quantization: str, mode: str = "
     if not isinstance(model, keras.Model):
         raise ConversionError(f"Received {type(model).__name__}, expected a tf_keras Model "
                               "(from keras_rnnedge import keras).")
+    policy = DeploymentCheck(checks, max_accuracy_drop, min_agreement)
+    _, representative_data = check_inputs(model, representative_data, mode=mode,
+                                          timesteps=timesteps, class_names=class_names)
     ident = c_identifier(name or model.name)
+    stage("lowering")
     lowered = lower(model, mode, timesteps=timesteps)
-    tfl = to_tflite(lowered, quantization, representative_data)
-    checks = _stage_checks(model, lowered, tfl, representative_data)
+    validation = check_validation_data(validation_data, lowered.features)
+    stage(f"converting ({quantization})")
+    tfl = to_tflite(lowered, quantization, representative_data,
+                    calibration_size=calibration_size, calibration_seed=calibration_seed,
+                    trained_ranges=qat_ranges(model) if is_qat(model) else None)
+    sample = None
+    if representative_data is not None:
+        with warnings.catch_warnings():  # to_tflite warned already about this sample
+            if tfl.calibration or quantization in ("int8", "int16x8"):
+                warnings.simplefilter("ignore", CalibrationWarning)
+            sample = calibration_sample(np.asarray(representative_data, np.float32),
+                                        calibration_size or CALIBRATION_SEQUENCES,
+                                        calibration_seed)
+    stage("checking")
+    checks, quality = _stage_checks(model, lowered, tfl, sample, policy, validation)
     report = None
     if board.key != "host":
+        stage(f"auditing for {board.key}")
         report = audit(tfl.flatbuffer, board)
     names = tuple(str(c) for c in (class_names or ()))
     window = timesteps or lowered.timesteps or model.inputs[0].shape[1]
@@ -325,7 +549,8 @@ def convert(model: keras.Model, *, target: str, quantization: str, mode: str = "
     files = _files(ident, board, quantization, lowered, tfl, report, names, window)
     return ConversionResult(name=ident, target=board, quantization=quantization, mode=mode,
                             tflite=tfl, lowered=lowered, source_model=strip_wrappers(model),
-                            audit=report, files=files, checks=checks, class_names=names)
+                            audit=report, files=files, checks=checks, class_names=names,
+                            quality=quality)
 
 
 def _check_target(target) -> Board:
@@ -335,29 +560,84 @@ def _check_target(target) -> Board:
         raise ConversionError(str(exc)) from exc
 
 
-def _stage_checks(model, lowered: LoweredModel, tfl: TFLiteModel, data) -> dict[str, float]:
-    """Lowered vs trained model, and float flatbuffer vs lowered model, on a few sequences."""
-    if data is None:
-        return {}
-    x = np.asarray(data, np.float32)[:_CHECK_SEQUENCES]
+def _stage_checks(model, lowered: LoweredModel, tfl: TFLiteModel, data, policy: DeploymentCheck,
+                  validation) -> tuple[dict[str, float], QualityReport | None]:
+    """Lowered vs trained model, and float flatbuffer vs lowered model, on a few calibration
+    sequences; then the deployed model (TFLite Micro) against the float model on the
+    validation data, or on calibration windows without them.
+
+    A check that fails or cannot be computed (NaN) raises (``checks="raise"``) or warns.
+    """
+    if data is None and validation is None:
+        return {}, None
+    reference = strip_wrappers(model)  # a QAT model's weights as QAT used them, float compute
+    checks: dict[str, float] = {}
+    if data is not None:
+        x = np.asarray(data, np.float32)[:_CHECK_SEQUENCES]
+        if lowered.timesteps is not None:
+            x = x[:, :lowered.timesteps]
+        want = reference.predict(x, verbose=0)
+        got = _run_lowered(lowered, x)
+        diff = float(np.max(np.abs(got - want)))
+        checks["lowered vs keras"] = diff
+        if not finite_or_nan(diff):
+            stage_failure(policy, f"The check 'lowered vs keras' gives {diff} on the first "
+                          f"{len(x)} calibration sequences: the float model computes NaN/Inf "
+                          f"on representative_data (inputs up to {float(np.max(np.abs(x))):.3g}"
+                          "). Pass data in the range the model was trained on.")
+        elif diff > LOWERING_ATOL:
+            raise ConversionError(
+                f"The lowered {lowered.mode} model differs from the trained model by {diff:.3g} "
+                f"(tolerance {LOWERING_ATOL}); this is a bug in the lowering of this model, "
+                "please report it with the model.")
+        if tfl.quantization == "float32":
+            from keras_rnnedge.micro_targets.emulate import emulate
+
+            tflite_out = emulate(_Shim(tfl, lowered), x, runtime="litert").outputs
+            diff = float(np.max(np.abs(tflite_out - got)))
+            checks["tflite float32 vs lowered"] = diff
+            if not diff <= TFLITE_FLOAT_ATOL:
+                stage_failure(policy, f"The float32 flatbuffer differs from the lowered model by "
+                              f"{diff:.3g} (tolerance {TFLITE_FLOAT_ATOL}) on the first "
+                              f"{len(x)} calibration sequences.")
+    return checks, _quality(reference, lowered, tfl, data, policy, validation)
+
+
+def _quality(reference, lowered: LoweredModel, tfl: TFLiteModel, data, policy: DeploymentCheck,
+             validation) -> QualityReport:
+    """The deployed model against the float model (see :mod:`.quality`)."""
+    from keras_rnnedge.micro_targets.emulate import emulate
+
+    if validation is not None:
+        x, y = validation
+        source = "validation data"
+    else:
+        x, y = np.asarray(data, np.float32)[:_QUALITY_WINDOWS], None
+        source = "calibration windows"
     if lowered.timesteps is not None:
         x = x[:, :lowered.timesteps]
-    reference = strip_wrappers(model)  # a QAT model's weights as QAT used them, float compute
-    want = reference.predict(x, verbose=0)
-    got = _run_lowered(lowered, x)
-    diff = float(np.max(np.abs(got - want)))
-    if diff > LOWERING_ATOL:
-        raise ConversionError(
-            f"The lowered {lowered.mode} model differs from the trained model by {diff:.3g} "
-            f"(tolerance {LOWERING_ATOL}); this is a bug in the lowering of this model, please "
-            "report it with the model.")
-    checks = {"lowered vs keras": diff}
-    if tfl.quantization == "float32":
-        from keras_rnnedge.micro_targets.emulate import emulate
-
-        tflite_out = emulate(_Shim(tfl, lowered), x, runtime="litert").outputs
-        checks["tflite float32 vs lowered"] = float(np.max(np.abs(tflite_out - got)))
-    return checks
+    runtime = "tflm" if tfl.quantization in ("float32", "int8", "int16x8") else "litert"
+    deployed = emulate(_Shim(tfl, lowered), x, runtime=runtime).outputs
+    float_out = reference.predict(x, verbose=0)
+    what = f"{'TFLite Micro' if runtime == 'tflm' else 'LiteRT'} {tfl.quantization}"
+    report = measure(float_out, deployed, y, policy, what, source)
+    cov = None
+    if validation is not None and data is not None:
+        cal = np.asarray(data, np.float32)
+        cov = coverage(cal, x, np.argmax(reference.predict(cal, verbose=0), -1),
+                       np.argmax(float_out, -1))
+        warn_coverage(cov)
+    saturated = {}
+    x_info = tfl.input("x")
+    if x_info.quantized:
+        q = x_info.quantize(x)
+        info = np.iinfo(x_info.dtype)
+        saturated["input x"] = float(np.mean((q == info.min) | (q == info.max)))
+    advice = ("quantization='int16x8' (16-bit activations and state), quantization-aware "
+              "training, or a larger calibration_size")
+    report = diagnose(report, cov, saturated, advice)
+    enforce(report)
+    return report
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,10 +8,22 @@ Quantization options:
 * ``"int8"``: full integer, int8 input and output tensors (needs representative data).
 * ``"int16x8"``: int16 activations, int8 weights (needs representative data).
 
-In step mode the calibration data are the float model's own states, rolled out over the
-representative sequences. The state input and the state output are calibrated separately and get
-slightly different int8 scales (the output has seen one more step): the caller re-quantizes the
-state between steps (:meth:`TensorInfo.requantize`; the emulator and the generated sketch do).
+Calibration (``int8``/``int16x8``) uses a seeded sample of ``calibration_size`` sequences
+drawn across the whole representative array
+(:func:`~keras_rnnedge.converters.quality.calibration_sample`), never its first rows. In step
+mode the calibration data are the float model's own states, rolled out over the full length of
+each sampled sequence. With ``int8``, the ranges of the model input ``x`` (measured on the
+whole representative array) and of each recurrent state are then set by the range estimator
+with the smallest quantization error (:func:`~keras_rnnedge.converters.quality.choose_range`;
+for a state only ``minmax`` or ``percentile``, :data:`STATE_ESTIMATORS`),
+and each state input shares one range with its state output: the state the model writes is the
+state it reads, so nothing is re-quantized between steps. A model trained with quantization-aware
+training keeps the ranges QAT trained for what it fake-quantized (:func:`qat_ranges`: the model
+input ``x`` and the output ``y``); the state inside the time loop, which QAT does not
+fake-quantize, is calibrated as above. With ``int16x8`` the state input and
+output are calibrated separately and may get slightly different scales: the caller
+re-quantizes the state between steps (:meth:`TensorInfo.requantize`; the emulator and the
+generated sketch do).
 """
 
 from __future__ import annotations
@@ -21,12 +33,16 @@ import dataclasses
 from keras_rnnedge._compat import np, tf
 from keras_rnnedge.converters.lowering import ConversionError, LoweredModel
 
-__all__ = ["QUANTIZATIONS", "TensorInfo", "TFLiteModel", "to_tflite"]
+__all__ = ["CALIBRATION_SEQUENCES", "QUANTIZATIONS", "TensorInfo", "TFLiteModel", "qat_ranges",
+           "to_tflite"]
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8", "int16x8")
 _NEEDS_DATA = ("int8", "int16x8")
-#: Representative sequences used for calibration (at most).
-MAX_CALIBRATION_SEQUENCES = 64
+#: Representative sequences sampled for calibration by default (``calibration_size``).
+CALIBRATION_SEQUENCES = 128
+#: Range estimators for a recurrent state: not ``mse``, whose clipping of the extremes is fed
+#: back into every following step (an error the per-tensor measure does not see).
+STATE_ESTIMATORS = ("minmax", "percentile")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +98,9 @@ class TFLiteModel:
     quantization: str
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
+    #: tensor name → ``{"range": [low, high], "estimator": ...}`` of the ranges set from the
+    #: calibration data (``x`` and the states of an int8 model).
+    calibration: dict = dataclasses.field(default_factory=dict)
 
     def input(self, name: str) -> TensorInfo:
         return next(t for t in self.inputs if t.name == name)
@@ -112,12 +131,16 @@ def _check_data(data, lowered: LoweredModel) -> np.ndarray:
         raise ConversionError(f"representative_data has {x.shape[1]} time steps; the "
                               f"{lowered.mode} model takes {lowered.timesteps}.")
     if not np.all(np.isfinite(x)):
-        raise ConversionError("representative_data contains NaN or Inf values.")
-    return x[:MAX_CALIBRATION_SEQUENCES]
+        bad = int(x.size - np.count_nonzero(np.isfinite(x)))
+        raise ConversionError(f"representative_data contains {bad} NaN or Inf values; clean "
+                              "the data (calibration ranges would be meaningless).")
+    return x
 
 
-def _step_samples(lowered: LoweredModel, x: np.ndarray):
-    """Calibration samples of a step model: every (x_t, state) of the float roll-out."""
+def _step_samples(lowered: LoweredModel, x: np.ndarray, record: list | None = None):
+    """Calibration samples of a step model: every (x_t, state) of the float roll-out over the
+    full length of each sequence; the states reached are appended to ``record`` (one list per
+    state) when given."""
     model = lowered.model
     n_states = len(lowered.state_sizes)
 
@@ -132,29 +155,122 @@ def _step_samples(lowered: LoweredModel, x: np.ndarray):
             yield sample
             outs = step([sample["x"], *states])
             states = [o.numpy() for o in outs[1:]]
+            if record is not None:
+                for i, s in enumerate(states):
+                    record[i].append(s)
+
+
+def _set_ranges(calibrated: bytes, ranges: dict[str, tuple[float, float]]) -> bytes:
+    """The calibrated flatbuffer with the recorded min/max of the named signature tensors
+    (``x``, ``state_<i>``, ``state_<i>_out``) replaced by ``ranges``."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
+    subgraph = model.subgraphs[0]
+    signature = model.signatureDefs[0]
+    by_name = {(t.name.decode() if isinstance(t.name, bytes) else t.name): t.tensorIndex
+               for t in list(signature.inputs) + list(signature.outputs)}
+    for name, (lo, hi) in ranges.items():
+        tensor = subgraph.tensors[by_name[name]]
+        if tensor.quantization is None or tensor.quantization.min is None:
+            continue
+        tensor.quantization.min = np.array([lo], np.float32)
+        tensor.quantization.max = np.array([hi], np.float32)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def qat_ranges(model) -> dict[str, tuple[float, float]]:
+    """The activation ranges a QAT model trained, by the step model's tensor name: ``x`` (the
+    input quantizer) and ``y`` (the output quantizer of the last Dense layer); empty for a model
+    without QAT wrappers, and without the ranges that are not finite and non-empty."""
+    ranges: dict[str, tuple[float, float]] = {}
+    layers = [layer for layer in model.layers if not isinstance(layer, tf.keras.layers.InputLayer)]
+    for layer in layers:
+        kind = type(layer).__name__
+        values = {w.name.split("/")[-1].split(":")[0]: float(np.asarray(w.numpy()).reshape(-1)[0])
+                  for w in layer.weights if w.name.split(":")[0].endswith(("_min", "_max"))}
+        if kind == "QuantizeLayer" and "x" not in ranges:
+            pair = (values.get("quantize_layer_min"), values.get("quantize_layer_max"))
+            if None in pair:
+                pair = next(((values[k], values[k[:-3] + "max"]) for k in values
+                             if k.endswith("_min") and k[:-3] + "max" in values), (None, None))
+            ranges["x"] = pair
+        elif kind.startswith("QuantizeWrapper") and "post_activation_min" in values:
+            ranges["y"] = (values["post_activation_min"], values["post_activation_max"])
+    return {k: (lo, hi) for k, (lo, hi) in ranges.items()
+            if lo is not None and hi is not None and np.isfinite([lo, hi]).all() and hi > lo}
+
+
+def _int8_calibrated(converter, lowered: LoweredModel, x_all: np.ndarray,
+                     sample: np.ndarray, trained: dict | None = None) -> tuple[bytes, dict]:
+    """Full-int8 flatbuffer: the converter's calibration, then the ranges of ``x`` (on the
+    whole representative array) and of each state (its input and output sharing one range,
+    on the roll-out states) chosen by :func:`~keras_rnnedge.converters.quality.choose_range`."""
+    from tensorflow.lite.python import convert as tf_convert
+
+    from keras_rnnedge.converters.quality import choose_range
+    from keras_rnnedge.progress import iterate
+
+    record: list[list] = [[] for _ in lowered.state_sizes]
+    if lowered.mode == "step":
+        converter.representative_dataset = lambda: iterate(  # a bar inside convert()'s
+            _step_samples(lowered, sample, record), "calibrating", sample.size // sample.shape[-1],
+            unit="step")
+    else:
+        converter.representative_dataset = lambda: iterate(
+            ({"x": seq[None]} for seq in sample), "calibrating", len(sample), unit="window")
+    converter._experimental_calibrate_only = True
+    calibrated = converter.convert()
+    chosen = {}
+    lo, hi, how = choose_range(x_all)
+    chosen["x"] = {"range": [lo, hi], "estimator": how}
+    for i, values in enumerate(record):
+        if values:
+            lo, hi, how = choose_range(np.concatenate(values), estimators=STATE_ESTIMATORS)
+            for name in (f"state_{i}", f"state_{i}_out"):
+                chosen[name] = {"range": [lo, hi], "estimator": how}
+    for name, (lo, hi) in (trained or {}).items():
+        chosen[name] = {"range": [float(lo), float(hi)], "estimator": "qat"}
+    calibrated = _set_ranges(calibrated, {k: tuple(v["range"]) for k, v in chosen.items()})
+    flatbuffer = tf_convert.mlir_quantize(calibrated, fully_quantize=True,
+                                          input_data_type=tf.int8, output_data_type=tf.int8)
+    return flatbuffer, chosen
 
 
 def to_tflite(lowered: LoweredModel, quantization: str = "float32",
-              representative_data=None) -> TFLiteModel:
+              representative_data=None, *, calibration_size: int | None = None,
+              calibration_seed: int = 0, trained_ranges: dict | None = None) -> TFLiteModel:
     """Convert a lowered model to a TFLite flatbuffer.
 
     Args:
         lowered: from :func:`~keras_rnnedge.converters.lowering.lower`.
         quantization: one of :data:`QUANTIZATIONS`.
-        representative_data: input sequences ``(N, T, F)`` for ``int8``/``int16x8``.
+        representative_data: input sequences ``(N, T, F)`` for ``int8``/``int16x8``; pass the
+            whole training set: ``calibration_size`` of them are sampled across it.
+        calibration_size: sequences sampled for calibration (default
+            :data:`CALIBRATION_SEQUENCES`).
+        calibration_seed: seed of the sample.
+        trained_ranges: ranges that replace the calibrated ones in an ``int8`` model, by
+            tensor name (``x``, ``y``; :func:`qat_ranges` of a QAT model).
 
     Returns:
         The :class:`TFLiteModel`.
     """
+    from keras_rnnedge.converters.quality import calibration_sample
+
     check_quantization(quantization, representative_data)
     converter = tf.lite.TFLiteConverter.from_keras_model(lowered.model)
+    chosen: dict = {}
+    flatbuffer = None
     if quantization == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
     elif quantization == "dynamic":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     elif quantization in _NEEDS_DATA:
-        x = _check_data(representative_data, lowered)
+        x_all = _check_data(representative_data, lowered)
+        x = calibration_sample(x_all, calibration_size or CALIBRATION_SEQUENCES,
+                               calibration_seed)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if lowered.mode == "step":
             converter.representative_dataset = lambda: _step_samples(lowered, x)
@@ -164,20 +280,28 @@ def to_tflite(lowered: LoweredModel, quantization: str = "float32",
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
+            try:
+                flatbuffer, chosen = _int8_calibrated(converter, lowered, x_all, x,
+                                                      trained_ranges)
+            except Exception as exc:  # the converter's own errors are long MLIR dumps
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise ConversionError(f"The TFLite converter failed on the {lowered.mode} "
+                                      f"model ({quantization}): {first}") from exc
         else:
             converter.target_spec.supported_ops = [
                 tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
             converter.inference_input_type = tf.int16
             converter.inference_output_type = tf.int16
     try:
-        flatbuffer = converter.convert()
+        if flatbuffer is None:
+            flatbuffer = converter.convert()
     except Exception as exc:  # the converter's own errors are long MLIR dumps
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConversionError(f"The TFLite converter failed on the {lowered.mode} model "
                               f"({quantization}): {first}") from exc
     inputs, outputs = io_map(flatbuffer)
     return TFLiteModel(flatbuffer=flatbuffer, quantization=quantization, inputs=inputs,
-                       outputs=outputs)
+                       outputs=outputs, calibration=chosen)
 
 
 def io_map(flatbuffer: bytes) -> tuple[tuple[TensorInfo, ...], tuple[TensorInfo, ...]]:

@@ -3,13 +3,19 @@
 Usage::
 
     rnnedge demo [--epochs N] [--classes 6|2] [--out DIR]
-    rnnedge summary MODEL.keras [--format text|markdown|json]
+    rnnedge data har [--classes 6|2] --out DATA.npz
+    rnnedge summary MODEL.keras [--format text|markdown|json] [--wide]
     rnnedge convert MODEL.keras --target BOARD --quantize int8 [--mode step] --data DATA.npz
                     --out DIR [--force]
     rnnedge convert MODEL.keras --target uno [--format c] [--quantize int8|int16] --data DATA.npz
                     --out DIR [--force]
-    rnnedge emulate DIR --data DATA.npz [--runtime tflm|litert] [--limit N]
-    rnnedge run DIR --target host|cortex-m4|uno --data DATA.npz [--limit N]
+    rnnedge emulate DIR --data DATA.npz [--runtime tflm|litert] [--limit N] [--seed S]
+    rnnedge run DIR --target host|cortex-m4|uno --data DATA.npz [--limit N] [--seed S]
+
+Every subcommand takes ``--verbose``: without it, the logs of TensorFlow, absl and the TFLite
+converter (C++ lines on the process's stderr, Python warnings from those libraries) are hidden;
+this package's own warnings and errors are always shown. ``--help`` imports no TensorFlow:
+each handler imports what it needs.
 
 Each subcommand is one function that adds its parser, decorated with :func:`subcommand`; the
 parser's ``run`` default is the handler, which takes the parsed arguments and returns the exit
@@ -25,26 +31,39 @@ code. Adding a subcommand (``demo``, ``convert``, ``emulate``, ``run``, ...) is 
         ...
         return 0
 
-Exit codes: 0 success; 2 a usage error or a :class:`CommandError` (bad input file, invalid
-option value), reported as one line ``rnnedge: error: ...`` on stderr without a traceback.
-Anything else is a bug and propagates with its traceback.
+Exit codes: 0 success; 1 an emulated run that is not bit-exact; 2 a usage error or a
+:class:`CommandError` (bad input file, invalid option value), reported as one line
+``rnnedge: error: ...`` on stderr without a traceback. Anything else is a bug and propagates
+with its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import os
 import sys
+import tempfile
+import warnings
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from keras_rnnedge import __version__, optimize
-from keras_rnnedge._compat import keras, np
-from keras_rnnedge.summary import summary
+import numpy as np
+
+from keras_rnnedge import __version__
+from keras_rnnedge.micro_targets.validate import check_labels, check_sequences
+
+if TYPE_CHECKING:
+    from keras_rnnedge._compat import keras
 
 __all__ = ["SUBCOMMANDS", "CommandError", "build_parser", "load_model", "main", "subcommand"]
 
 PROG = "rnnedge"
+#: Columns the output is wrapped to.
+WIDTH = 100
 EXIT_USAGE = 2
 
 AddParser = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
@@ -61,6 +80,66 @@ def subcommand(add_parser: AddParser) -> AddParser:
     """Register ``add_parser(subparsers)``, which adds one subcommand and sets ``run``."""
     SUBCOMMANDS.append(add_parser)
     return add_parser
+
+
+def fit_columns(text: str, width: int = WIDTH) -> str:
+    """``text`` with every line longer than ``width`` wrapped at spaces, continuation lines
+    indented under the value (after a ``label  `` column of two or more spaces) or by two."""
+    import re
+    import textwrap
+
+    out = []
+    for line in text.splitlines():
+        if len(line) <= width:
+            out.append(line)
+            continue
+        label = re.match(r"^(\S[^ ]*(?: [^ ]+)*? {2,})\S", line)
+        indent = " " * (len(label.group(1)) if label and len(label.group(1)) < 40 else 2)
+        out += textwrap.wrap(line, width, subsequent_indent=indent, break_long_words=False,
+                             break_on_hyphens=False) or [line]
+    return "\n".join(out)
+
+
+# -- numeric options ---------------------------------------------------------------------------
+
+def _int_option(minimum: int, maximum: int | None = None,
+                expected: str | None = None) -> Callable[[str], int]:
+    """An argparse ``type``: an integer in ``[minimum, maximum]``, else a usage error (exit 2)
+    that quotes the value received and the range expected."""
+    expected = expected or (f"an integer of at least {minimum}" if maximum is None
+                            else f"an integer from {minimum} to {maximum}")
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"received {text!r}; expected {expected}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"received {value}; expected {expected}")
+        return value
+
+    return parse
+
+
+def _float_option(minimum: float, maximum: float | None = None,
+                  expected: str = "") -> Callable[[str], float]:
+    """An argparse ``type``: a finite number in ``[minimum, maximum]``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not (value >= minimum and (maximum is None or value <= maximum)):
+            raise argparse.ArgumentTypeError(f"received {text!r}; expected {expected}")
+        return value
+
+    return parse
+
+
+_POSITIVE = _int_option(1, expected="a positive integer (1 or more)")
+_NON_NEGATIVE = _int_option(0, expected="an integer of at least 0")
+_SEED = _int_option(0, 2**32 - 1)
 
 
 # -- loading models ------------------------------------------------------------------------------
@@ -124,6 +203,8 @@ def load_model(path: str | Path) -> keras.Model:
     Raises:
         CommandError: naming the file, what is wrong with it and what was expected.
     """
+    from keras_rnnedge import optimize
+
     path = Path(path)
     _check_model_path(path)
     try:
@@ -157,10 +238,15 @@ def _add_summary(subparsers) -> None:
         default="text",
         help="output format (default: %(default)s)",
     )
+    parser.add_argument("--wide", action="store_true",
+                        help="text: every column (float32 bytes and state, MACs per "
+                        "inference); the default table fits 100 columns")
     parser.set_defaults(run=_run_summary)
 
 
 def _run_summary(args: argparse.Namespace) -> int:
+    from keras_rnnedge.summary import summary
+
     model = load_model(args.model)
     try:
         result = summary(model)
@@ -171,7 +257,7 @@ def _run_summary(args: argparse.Namespace) -> int:
     elif args.format == "json":
         print(result.to_json(indent=2))
     else:
-        print(result.to_text())
+        print(result.to_text(wide=args.wide))
     return 0
 
 
@@ -186,27 +272,34 @@ def _add_demo(subparsers) -> None:
         "TFLite, emulated in TFLite Micro) and as standalone integer C for --c-target (run "
         "on the host and on the emulated board).",
     )
-    parser.add_argument("--out", type=Path, default=Path("runs/demo"),
-                        help="directory for the saved model (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=30,
+    parser.add_argument("--out", type=Path, default=Path("runs/demo"), metavar="DIR",
+                        help="directory for the saved model and the exports (TFLite and C "
+                        "subdirectories, replaced when they exist; default: %(default)s)")
+    parser.add_argument("--epochs", type=_int_option(3, expected="an integer of at least 3 "
+                                                     "(a third each dense / IHT / fine-tune)"),
+                        default=30,
                         help="total epochs, a third each dense / IHT / fine-tune "
                         "(default: %(default)s)")
     parser.add_argument("--classes", type=int, choices=(6, 2), default=6,
                         help="HAR-6 or the paper's binary HAR-2 (default: %(default)s)")
-    parser.add_argument("--max-train", type=int, default=None,
+    parser.add_argument("--max-train", type=_POSITIVE, default=None,
                         help="use only this many training windows (quick runs)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=_SEED, default=0,
+                        help="seed of the weights, the data order and the validation split "
+                        "(default: %(default)s)")
     parser.add_argument("--target", default="nano33ble",
                         help="board to export for and emulate (default: %(default)s); "
                         "'none' skips the export")
-    parser.add_argument("--max-test", type=int, default=None,
+    parser.add_argument("--max-test", type=_POSITIVE, default=None,
                         help="emulate only this many test windows (default: all)")
     parser.add_argument("--c-target", default="uno",
                         help="board to export standalone integer C for (default: %(default)s); "
                         "'none' skips it")
-    parser.add_argument("--c-emulated", type=int, default=2,
+    parser.add_argument("--c-emulated", type=_NON_NEGATIVE, default=2,
                         help="test windows to run on the emulated --c-target (default: "
                         "%(default)s; simavr runs at a few times real time)")
+    parser.add_argument("--wide", action="store_true",
+                        help="print every column of the summary table")
     parser.set_defaults(run=_run_demo)
 
 
@@ -216,39 +309,42 @@ def _run_demo(args: argparse.Namespace) -> int:
     try:
         result = run_demo(args.out, epochs=args.epochs, num_classes=args.classes,
                           max_train=args.max_train, seed=args.seed,
-                          log=lambda line: print(line, flush=True),
+                          log=lambda line: print(fit_columns(line), flush=True), progress=True,
                           target=None if args.target == "none" else args.target,
                           max_test=args.max_test,
                           c_target=None if args.c_target == "none" else args.c_target,
                           c_emulated_windows=args.c_emulated)
     except ValueError as exc:
         raise CommandError(str(exc)) from exc
+    def say(line: str) -> None:
+        print(fit_columns(line))
+
     print()
-    print(result.summary.to_text())
+    print(result.summary.to_text(wide=args.wide))
     print()
     totals = result.summary.totals
-    print(f"test accuracy     {100 * result.test_accuracy:.2f} % (HAR-{result.num_classes}, "
+    say(f"test accuracy     {100 * result.test_accuracy:.2f} % (HAR-{result.num_classes}, "
           f"{result.epochs} epochs, {result.train_seconds:.0f} s)")
-    print(f"model size        {totals.bytes_int8 / 1024:.2f} KB at int8, "
+    say(f"model size        {totals.bytes_int8 / 1024:.2f} KB at int8, "
           f"{totals.bytes_f32 / 1024:.2f} KB at float32 "
           f"({totals.nonzero_params} of {totals.params} parameters non-zero)")
-    print(f"saved             {result.model_path}")
+    say(f"saved             {result.model_path}")
     if result.conversion is not None:
         conv = result.conversion
         audit = conv.audit
-        print(f"exported          {result.export_path} (int8, step mode, "
+        say(f"exported          {result.export_path} (int8, step mode, "
               f"{conv.target.display_name}: flatbuffer {len(conv.flatbuffer):,} B, "
               f"TFLM arena {audit.arena_bytes:,} B, fits: {'yes' if audit.fits else 'no'})")
-        print(f"int8 on TFLM      {100 * result.int8_accuracy:.2f} % test accuracy over "
+        say(f"int8 on TFLM      {100 * result.int8_accuracy:.2f} % test accuracy over "
               f"{result.emulated_windows} windows; {100 * result.int8_agreement:.2f} % of "
               f"predictions equal Keras; {1e6 * result.int8_seconds_per_step:.1f} us per "
               "step on this host")
     if result.c_conversion is not None:
         conv = result.c_conversion
-        print(f"exported C        {result.c_export_path} (standalone int8 C, "
+        say(f"exported C        {result.c_export_path} (standalone int8 C, "
               f"{conv.target.display_name}: {conv.fit.flash_needed:,} B flash, "
-              f"{conv.fit.ram_needed:,} B RAM)")
-        print(f"C on the host     {100 * result.c_accuracy:.2f} % test accuracy; "
+              f"{conv.fit.ram_needed:,} B RAM: state + static data + stack of the step)")
+        say(f"C on the host     {100 * result.c_accuracy:.2f} % test accuracy; "
               f"{100 * result.c_agreement:.2f} % of predictions equal Keras")
         em = result.c_emulated
         if em is not None:
@@ -257,56 +353,191 @@ def _run_demo(args: argparse.Namespace) -> int:
                       + (f" = {seconds * conv.timesteps:.2f} s per {conv.timesteps}-step "
                          f"window at "
                          f"{em.clock_hz / 1e6:g} MHz" if seconds is not None else ""))
-            print(f"C on {em.target:<12} {len(em.scores)} windows, "
+            say(f"C on {em.target:<12} {len(em.scores)} windows, "
                   f"{'bit-exact with' if result.c_bit_exact else 'DIFFERENT from'} the host "
                   f"build; {timing}")
         elif result.c_skipped:
-            print(f"C emulation       skipped: {result.c_skipped}")
+            say(f"C emulation       skipped: {result.c_skipped}")
     return 0
+
+
+_NPY_MAGIC = b"\x93NUMPY"
 
 
 def _load_npz(path: Path, kind: str) -> tuple[np.ndarray, np.ndarray | None]:
     """(x, y) from an .npz: ``x_test``/``y_test`` for evaluation, ``x_train`` for calibration,
-    else ``x``/``y``."""
+    else ``x``/``y``. Checked before any work: an .npz archive (not a .npy file), the arrays
+    present, ``x`` of shape (N, timesteps, features), and for evaluation one class index per
+    window in ``y``."""
+    where = repr(str(path))
     if not path.is_file():
-        raise CommandError(f"cannot read data {str(path)!r}: no such file; expected an .npz "
+        raise CommandError(f"cannot read data {where}: no such file; expected an .npz "
                            "with x (N, timesteps, features) and optionally y")
+    if not zipfile.is_zipfile(path):
+        with path.open("rb") as handle:
+            npy = handle.read(len(_NPY_MAGIC)) == _NPY_MAGIC
+        if npy:
+            raise CommandError(
+                f"data {where} is a .npy file (one array); expected an .npz archive of named "
+                f"arrays: save it with np.savez({str(path.with_suffix('.npz'))!r}, x=x, y=y) "
+                "(y: one class index per window, optional)")
+        raise CommandError(f"cannot read data {where}: not an .npz archive (truncated, or "
+                           "another format); expected arrays saved with np.savez(path, x=x, "
+                           "y=y)")
     order = ("x_test", "x", "x_train") if kind == "eval" else ("x_train", "x", "x_test")
     try:
         with np.load(path, allow_pickle=False) as data:
             key = next((k for k in order if k in data.files), None)
             if key is None:
-                raise CommandError(f"data {str(path)!r} has arrays {sorted(data.files)}; expected "
-                                   f"one of {list(order)}")
+                pairs = ", ".join(f"{k} (with {k.replace('x', 'y', 1)})" for k in order)
+                raise CommandError(f"data {where} has arrays {sorted(data.files)}; expected one "
+                                   f"of {pairs}. Save the windows under one of those names, "
+                                   "e.g. np.savez(path, x=x, y=y)")
             x = np.asarray(data[key], np.float32)
             label = key.replace("x", "y", 1)
             y = np.asarray(data[label]) if label in data.files else None
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise CommandError(f"cannot read data {str(path)!r}: {exc}; expected an .npz file") \
+        raise CommandError(f"cannot read data {where}: {exc}; expected an .npz file") \
             from exc
     if x.ndim != 3:
-        raise CommandError(f"data {str(path)!r}: {key} has shape {x.shape}; expected "
+        raise CommandError(f"data {where}: {key} has shape {x.shape}; expected "
                            "(N, timesteps, features)")
+    if y is not None and kind == "eval":
+        try:
+            y = check_labels(y, len(x), name=f"{label} of data {where}")
+        except ValueError as exc:
+            raise CommandError(f"{exc} ({key} has shape {x.shape})") from exc
     return x, y
 
 
-def _progress(label: str):
-    """A one-line progress bar on stderr, for long loops."""
-    width = 30
+def _source_model(directory: Path) -> keras.Model:
+    """The trained model saved beside a conversion (``model.keras``), checked as
+    :func:`load_model` does."""
+    try:
+        return load_model(directory / "model.keras")
+    except CommandError as exc:
+        raise CommandError(f"{exc}. The predictions are compared with this trained model, "
+                           f"saved by `rnnedge convert` in {str(directory)!r}: convert again to "
+                           "rewrite the directory") from exc
 
-    def update(done: int, total: int) -> None:
-        filled = int(width * done / max(total, 1))
-        end = "\n" if done >= total else ""
-        print(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end=end,
-              file=sys.stderr, flush=True)
 
-    return update
+def _check_windows(x: np.ndarray, path: Path, directory: Path, *, features: int,
+                   timesteps: int | None, source: keras.Model, mode: str) -> np.ndarray:
+    """The windows of ``--data`` against the converted model and the trained one, before any
+    work: the features always; the length of an unrolled/fused model (``timesteps``), or of
+    the trained model when its input fixes one (step models and C run any length, but each
+    window is also run through the trained model)."""
+    keras_steps = source.inputs[0].shape[1] if source.inputs else None
+    if timesteps is not None:
+        note = (f"The {mode} model in {str(directory)!r} is built for one length: cut the "
+                f"windows to {timesteps} steps, or convert with --mode step.")
+    else:
+        timesteps = keras_steps
+        note = (f"The trained model in {str(directory)!r} takes windows of {keras_steps} steps "
+                f"(keras.Input(({keras_steps}, {features}))) and every window is compared with "
+                f"it: cut the windows to {keras_steps} steps (a model built with "
+                f"keras.Input((None, {features})) takes windows of any length).")
+    try:
+        return check_sequences(x, features=features, timesteps=timesteps, finite=True,
+                               name=f"data {str(path)!r}", length_note=note)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+
+
+def _validation_npz(path: Path):
+    """``(x, y)`` of an .npz's ``x_val``/``y_val``, else ``x_test``/``y_test`` (``y`` may be
+    ``None``), or ``None`` when it has neither."""
+    with np.load(path, allow_pickle=False) as data:
+        for x_key in ("x_val", "x_test"):
+            if x_key in data.files:
+                y_key = x_key.replace("x", "y", 1)
+                return (np.asarray(data[x_key], np.float32),
+                        np.asarray(data[y_key]) if y_key in data.files else None)
+    return None
+
+
+_DATASETS = ("har", "speech-commands", "mnist")
+
+
+@subcommand
+def _add_data(subparsers) -> None:
+    from keras_rnnedge.datasets._core import NPZ_KEYS
+
+    keys = "; ".join(f"{k}: {v}" for k, v in NPZ_KEYS.items())
+    parser = subparsers.add_parser(
+        "data", help="write a dataset as the .npz that convert, emulate and run read",
+        description="Write the bundled HAR windows (or Speech Commands / MNIST, read from "
+        "--path or RNNEDGE_DATA_DIR) as one .npz with the arrays the other commands read. "
+        f"Keys: {keys}. Any arrays saved with np.savez under these names work the same.")
+    parser.add_argument("dataset", choices=_DATASETS,
+                        help="har: bundled (UCI HAR layout, 128 x 9); speech-commands, mnist: "
+                        "not bundled, see --path")
+    parser.add_argument("--out", type=Path, required=True, metavar="DATA.npz",
+                        help="the file to write")
+    parser.add_argument("--classes", type=int, choices=(6, 2), default=6,
+                        help="har: HAR-6 or the binary HAR-2 (default: %(default)s)")
+    parser.add_argument("--path", type=Path, default=None,
+                        help="speech-commands, mnist: the file or its directory (default: "
+                        "$RNNEDGE_DATA_DIR)")
+    parser.add_argument("--validation-split", type=_float_option(0.0, 0.99, "a fraction "
+                        "from 0 to 0.99"), default=0.1,
+                        help="share of the training windows held out as x_val/y_val, per "
+                        "class (default: %(default)s; 0: none)")
+    parser.add_argument("--seed", type=_SEED, default=0,
+                        help="seed of the validation split (default: %(default)s)")
+    parser.add_argument("--max-train", type=_POSITIVE, default=None, metavar="N",
+                        help="keep N training windows, sampled across the classes")
+    parser.add_argument("--max-test", type=_POSITIVE, default=None, metavar="N",
+                        help="keep N test windows, sampled across the classes")
+    parser.add_argument("--force", action="store_true", help="replace --out if it exists")
+    parser.set_defaults(run=_run_data)
+
+
+def _run_data(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from keras_rnnedge import datasets
+
+    out = args.out if args.out.suffix == ".npz" else args.out.with_name(args.out.name + ".npz")
+    if out.exists() and not args.force:
+        raise CommandError(f"{str(out)!r} exists; pass --force to replace it, or choose "
+                           "another --out")
+    try:
+        if args.dataset == "har":
+            ds = datasets.load_har(args.classes, validation_split=args.validation_split,
+                                   seed=args.seed)
+        elif args.dataset == "speech-commands":
+            ds = datasets.load_speech_commands(args.path, validation_split=args.validation_split,
+                                               seed=args.seed)
+        else:
+            ds = datasets.load_mnist(args.path, validation_split=args.validation_split,
+                                     seed=args.seed)
+    except (FileNotFoundError, OSError, ValueError) as exc:
+        raise CommandError(str(exc)) from exc
+    for split, limit in (("train", args.max_train), ("test", args.max_test)):
+        if limit is not None and limit < len(getattr(ds, f"y_{split}")):
+            index = datasets.balanced_sample(getattr(ds, f"y_{split}"), limit, args.seed)
+            ds = dataclasses.replace(ds, **{f"x_{split}": getattr(ds, f"x_{split}")[index],
+                                            f"y_{split}": getattr(ds, f"y_{split}")[index]})
+    path = datasets.save_npz(ds, out)
+    for key in ("train", "val", "test"):
+        x = getattr(ds, f"x_{key}")
+        if x is not None:
+            print(f"x_{key:<6} {x.shape[0]:>6,} windows of {x.shape[1]} x {x.shape[2]}")
+    print(f"classes     {', '.join(ds.class_names)}")
+    print(f"written to  {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+#: The converters' QUANTIZATIONS, C_PRECISIONS and MODES, repeated here so that ``--help``
+#: imports no TensorFlow (tests/test_cli.py checks that they are equal).
+_QUANTIZATIONS = ("float32", "float16", "dynamic", "int8", "int16x8")
+_C_PRECISIONS = ("int8", "int16", "float32")
+_MODES = ("step", "unrolled", "fused")
 
 
 @subcommand
 def _add_convert(subparsers) -> None:
-    from keras_rnnedge.converters import C_PRECISIONS, MODES, QUANTIZATIONS
-
     parser = subparsers.add_parser(
         "convert", help="convert a saved model to TFLite or standalone C, with an Arduino sketch",
         description="TFLite (--format tflite): lower a trained model (step / unrolled / fused), "
@@ -317,26 +548,45 @@ def _add_convert(subparsers) -> None:
         "checked bit for bit against the integer oracle, measure flash and RAM with the "
         "board's compiler, and write the C, an Arduino sketch and (Arm boards) a Cortex-M "
         "project; `rnnedge run` runs it.")
-    parser.add_argument("model", type=Path, metavar="MODEL.keras")
+    parser.add_argument("model", type=Path, metavar="MODEL.keras",
+                        help="the trained model (model.save('model.keras'))")
     parser.add_argument("--target", required=True, help="board: nano33ble, uno, due, mkrzero, "
                         "mkr1000, pico, stm32f746disco, esp32 or host")
     parser.add_argument("--format", default=None, choices=("tflite", "c"),
                         help="tflite (TFLite Micro) or c (standalone C); default: tflite where "
                         "TFLite Micro runs, else c")
     parser.add_argument("--quantize", default="int8",
-                        help=f"tflite: {', '.join(QUANTIZATIONS)}; c: {', '.join(C_PRECISIONS)} "
+                        help=f"tflite: {', '.join(_QUANTIZATIONS)}; c: "
+                        f"{', '.join(_C_PRECISIONS)} "
                         "weights (default: %(default)s)")
-    parser.add_argument("--mode", default="step", choices=MODES,
+    parser.add_argument("--mode", default="step", choices=_MODES,
                         help="tflite only (default: %(default)s)")
     parser.add_argument("--data", type=Path, default=None,
                         help=".npz with x_train (or x): representative sequences, needed for "
-                        "int8 and int16x8 and for --format c")
-    parser.add_argument("--calibration", type=int, default=64,
-                        help="number of sequences used for calibration (default: %(default)s)")
+                        "int8 and int16x8 and for --format c; its x_val/y_val (else "
+                        "x_test/y_test) check the deployed model against the float model")
+    parser.add_argument("--calibration", type=_POSITIVE, default=None,
+                        help="number of sequences sampled (seeded) across x_train for "
+                        "calibration (default: 128 for tflite, 512 for c)")
+    parser.add_argument("--calibration-seed", type=_SEED, default=0,
+                        help="seed of the calibration sample (default: %(default)s)")
+    parser.add_argument("--checks", default="raise", choices=("raise", "warn"),
+                        help="what a deployment loss beyond the thresholds, or a failed stage "
+                        "check, does (default: %(default)s)")
+    parser.add_argument("--max-accuracy-drop", default=2.0,
+                        type=_float_option(0.0, 100.0, "accuracy points from 0 to 100"),
+                        help="accuracy points the deployed model may lose against the float "
+                        "model on the validation data (default: %(default)s)")
+    parser.add_argument("--min-agreement", default=0.9,
+                        type=_float_option(0.0, 1.0, "a share from 0 to 1"),
+                        help="least share of windows where the deployed and float models agree "
+                        "(default: %(default)s)")
     parser.add_argument("--name", default=None, help="C name of the model (default: its name)")
     parser.add_argument("--class-names", default=None,
                         help="comma-separated class names printed by the sketch")
-    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
+                        help="output directory (created; `rnnedge emulate` and `rnnedge run` "
+                        "read it)")
     parser.add_argument("--force", action="store_true", help="replace --out if it exists")
     parser.set_defaults(run=_run_convert)
 
@@ -349,6 +599,7 @@ def _run_convert(args: argparse.Namespace) -> int:
         convert,
         convert_c,
     )
+    from keras_rnnedge.converters.carray import identifier_note
     from keras_rnnedge.micro_targets.boards import get_board
 
     try:
@@ -364,10 +615,10 @@ def _run_convert(args: argparse.Namespace) -> int:
         raise CommandError(f"output directory {str(args.out)!r} exists; pass --force to "
                            "replace it, or choose another --out")
     model = load_model(args.model)
-    x = None
+    x = validation = None
     if args.data is not None:
         x, _ = _load_npz(args.data, "calibrate")
-        x = x[: max(args.calibration, 1)]
+        validation = _validation_npz(args.data)
     elif fmt == "c":
         raise CommandError("--format c needs --data (an .npz with x_train): representative "
                            "sequences set the input scaling of the integer model")
@@ -375,20 +626,27 @@ def _run_convert(args: argparse.Namespace) -> int:
     what = f"standalone C, {args.quantize} weights" if fmt == "c" else \
         f"{args.quantize}, {args.mode} mode"
     print(f"converting {args.model} for {args.target} ({what})...", file=sys.stderr, flush=True)
+    note = identifier_note(args.name if args.name is not None else model.name)
+    if note is not None:
+        print(f"{PROG}: note: {note}", file=sys.stderr, flush=True)
+    quality = {"validation_data": validation, "checks": args.checks,
+               "max_accuracy_drop": args.max_accuracy_drop, "min_agreement": args.min_agreement,
+               "calibration_size": args.calibration, "calibration_seed": args.calibration_seed}
     try:
         if fmt == "c":
             result = convert_c(model, target=args.target, representative_data=x,
-                               precision=args.quantize, name=args.name, class_names=names)
+                               precision=args.quantize, name=args.name, class_names=names,
+                               **quality)
         else:
             result = convert(model, target=args.target, quantization=args.quantize,
                              mode=args.mode, representative_data=x, name=args.name,
-                             class_names=names)
+                             class_names=names, **quality)
         out = result.save(args.out, force=args.force)
     except OutputExistsError as exc:
         raise CommandError(str(exc)) from exc
     except ValueError as exc:  # ConversionError, TargetFitError, UnsupportedOpError, ...
         raise CommandError(str(exc)) from exc
-    print(result.report())
+    print(fit_columns(result.report()))
     print(f"\nwritten to {out}")
     return 0
 
@@ -400,13 +658,55 @@ def _add_emulate(subparsers) -> None:
         description="Run the model written by `rnnedge convert` on every sequence of --data, "
         "step by step as a microcontroller would, and report accuracy, agreement with the "
         "Keras model and time per step.")
-    parser.add_argument("directory", type=Path, metavar="DIR")
+    parser.add_argument("directory", type=Path, metavar="DIR",
+                        help="a directory written by `rnnedge convert` (TFLite)")
     parser.add_argument("--data", type=Path, required=True,
-                        help=".npz with x_test/y_test (or x/y)")
+                        help=".npz with x_test/y_test (or x/y); `rnnedge data` writes one")
     parser.add_argument("--runtime", default="tflm", choices=("tflm", "litert",
-                                                             "litert-optimized"))
-    parser.add_argument("--limit", type=int, default=None, help="use the first N sequences")
+                                                             "litert-optimized"),
+                        help="tflm: the TensorFlow Lite Micro interpreter (as on the board); "
+                        "litert: LiteRT with the reference kernels TFLite Micro ports; "
+                        "litert-optimized: LiteRT's default kernels (default: %(default)s)")
+    _add_sampling(parser, default="all")
     parser.set_defaults(run=_run_emulate)
+
+
+def _add_sampling(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument("--limit", type=_POSITIVE, default=None, metavar="N",
+                        help="use N windows sampled across the classes of y (as evenly as they "
+                        "allow; seeded; uniformly without labels) instead of all; the report "
+                        f"gives the count per class (default: {default})")
+    parser.add_argument("--seed", type=_SEED, default=0,
+                        help="seed of that sample (default: %(default)s)")
+
+
+def _sample_windows(x: np.ndarray, y: np.ndarray | None, limit: int | None,
+                    seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """``limit`` windows drawn across the classes (``balanced_sample``), or all of them."""
+    from keras_rnnedge.datasets import balanced_sample
+
+    if limit is None or limit >= len(x):
+        return x, y
+    if y is None:
+        index = np.sort(np.random.default_rng(seed).permutation(len(x))[:limit])
+    else:
+        index = balanced_sample(y, limit, seed)
+    return x[index], None if y is None else y[index]
+
+
+def _class_counts(y: np.ndarray | None, path: Path) -> str | None:
+    """``per class  WALKING 2, ...`` (names from the .npz's ``class_names``), wrapped at 100."""
+    import textwrap
+
+    if y is None:
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        names = [str(n) for n in data["class_names"]] if "class_names" in data.files else []
+    values, counts = np.unique(y, return_counts=True)
+    parts = [f"{names[v] if 0 <= v < len(names) else f'class {v}'}\xa0{c}"
+             for v, c in zip(values.tolist(), counts.tolist())]  # \xa0: keep name and count
+    return "\n".join(textwrap.wrap("per class        " + ", ".join(parts), WIDTH,
+                                    subsequent_indent=" " * 17)).replace("\xa0", " ")
 
 
 def _load_converted(directory: Path, kind: str):
@@ -433,31 +733,45 @@ def _run_emulate(args: argparse.Namespace) -> int:
 
     converted = _load_converted(args.directory, "tflite")
     x, y = _load_npz(args.data, "eval")
-    if args.limit:
-        x, y = x[: args.limit], None if y is None else y[: args.limit]
-    if x.shape[-1] != converted.features:
-        raise CommandError(f"data has {x.shape[-1]} features per step; the model takes "
-                           f"{converted.features}")
-    try:
-        result = emulate(converted, x, runtime=args.runtime,
-                         progress=_progress(f"{args.runtime}"))
+    x, y = _sample_windows(x, y, args.limit, args.seed)
+    source = _source_model(args.directory)
+    x = _check_windows(x, args.data, args.directory, features=converted.features,
+                       timesteps=None if converted.mode == "step" else converted.timesteps,
+                       source=source, mode=converted.mode)
+    try:  # checks the flatbuffer first (TFLite Micro does not verify a model it loads)
+        result = emulate(converted, x, runtime=args.runtime, progress=True)
     except ValueError as exc:
         raise CommandError(str(exc)) from exc
-    keras_out = converted.source_model().predict(x, verbose=0)
+    keras_out = source.predict(x, verbose=0)
     pred = result.predictions()
     print(f"model            {converted.name} ({converted.mode}, {converted.quantization}) "
           f"on {args.runtime}")
-    print(f"sequences        {len(x)} of {x.shape[1]} steps")
+    _print_windows(x, y, args)
     if y is not None:
         print(f"accuracy         {100 * np.mean(pred == y):.2f} % (Keras: "
               f"{100 * np.mean(keras_out.argmax(-1) == y):.2f} %)")
     print(f"agreement        {100 * np.mean(pred == keras_out.argmax(-1)):.2f} % of predictions "
           "equal the Keras model's")
-    print(f"max |diff|       {np.max(np.abs(result.outputs - keras_out)):.4g} (outputs vs Keras)")
+    span = float(np.max(keras_out) - np.min(keras_out))
+    diff = float(np.max(np.abs(result.outputs - keras_out)))
+    print(f"max |diff|       {diff:.4g} (dequantized outputs vs Keras; Keras's outputs span "
+          f"{span:.4g}: {100 * diff / span if span else 0:.1f} % of it)")
     print(f"time per step    {1e6 * result.seconds_per_step:.1f} us (host, median)")
     if result.arena_bytes:
         print(f"arena            {result.arena_bytes:,} bytes")
     return 0
+
+
+def _print_windows(x: np.ndarray, y: np.ndarray | None, args: argparse.Namespace) -> None:
+    with np.load(args.data, allow_pickle=False) as data:
+        available = next(len(data[k]) for k in ("x_test", "x", "x_train") if k in data.files)
+    how = ("all of --data" if len(x) == available else
+           f"of {available:,} in --data, sampled across the classes (seed {args.seed})"
+           if y is not None else f"of {available:,} in --data, sampled (seed {args.seed})")
+    print(f"windows          {len(x):,} of {x.shape[1]} steps, {how}")
+    counts = _class_counts(y, args.data)
+    if counts:
+        print(counts)
 
 
 @subcommand
@@ -466,18 +780,26 @@ def _add_run(subparsers) -> None:
 
     parser = subparsers.add_parser(
         "run", help="run standalone C on the host, a Cortex-M4 (QEMU) or an Uno (simavr)",
+        epilog="RAM: the 'program' line gives the static RAM of the whole test program "
+        "(.data + .bss: the model's state, the harness's buffers and the C library's; no "
+        "stack); `rnnedge convert` gives the model's own need on the board: recurrent state + "
+        "static data + the stack frame of its step function, measured with the board's "
+        "compiler. The two figures count different things and differ.",
         description="Build the C written by `rnnedge convert --format c` for --target, run the "
         "windows of --data through it step by step (host: gcc; cortex-m4: arm-none-eabi-gcc in "
         "QEMU mps2-an386; uno: avr-gcc for the ATmega328P in simavr at 16 MHz) and report "
         "accuracy, agreement with the Keras model, bit-exactness against the host build, the "
         "cost per step and the program's flash and RAM.")
-    parser.add_argument("directory", type=Path, metavar="DIR")
-    parser.add_argument("--target", required=True, choices=tuple(RUN_TARGETS))
+    parser.add_argument("directory", type=Path, metavar="DIR",
+                        help="a directory written by `rnnedge convert --format c`")
+    parser.add_argument("--target", required=True, choices=tuple(RUN_TARGETS),
+                        help="host: gcc on this machine (time per step); cortex-m4: "
+                        "arm-none-eabi-gcc in QEMU mps2-an386 (executed instructions); uno: "
+                        "avr-gcc in simavr, ATmega328P at 16 MHz (exact cycles)")
     parser.add_argument("--data", type=Path, required=True,
-                        help=".npz with x_test/y_test (or x/y)")
-    parser.add_argument("--limit", type=int, default=None,
-                        help="use the first N sequences (default: all on the host, 8 on the "
-                        "emulated targets, which run at emulation speed)")
+                        help=".npz with x_test/y_test (or x/y); `rnnedge data` writes one")
+    _add_sampling(parser, default="all on the host; 8 on cortex-m4 and uno, which run at "
+                  "emulation speed")
     parser.set_defaults(run=_run_run)
 
 
@@ -488,24 +810,22 @@ def _run_run(args: argparse.Namespace) -> int:
     converted = _load_converted(args.directory, "c")
     x, y = _load_npz(args.data, "eval")
     limit = args.limit if args.limit is not None else (None if args.target == "host" else 8)
-    if limit is not None:
-        if limit < 1:
-            raise CommandError(f"--limit must be at least 1, got {limit}")
-        x, y = x[:limit], None if y is None else y[:limit]
-    if x.shape[-1] != converted.features:
-        raise CommandError(f"data has {x.shape[-1]} features per step; the model takes "
-                           f"{converted.features}")
+    x, y = _sample_windows(x, y, limit, args.seed)
+    source = _source_model(args.directory)
+    x = _check_windows(x, args.data, args.directory, features=converted.features,
+                       timesteps=None, source=source, mode="standalone C")
     x_q = converted.quantize_input(x)
     try:
-        result = run_c(converted, x_q, target=args.target, progress=_progress(args.target))
-        host = result if args.target == "host" else run_c(converted, x_q, target="host")
+        result = run_c(converted, x_q, target=args.target, progress=True)
+        host = result if args.target == "host" else run_c(converted, x_q, target="host",
+                                                          progress=True)
     except (ValueError, FileNotFoundError, CompileError) as exc:  # ToolchainMissingError...
         raise CommandError(str(exc)) from exc
     pred = result.predictions()
-    keras_pred = converted.source_model().predict(x, verbose=0).argmax(-1)
+    keras_pred = source.predict(x, verbose=0).argmax(-1)
     print(f"model            {converted.name} (standalone C, {converted.precision} weights) on "
           f"{args.target}")
-    print(f"sequences        {len(x)} of {x.shape[1]} steps")
+    _print_windows(x, y, args)
     if y is not None:
         print(f"accuracy         {100 * np.mean(pred == y):.2f} % (Keras: "
               f"{100 * np.mean(keras_pred == y):.2f} %)")
@@ -524,9 +844,11 @@ def _run_run(args: argparse.Namespace) -> int:
             line += (f" = {1e3 * seconds:.3f} ms at {result.clock_hz / 1e6:g} MHz; "
                      f"{seconds * x.shape[1]:.3f} s per {x.shape[1]}-step window")
         print(line)
-        print(f"program          {result.flash_bytes:,} B flash (test windows included), "
-              f"{result.ram_bytes:,} B static RAM; model {result.model_flash_bytes:,} B "
-              f"constants + {result.model_code_bytes:,} B code")
+        print(f"program          {result.flash_bytes:,} B flash (test windows included); "
+              f"model {result.model_flash_bytes:,} B constants + {result.model_code_bytes:,} B "
+              "code")
+        print(f"static RAM       {result.ram_bytes:,} B: .data + .bss of the whole test program "
+              "(no stack; see --help)")
     if args.target != "host" and not np.array_equal(result.scores, host.scores):
         return 1
     return 0
@@ -535,16 +857,86 @@ def _run_run(args: argparse.Namespace) -> int:
 # -- entry point -------------------------------------------------------------------------------
 
 
+_VERBOSE_HELP = ("show the logs of TensorFlow, absl and the TFLite converter (hidden by "
+                 "default)")
+
+#: Python loggers and warning sources of the libraries whose logs ``--verbose`` shows.
+_NOISY = ("tensorflow", "tf_keras", "tensorflow_model_optimization", "absl", "keras", "jax",
+          "ai_edge_litert", "tflite_micro")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The ``rnnedge`` parser with every registered subcommand."""
+    """The ``rnnedge`` parser with every registered subcommand (each takes ``--verbose``)."""
     parser = argparse.ArgumentParser(
-        prog=PROG, description="keras-rnnedge: compressed RNNs from Keras to microcontrollers."
+        prog=PROG, description="keras-rnnedge: compressed RNNs from Keras to microcontrollers.",
+        epilog="`rnnedge COMMAND --help` describes each command. First steps: `rnnedge data "
+        "har --out har.npz`, then `rnnedge demo` or `rnnedge convert`.",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument("--verbose", action="store_true", help=_VERBOSE_HELP)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add_parser in SUBCOMMANDS:
         add_parser(subparsers)
+    for sub in subparsers.choices.values():
+        if not any("--verbose" in a.option_strings for a in sub._actions):
+            sub.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                             help=_VERBOSE_HELP)
     return parser
+
+
+@contextlib.contextmanager
+def quiet_libraries(verbose: bool = False) -> Iterator[None]:
+    """Hide the logs of TensorFlow, absl and the TFLite converter while a command runs.
+
+    Without ``verbose``: ``TF_CPP_MIN_LOG_LEVEL=3`` unless set (before TensorFlow is imported);
+    the Python loggers of those libraries at ERROR; their Python warnings ignored (this
+    package's own warnings still show); and the process's file descriptor 2, where their C++
+    code writes (absl lines, ``fully_quantize: ...``), sent to a temporary file whose last
+    lines are shown if the command fails with a traceback. Python's ``sys.stderr`` (errors,
+    warnings, progress bars) keeps writing to the terminal.
+    """
+    if verbose:
+        yield
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    levels = {name: logging.getLogger(name).level for name in _NOISY}
+    for name in _NOISY:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        real_stderr = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # replaced (pytest's capture, a notebook)
+        real_stderr = False
+    saved_stream = sys.stderr
+    with warnings.catch_warnings(), tempfile.TemporaryFile() as native:
+        for name in _NOISY:
+            warnings.filterwarnings("ignore", module=rf"{name}(\.|$)")
+        sys.stderr.flush()
+        saved_fd = os.dup(2)
+        if real_stderr:
+            sys.stderr = open(saved_fd, "w", buffering=1, closefd=False,  # noqa: SIM115
+                              encoding=getattr(saved_stream, "encoding", None) or "utf-8",
+                              errors="backslashreplace")
+        os.dup2(native.fileno(), 2)
+        failed = False
+        try:
+            yield
+        except BaseException as exc:
+            failed = not isinstance(exc, (CommandError, KeyboardInterrupt, SystemExit))
+            raise
+        finally:
+            if real_stderr:
+                sys.stderr.flush()
+                sys.stderr = saved_stream
+            os.dup2(saved_fd, 2)
+            os.close(saved_fd)
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)
+            if failed:
+                native.seek(0)
+                tail = native.read().decode(errors="replace").splitlines()[-40:]
+                if tail:
+                    print(f"{PROG}: the last lines the libraries logged (all with --verbose):",
+                          *tail, sep="\n", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -555,7 +947,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse exits for --help, --version and usage errors
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USAGE)
     try:
-        return args.run(args)
+        with quiet_libraries(getattr(args, "verbose", False)):
+            return args.run(args)
     except CommandError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -21,12 +21,13 @@ from pathlib import Path
 from keras_rnnedge._compat import keras, np
 from keras_rnnedge.cells import FastGRNNCell
 from keras_rnnedge.converters import CConversionResult, ConversionResult, convert, convert_c
-from keras_rnnedge.datasets import load_har
+from keras_rnnedge.datasets import balanced_sample, load_har
 from keras_rnnedge.micro_targets.boards import get_board
 from keras_rnnedge.micro_targets.crun import CRunResult, run_c
 from keras_rnnedge.micro_targets.emulate import emulate
 from keras_rnnedge.micro_targets.harness import ToolchainMissingError
 from keras_rnnedge.optimize import HardThresholding
+from keras_rnnedge.progress import ProgressArg, check_progress, progress_bar
 from keras_rnnedge.summary import ModelSummary, summary
 
 __all__ = ["DemoResult", "build_fastgrnn_classifier", "run_demo"]
@@ -77,7 +78,7 @@ def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int = 30, num_classes
              seed: int = 0, log: Callable[[str], None] | None = None,
              verbose: int = 0, target: str | None = "nano33ble",
              max_test: int | None = None, c_target: str | None = "uno",
-             c_emulated_windows: int = 2) -> DemoResult:
+             c_emulated_windows: int = 2, progress: ProgressArg = True) -> DemoResult:
     """Train FastGRNN with hard thresholding on bundled HAR data, evaluate, save the model.
 
     Args:
@@ -87,14 +88,19 @@ def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int = 30, num_classes
         batch_size, learning_rate: Adam training settings.
         max_train: use only this many training windows (for a quick run).
         seed: seeds weights and data order.
-        log: called with one line of progress per epoch and phase.
+        log: called with one line per epoch (phase, loss, accuracy, elapsed time, ETA) and
+            per step of the export.
         verbose: passed to ``model.fit``.
         target: board to export for (int8, step mode) and emulate in TFLite Micro; ``None``
             skips the export.
         max_test: emulate only this many test windows (default: all).
         c_target: board to export standalone integer C for (``None`` skips it); the C runs
             over the test set on the host, and on the emulated board (ATmega328P in simavr for
-            AVR boards, Cortex-M4 in QEMU for Arm boards) for ``c_emulated_windows`` windows.
+            AVR boards, Cortex-M4 in QEMU for Arm boards) for ``c_emulated_windows`` windows,
+            drawn across the classes (seeded).
+        progress: bars on stderr (when it is a terminal) over each epoch's batches, the
+            conversions, the emulation and the C runs; ``False`` for none
+            (:mod:`keras_rnnedge.progress`).
 
     Returns:
         A :class:`DemoResult` (test accuracy, the summary, the saved model path).
@@ -103,6 +109,7 @@ def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int = 30, num_classes
         raise ValueError(f"Received epochs={epochs!r}, expected an integer >= 3 (a third each "
                          "for dense training, hard thresholding and fine-tuning).")
     log = log or (lambda line: None)
+    check_progress(progress)
     keras.utils.set_random_seed(seed)
     data = load_har(num_classes, validation_split=0.1, seed=seed)
     x_train, y_train = data.x_train, data.y_train
@@ -120,10 +127,25 @@ def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int = 30, num_classes
                            iht_epochs=dense)
 
     class _Progress(keras.callbacks.Callback):
+        bar = None
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.bar = progress_bar(progress, f"epoch {epoch + 1}/{epochs}",
+                                    self.params.get("steps"), unit="batch", leave=False)
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.bar is not None:
+                self.bar.update(batch + 1)
+
         def on_epoch_end(self, epoch, logs=None):
+            if self.bar is not None:
+                self.bar.close()
             logs = logs or {}
+            elapsed = time.perf_counter() - start
+            eta = elapsed / (epoch + 1) * (epochs - epoch - 1)
             log(f"epoch {epoch + 1:3d}/{epochs} [{iht.phase:6s}] loss {logs.get('loss', 0):.4f} "
-                f"acc {logs.get('accuracy', 0):.4f} val_acc {logs.get('val_accuracy', 0):.4f}")
+                f"acc {logs.get('accuracy', 0):.4f} val_acc {logs.get('val_accuracy', 0):.4f}  "
+                f"{_clock(elapsed)}, ETA {_clock(eta)}")
 
     start = time.perf_counter()
     model.fit(x_train, y_train, validation_data=(data.x_val, data.y_val), epochs=epochs,
@@ -138,25 +160,37 @@ def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int = 30, num_classes
     result = DemoResult(test_accuracy=float(accuracy), num_classes=num_classes, epochs=epochs,
                         train_seconds=seconds, summary=summary(model), model_path=path)
     if target is not None:
-        result = _tflite_export(result, model, data, x_train, out, target, max_test, log)
+        result = _tflite_export(result, model, data, x_train, out, target, max_test, log,
+                                progress)
     if c_target is not None:
         result = _c_export(result, model, data, x_train, out, c_target, max_test,
-                           c_emulated_windows, log)
+                           c_emulated_windows, log, progress, seed)
     return result
 
 
-def _tflite_export(result, model, data, x_train, out, target, max_test, log) -> DemoResult:
+def _clock(seconds: float) -> str:
+    """``42 s``, ``3:07`` (minutes:seconds) or ``1:02:03``."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+
+
+def _tflite_export(result, model, data, x_train, out, target, max_test, log,
+                   progress) -> DemoResult:
     num_classes = result.num_classes
     log(f"converting to int8 (step mode) for {target}...")
     conversion = convert(model, target=target, quantization="int8", mode="step",
-                         representative_data=x_train[:64], name=f"fastgrnn_har{num_classes}",
-                         class_names=data.class_names)
+                         representative_data=x_train, name=f"fastgrnn_har{num_classes}",
+                         class_names=data.class_names, progress=progress)
     export = conversion.save(out / f"{target}_fastgrnn_har{num_classes}", force=True)
     x_test, y_test = data.x_test, data.y_test
     if max_test is not None:
         x_test, y_test = x_test[:max_test], y_test[:max_test]
     log(f"emulating {len(x_test)} test windows step by step in TensorFlow Lite Micro...")
-    emulated = emulate(conversion, x_test, runtime="tflm")
+    emulated = emulate(conversion, x_test, runtime="tflm", progress=progress)
     keras_pred = model.predict(x_test, batch_size=256, verbose=0).argmax(-1)
     return dataclasses.replace(
         result, conversion=conversion, export_path=export,
@@ -166,18 +200,19 @@ def _tflite_export(result, model, data, x_train, out, target, max_test, log) -> 
 
 
 def _c_export(result, model, data, x_train, out, c_target, max_test, emulated_windows,
-              log) -> DemoResult:
+              log, progress, seed) -> DemoResult:
     num_classes = result.num_classes
     log(f"converting to standalone integer C for {c_target}...")
-    conversion = convert_c(model, target=c_target, representative_data=x_train[:256],
-                           name=f"fastgrnn_har{num_classes}", class_names=data.class_names)
+    conversion = convert_c(model, target=c_target, representative_data=x_train,
+                           name=f"fastgrnn_har{num_classes}", class_names=data.class_names,
+                           progress=progress)
     export = conversion.save(out / f"{c_target}_c_fastgrnn_har{num_classes}", force=True)
     x_test, y_test = data.x_test, data.y_test
     if max_test is not None:
         x_test, y_test = x_test[:max_test], y_test[:max_test]
     log(f"running the C over {len(x_test)} test windows on the host...")
     x_q = conversion.quantize_input(x_test)
-    host = run_c(conversion, x_q, target="host")
+    host = run_c(conversion, x_q, target="host", progress=progress)
     keras_pred = model.predict(x_test, batch_size=256, verbose=0).argmax(-1)
     result = dataclasses.replace(
         result, c_conversion=conversion, c_export_path=export,
@@ -187,14 +222,17 @@ def _c_export(result, model, data, x_train, out, c_target, max_test, emulated_wi
     run_target = {"avr": "uno", "arm": "cortex-m4"}.get(arch)
     if run_target is None or emulated_windows < 1:
         return result
-    k = min(emulated_windows, len(x_q))
-    log(f"running {k} windows on the emulated {run_target} "
+    pick = balanced_sample(y_test, min(emulated_windows, len(x_q)), seed)  # not one class
+    k = len(pick)
+    counts = ", ".join(f"{data.class_names[c]} {n}"
+                       for c, n in zip(*np.unique(y_test[pick], return_counts=True)))
+    log(f"running {k} test windows ({counts}) on the emulated {run_target} "
         f"({'simavr' if arch == 'avr' else 'QEMU'})...")
     try:
-        emulated = run_c(conversion, x_q[:k], target=run_target)
+        emulated = run_c(conversion, x_q[pick], target=run_target, progress=progress)
     except ToolchainMissingError as exc:
         log(f"skipped the emulated run: {exc}")
         return dataclasses.replace(result, c_skipped=str(exc))
     return dataclasses.replace(result, c_emulated=emulated,
                                c_bit_exact=bool(np.array_equal(emulated.scores,
-                                                               host.scores[:k])))
+                                                               host.scores[pick])))

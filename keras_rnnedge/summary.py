@@ -52,11 +52,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import textwrap
 from collections.abc import Callable
 from typing import Any
 
 from keras_rnnedge._compat import keras, np
 from keras_rnnedge.cells.base import CompressedCell
+from keras_rnnedge.optimize.recurrent import is_quantize_input
 
 __all__ = [
     "INDEX_BYTES",
@@ -275,6 +277,19 @@ _NOTES = (
 )
 
 
+#: The columns of the compact table (:meth:`ModelSummary.to_text` with ``wide=False``, what
+#: ``rnnedge summary`` prints without ``--wide``): fits 100 columns for usual layer names.
+_COMPACT = ("Layer", "Class", "Params", "Non-zero", "Bytes int8", "MACs/step", "State int8")
+
+_COMPACT_NOTES = (
+    "Bytes int8: weights at int8 (1 B per matrix value, 4 B per bias or scalar as int32; "
+    "quantization scales not counted); *: a matrix stored sparse (CSR) because that is smaller.",
+    "MACs/step: multiply-accumulates of one time step (matrix products only). State int8: "
+    "recurrent-state RAM in bytes at int8 (peak over the layers in the total row).",
+    "--wide (to_text(wide=True)) adds float32 bytes and state, and MACs per inference.",
+)
+
+
 def _fmt_int(value: int | None) -> str:
     return "?" if value is None else f"{value:,}"
 
@@ -332,11 +347,20 @@ class ModelSummary:
         ]
         return [c[0] for c in _COLUMNS], [layer_row(r) for r in self.layers], total
 
-    def to_text(self) -> str:
-        """The table as fixed-width text (deterministic: fit for snapshot tests)."""
+    def to_text(self, *, wide: bool = True) -> str:
+        """The table as fixed-width text (deterministic: fit for snapshot tests).
+
+        Args:
+            wide: every column (the default); ``False``: the compact table (parameters,
+                non-zeros, int8 bytes, MACs per step, int8 state RAM) that fits 100 columns
+                for usual layer names, with its notes wrapped to 100 columns.
+        """
         headers, body, total = self._rows()
+        keep = range(len(headers)) if wide else [headers.index(h) for h in _COMPACT]
+        headers, total = [headers[i] for i in keep], [total[i] for i in keep]
+        body = [[row[i] for i in keep] for row in body]
         widths = [max(len(row[i]) for row in [headers, *body, total]) for i in range(len(headers))]
-        aligns = [c[1] for c in _COLUMNS]
+        aligns = [_COLUMNS[i][1] for i in keep]
 
         def line(row):
             return "  ".join(f"{v:{a}{w}}" for v, a, w in zip(row, aligns, widths)).rstrip()
@@ -351,7 +375,11 @@ class ModelSummary:
             width = max(len(m.name) for m in matrices)
             lines += [f"  {m.name:<{width}}  {m.family}: {m.params:,} of {m.shape[0]}x"
                       f"{m.shape[1]} = {m.dense_params:,}, {m.macs:,} MACs" for m in matrices]
-        lines += list(_NOTES)
+        if wide:
+            lines += list(_NOTES)
+        else:
+            lines += [part for note in _COMPACT_NOTES
+                      for part in textwrap.wrap(note, 100, subsequent_indent="  ")]
         return "\n".join(lines)
 
     def to_markdown(self) -> str:
@@ -400,10 +428,7 @@ class ModelSummary:
 
 def _is_quantize_layer(layer) -> bool:
     """tfmot's input ``QuantizeLayer``: its variables are quantizer ranges, not parameters."""
-    cls = type(layer)
-    return cls.__name__ == "QuantizeLayer" and cls.__module__.startswith(
-        "tensorflow_model_optimization"
-    )
+    return is_quantize_input(layer)
 
 
 def _unwrap(layer) -> tuple[list, Any]:

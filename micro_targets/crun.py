@@ -25,7 +25,7 @@ import dataclasses
 import os
 import subprocess
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -41,6 +41,8 @@ from keras_rnnedge.micro_targets.harness import (
     build_and_run_host,
     require_toolchain,
 )
+from keras_rnnedge.micro_targets.validate import check_sequences
+from keras_rnnedge.progress import ProgressArg, check_progress, progress_bar
 
 __all__ = ["RUN_TARGETS", "CModelSources", "CRunResult", "CodeSize", "measure_c", "run_c",
            "run_target"]
@@ -131,12 +133,12 @@ class CRunResult:
         return None
 
 
+#: Files of the programs built around a model: the model's own files cannot have these names.
+_HARNESS_FILES = ("main.c", "startup.c", "rnnedge_target.h", "rnnedge_support.c")
+
+
 def _check_windows(x_q, features: int, is_float: bool) -> np.ndarray:
-    x = np.asarray(x_q)
-    kind = "float32" if is_float else "int16"
-    if x.ndim != 3 or x.shape[2] != features or x.shape[0] == 0 or x.shape[1] == 0:
-        raise ValueError(f"Expected {kind} input windows of shape (N, T, {features}), but got "
-                         f"{x.shape}.")
+    x = check_sequences(x_q, features=features, name="x_q")
     if is_float:
         if not np.all(np.isfinite(x)):
             raise ValueError("Expected finite float input windows (NaN or Inf found).")
@@ -236,7 +238,7 @@ def _scores(text: str, outputs: int, is_float: bool) -> np.ndarray:
 
 
 def run_c(converted: Any, x_q, *, target: str,
-          progress: Callable[[int, int], None] | None = None,
+          progress: ProgressArg = True,
           timeout: float = 900.0) -> CRunResult:
     """Run the generated C of ``converted`` on int16 windows ``x_q`` ``(N, T, F)``.
 
@@ -247,7 +249,9 @@ def run_c(converted: Any, x_q, *, target: str,
         x_q: the windows as ``<id>_step`` takes them (``converted.quantize_input(x)``: int16
             values, or float32 for the float build).
         target: ``"host"``, ``"cortex-m4"`` or ``"uno"`` (:data:`RUN_TARGETS`).
-        progress: called with (windows done, total) after each build.
+        progress: a bar over the windows on stderr (``True``, drawn when stderr is a
+            terminal; it moves after each build and run), ``False``, or a callable
+            ``f(done, total)`` (:mod:`keras_rnnedge.progress`).
         timeout: seconds for each compilation and each run.
 
     Raises:
@@ -257,6 +261,13 @@ def run_c(converted: Any, x_q, *, target: str,
         CompileError: the program did not build or run.
     """
     key = run_target(target)
+    check_progress(progress)
+    clash = sorted(set(converted.c_sources) & set(_HARNESS_FILES))
+    if clash:
+        raise ValueError(f"The model's C files include {', '.join(clash)}, which the test "
+                         f"programs need for their own files (model name {converted.name!r}); "
+                         "convert again with another name (convert_c(..., name=...), rnnedge "
+                         "convert --name).")
     is_float = getattr(converted, "precision", "") == "float32"
     x = _check_windows(x_q, converted.features, is_float)
     ident, outputs = converted.name, converted.num_outputs
@@ -265,12 +276,12 @@ def run_c(converted: Any, x_q, *, target: str,
     if key == "host":
         value = (lambda v: repr(float(v))) if is_float else str
         text = f"{n} {t}\n" + "\n".join(" ".join(map(value, w.ravel())) for w in x) + "\n"
-        out = build_and_run_host(files, _host_main(ident, f, outputs, is_float), stdin=text,
-                                 timeout=timeout)
+        with progress_bar(progress, "C on the host", n, unit="window") as bar:
+            out = build_and_run_host(files, _host_main(ident, f, outputs, is_float),
+                                     stdin=text, timeout=timeout)
+            bar.update(n)
         line = next(ln for ln in out.splitlines() if ln.startswith("@seconds"))
         seconds, steps = float(line.split()[1]), int(line.split()[2])
-        if progress:
-            progress(n, n)
         return CRunResult(target=key, scores=_scores(out, outputs, is_float),
                           per_step=seconds / max(steps, 1), unit="seconds")
     harness = RUN_TARGETS[key]
@@ -289,22 +300,23 @@ def run_c(converted: Any, x_q, *, target: str,
     per_batch = max(1, budget // window_bytes)
     scores, total, steps, builds = [], 0.0, 0, 0
     flash = ram = model_flash = model_code = None
-    for start in range(0, n, per_batch):
-        batch = x[start:start + per_batch]
-        r = runner(files, _target_main(ident, batch, outputs, is_float), timeout=timeout)
-        builds += 1
-        got = _scores(r.stdout, outputs, is_float)
-        scores.append(got / 1e6 if is_float else got)
-        count = r.counts.get("step")
-        if count is None:
-            raise CompileError(f"The {key} program printed no step count:\n{r.stdout[-2000:]}")
-        total += count * batch.shape[0] * t
-        steps += batch.shape[0] * t
-        flash = max(flash or 0, r.flash_bytes)
-        ram = max(ram or 0, r.ram_bytes)
-        model_flash, model_code = r.model_flash_bytes, r.model_code_bytes
-        if progress:
-            progress(min(start + per_batch, n), n)
+    with progress_bar(progress, f"C on {key}", n, unit="window") as bar:
+        for start in range(0, n, per_batch):
+            batch = x[start:start + per_batch]
+            r = runner(files, _target_main(ident, batch, outputs, is_float), timeout=timeout)
+            builds += 1
+            got = _scores(r.stdout, outputs, is_float)
+            scores.append(got / 1e6 if is_float else got)
+            count = r.counts.get("step")
+            if count is None:
+                raise CompileError(f"The {key} program printed no step count:\n"
+                                   f"{r.stdout[-2000:]}")
+            total += count * batch.shape[0] * t
+            steps += batch.shape[0] * t
+            flash = max(flash or 0, r.flash_bytes)
+            ram = max(ram or 0, r.ram_bytes)
+            model_flash, model_code = r.model_flash_bytes, r.model_code_bytes
+            bar.update(min(start + per_batch, n))
     return CRunResult(target=key, scores=np.concatenate(scores), per_step=total / steps,
                       unit="cycles" if harness == "avr" else "instructions",
                       clock_hz=_CLOCK_HZ.get(harness), builds=builds, flash_bytes=flash,

@@ -27,7 +27,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Protocol
 
 import numpy as np
@@ -37,6 +37,7 @@ from keras_rnnedge.micro_targets.validate import (
     check_positive_int,
     check_sequences,
 )
+from keras_rnnedge.progress import ProgressArg, check_progress, progress_bar
 
 __all__ = ["RUNTIMES", "EmulationResult", "emulate", "measure_arena", "open_runtime",
            "tflm_interpreter"]
@@ -262,7 +263,7 @@ def _open(flatbuffer: bytes, runtime: str, arena_bytes: int | None):
 
 def emulate(converted: _Converted, x, *, runtime: str = "litert",
             arena_bytes: int | None = None,
-            progress: Callable[[int, int], None] | None = None) -> EmulationResult:
+            progress: ProgressArg = True) -> EmulationResult:
     """Run ``converted`` on every sequence of ``x`` on the host.
 
     Every input is checked before the first invoke: ``x`` (finite values, the model's
@@ -277,7 +278,9 @@ def emulate(converted: _Converted, x, *, runtime: str = "litert",
             model is a step model.
         runtime: ``"litert"`` (reference kernels), ``"litert-optimized"`` or ``"tflm"``.
         arena_bytes: TFLite Micro arena; default: the measured need.
-        progress: called with (sequences done, total) after each sequence.
+        progress: a bar over the sequences on stderr (``True``, drawn when stderr is a
+            terminal), ``False``, or a callable ``f(done, total)``
+            (:mod:`keras_rnnedge.progress`).
 
     Returns:
         An :class:`EmulationResult`.
@@ -287,6 +290,7 @@ def emulate(converted: _Converted, x, *, runtime: str = "litert",
             flatbuffer (the message names the file when ``converted`` was read from one).
     """
     _check_runtime(runtime, arena_bytes)
+    check_progress(progress)
     x_info = next(t for t in converted.inputs if t.name == "x")
     y_info = next(t for t in converted.outputs if t.name == "y")
     steps = None if converted.mode == "step" else x_info.shape[1]
@@ -300,20 +304,20 @@ def emulate(converted: _Converted, x, *, runtime: str = "litert",
     arena = runner.arena_bytes
 
     raw, timings = [], []
-    for seq in x:
-        runner.reset()
-        if converted.mode == "step":
-            y, seconds = _run_steps(converted, runner, seq, x_info)
-        else:
-            runner.set(x_info.position, x_info.quantize(seq[None]))
-            start = time.perf_counter()
-            runner.invoke()
-            seconds = [time.perf_counter() - start]
-            y = runner.get(y_info.position)
-        raw.append(y.reshape(-1))
-        timings.append(seconds)
-        if progress is not None:
-            progress(len(raw), len(x))
+    with progress_bar(progress, f"emulating ({runtime})", len(x), unit="window") as bar:
+        for seq in x:
+            runner.reset()
+            if converted.mode == "step":
+                y, seconds = _run_steps(converted, runner, seq, x_info)
+            else:
+                runner.set(x_info.position, x_info.quantize(seq[None]))
+                start = time.perf_counter()
+                runner.invoke()
+                seconds = [time.perf_counter() - start]
+                y = runner.get(y_info.position)
+            raw.append(y.reshape(-1))
+            timings.append(seconds)
+            bar.update(len(raw))
     raw_outputs = np.stack(raw)
     return EmulationResult(outputs=y_info.dequantize(raw_outputs), raw_outputs=raw_outputs,
                            step_seconds=np.asarray(timings), runtime=runtime,

@@ -1,8 +1,9 @@
 """Host harness: compile generated C with the host's gcc and run it.
 
 :func:`build_and_run_host` compiles a set of C files plus a ``main`` with
-``gcc -std=c99 -Wall -Wextra -Werror -O2`` (and AddressSanitizer/UBSan with ``sanitize=True``)
-in a temporary directory, runs the program and returns its standard output.
+``gcc -std=c99 -Wall -Wextra -Werror -pedantic -O2`` (and AddressSanitizer/UBSan with
+``sanitize=True``) in a temporary directory, runs the program and returns its standard output;
+when clang is installed it checks the same sources with the same warning flags first.
 :func:`trace_main` writes a ``main`` that feeds int16 input sequences to a generated model and
 prints every step's state and the final scores, for a bit-for-bit comparison with the oracle.
 
@@ -44,13 +45,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["AVR_CFLAGS", "CORTEX_M4_CFLAGS", "CompileError", "HOST_CFLAGS", "RunResult",
+__all__ = ["AVR_CFLAGS", "CORTEX_M4_CFLAGS", "CompileError", "HOST_CFLAGS",
+           "HOST_CHECK_COMPILERS", "RunResult",
            "SANITIZE_FLAGS", "TOOLCHAIN_PACKAGES", "ToolchainMissingError", "build_and_run_avr",
            "build_and_run_cortex_m4", "build_and_run_host", "parse_counts", "parse_trace",
            "require_toolchain", "timing_main", "trace_main"]
 
-HOST_CFLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-O2")
+HOST_CFLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2")
 SANITIZE_FLAGS = ("-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g")
+#: Compilers that also check every host build when installed (``-fsyntax-only``, the warning
+#: flags of :data:`HOST_CFLAGS`): clang warns where gcc does not (an unused static inline
+#: function, a switch case falling through without the attribute).
+HOST_CHECK_COMPILERS = ("clang",)
 
 
 class CompileError(RuntimeError):
@@ -69,7 +75,8 @@ def build_and_run_host(files: Mapping[str, str], main_c: str, *, sanitize: bool 
         sanitize: add ``-fsanitize=address,undefined -fno-sanitize-recover=all``.
         defines: macros to define (``"RNNEDGE_WITH_FLOAT_INPUT"``, ``"N=3"``).
         stdin: text fed to the program.
-        compiler: the C compiler to call.
+        compiler: the C compiler to call; the other installed compilers of
+            :data:`HOST_CHECK_COMPILERS` check the sources first (warnings are errors).
         timeout: seconds for the compilation and for the run, each.
 
     Raises:
@@ -88,6 +95,16 @@ def build_and_run_host(files: Mapping[str, str], main_c: str, *, sanitize: bool 
             with open(os.path.join(tmp, name), "w", encoding="ascii") as f:
                 f.write(text)
         sources = sorted(n for n in files if n.endswith(".c")) + ["main.c"]
+        for checker in HOST_CHECK_COMPILERS:
+            other = shutil.which(checker)
+            if other is None or os.path.realpath(other) == os.path.realpath(path):
+                continue
+            cmd = [other, *HOST_CFLAGS, "-fsyntax-only", *(f"-D{d}" for d in defines), "-I",
+                   tmp, *sources]
+            check = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True,
+                                   timeout=timeout)
+            if check.returncode != 0:
+                raise CompileError(f"{' '.join(cmd)} failed:\n{check.stderr}")
         exe = os.path.join(tmp, "prog")
         cmd = [path, *HOST_CFLAGS, *(SANITIZE_FLAGS if sanitize else ()),
                *(f"-D{d}" for d in defines), "-I", tmp, *sources, "-o", exe, "-lm"]
@@ -277,9 +294,9 @@ TOOLCHAIN_PACKAGES = {
 }
 """Debian packages of each emulated target's toolchain."""
 
-CORTEX_M4_CFLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-mcpu=cortex-m4", "-mthumb",
-                    "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16", "-O2")
-AVR_CFLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-mmcu=atmega328p",
+CORTEX_M4_CFLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-mcpu=cortex-m4",
+                    "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16", "-O2")
+AVR_CFLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-mmcu=atmega328p",
               "-DF_CPU=16000000UL", "-Os")
 
 
@@ -359,7 +376,8 @@ def require_toolchain(target: str) -> dict[str, str]:
                  "size": _tool(target, "arm-none-eabi-size"),
                  "readelf": _tool(target, "arm-none-eabi-readelf"),
                  "emulator": _tool(target, "qemu-system-arm")}
-        _check_library(target, tools["cc"], CORTEX_M4_CFLAGS[4:8], "rdimon.specs")
+        _check_library(target, tools["cc"],
+                       tuple(f for f in CORTEX_M4_CFLAGS if f.startswith("-m")), "rdimon.specs")
     elif target == "avr":
         tools = {"cc": _tool(target, "avr-gcc"), "size": _tool(target, "avr-size"),
                  "readelf": _tool(target, "avr-readelf"), "emulator": _tool(target, "simavr")}

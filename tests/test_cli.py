@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import subprocess
+import sys
+import time
+import warnings
 import zipfile
 
+import numpy as np
 import pytest
 
 from keras_rnnedge import cli
 from keras_rnnedge._compat import keras, tfmot
 from keras_rnnedge.cells import FastGRNNCell
 from keras_rnnedge.summary import summary
+from tests.tolerances import HELP_SECONDS
 
 
 def make_model() -> keras.Model:
@@ -31,7 +38,7 @@ def saved(tmp_path_factory):
     model = make_model()
     path = tmp_path_factory.mktemp("models") / "demo.keras"
     model.save(path)
-    return path, summary(model).to_text()
+    return path, summary(model).to_text(wide=False)
 
 
 def assert_one_line_error(capsys, *fragments: str) -> None:
@@ -50,6 +57,21 @@ def test_summary_prints_the_table(saved, capsys):
     captured = capsys.readouterr()
     assert captured.out == expected + "\n"
     assert "RNN(FastGRNNCell)" in captured.out
+
+
+def test_summary_wide_prints_every_column(saved, capsys):
+    path, _ = saved
+    assert cli.main(["summary", str(path), "--wide"]) == 0
+    out = capsys.readouterr().out
+    assert out == summary(keras.models.load_model(path)).to_text() + "\n"
+    assert "MACs/inference" in out and "Bytes f32" in out
+
+
+def test_summary_fits_100_columns(saved, capsys):
+    path, compact = saved
+    assert "MACs/inference" not in compact and "Bytes int8" in compact
+    assert cli.main(["summary", str(path)]) == 0
+    assert max(map(len, capsys.readouterr().out.splitlines())) <= 100
 
 
 def test_summary_json(saved, capsys):
@@ -137,3 +159,166 @@ def test_subcommands_are_added_from_the_registry(monkeypatch, capsys):
     assert cli.main(["--help"]) == 0
     out = capsys.readouterr().out
     assert "summary" in out and "print a word" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["emulate", "DIR", "--data", "d.npz", "--limit", "-3"],
+     "argument --limit: received -3; expected a positive integer (1 or more)"),
+    (["run", "DIR", "--target", "host", "--data", "d.npz", "--limit", "0"],
+     "argument --limit: received 0; expected a positive integer (1 or more)"),
+    (["convert", "m.keras", "--target", "host", "--out", "o", "--calibration", "-5"],
+     "argument --calibration: received -5; expected a positive integer (1 or more)"),
+    (["convert", "m.keras", "--target", "host", "--out", "o", "--calibration-seed", "-1"],
+     "argument --calibration-seed: received -1; expected an integer from 0 to 4294967295"),
+    (["convert", "m.keras", "--target", "host", "--out", "o", "--min-agreement", "1.5"],
+     "argument --min-agreement: received '1.5'; expected a share from 0 to 1"),
+    (["convert", "m.keras", "--target", "host", "--out", "o", "--max-accuracy-drop", "nan"],
+     "argument --max-accuracy-drop: received 'nan'; expected accuracy points from 0 to 100"),
+    (["demo", "--epochs", "2"], "argument --epochs: received 2; expected an integer of at "
+     "least 3"),
+    (["demo", "--max-train", "0"], "argument --max-train: received 0; expected a positive"),
+    (["demo", "--max-test", "-1"], "argument --max-test: received -1; expected a positive"),
+    (["demo", "--c-emulated", "-2"], "argument --c-emulated: received -2; expected an integer "
+     "of at least 0"),
+    (["demo", "--seed", "-1"], "argument --seed: received -1; expected an integer from 0"),
+    (["emulate", "DIR", "--data", "d.npz", "--limit", "two"],
+     "argument --limit: received 'two'; expected a positive integer"),
+])
+def test_numeric_options_are_checked_by_the_parser(argv, message, capsys):
+    """Before: ``--limit -3`` used 13 of 16 windows and ``--calibration -5`` one sequence."""
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and message in captured.err
+
+
+def test_zero_emulated_windows_is_allowed():
+    args = cli.build_parser().parse_args(["demo", "--c-emulated", "0", "--seed", "7"])
+    assert (args.c_emulated, args.seed) == (0, 7)
+
+
+# -- a fast, quiet command line ----------------------------------------------------------------
+
+SUBCOMMAND_NAMES = ("summary", "demo", "data", "convert", "emulate", "run")
+
+_HELP_PROBE = """
+import sys, time
+from keras_rnnedge import cli
+for argv in [["--help"], *[[name, "--help"] for name in sys.argv[1:]]]:
+    start = time.perf_counter()
+    assert cli.main(argv) == 0, argv
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "tf_keras", "keras"))
+print("HEAVY", heavy, file=sys.stderr)
+"""
+
+
+def test_help_imports_no_tensorflow():
+    """--help of every subcommand, in a fresh interpreter: no TensorFlow in sys.modules."""
+    done = subprocess.run([sys.executable, "-c", _HELP_PROBE, *SUBCOMMAND_NAMES],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "HEAVY []" in done.stderr, done.stderr[-2000:]
+    for name in SUBCOMMAND_NAMES:
+        assert f"usage: rnnedge {name}" in done.stdout
+
+
+def test_help_is_fast():
+    """Before: every --help imported TensorFlow first (13-27 s on a loaded 2-core machine)."""
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", _HELP_PROBE, "convert"], capture_output=True,
+                          text=True, timeout=120)
+    seconds = time.perf_counter() - start
+    assert done.returncode == 0, done.stderr
+    assert seconds < HELP_SECONDS, f"rnnedge --help took {seconds:.1f} s"
+
+
+def test_help_describes_every_argument():
+    parser = cli.build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [f"{name} {action.dest}" for name, sub in subparsers.choices.items()
+               for action in sub._actions
+               if not action.help and action.dest not in ("help",)]
+    assert missing == []
+
+
+def test_converter_choices_match_the_converters():
+    from keras_rnnedge.converters import C_PRECISIONS, MODES, QUANTIZATIONS
+
+    assert (cli._QUANTIZATIONS, cli._C_PRECISIONS, cli._MODES) == (QUANTIZATIONS, C_PRECISIONS,
+                                                                    MODES)
+
+
+def test_library_logs_are_hidden_unless_verbose(capfd):
+    """C++ code writes its logs to file descriptor 2, Python's ``warnings`` to sys.stderr."""
+    for verbose in (False, True):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with cli.quiet_libraries(verbose):
+                os.write(2, b"I0000 native log line\n")
+                warnings.warn_explicit("Statistics for quantized inputs were expected",
+                                       UserWarning, "convert.py", 1,
+                                       module="tensorflow.lite.python.convert")
+                warnings.warn("our own warning", UserWarning, stacklevel=1)
+                print("a progress line", file=sys.stderr)
+        err = capfd.readouterr().err
+        messages = " ".join(str(w.message) for w in caught)
+        assert ("native log line" in err) is verbose
+        assert ("Statistics for quantized inputs" in messages) is verbose
+        assert "our own warning" in messages and "a progress line" in err
+    os.write(2, b"fd 2 restored\n")
+    assert "fd 2 restored" in capfd.readouterr().err
+
+
+def test_verbose_is_accepted_before_and_after_the_command():
+    assert cli.build_parser().parse_args(["--verbose", "data", "har", "--out", "x"]).verbose
+    assert cli.build_parser().parse_args(["data", "har", "--out", "x", "--verbose"]).verbose
+    assert not getattr(cli.build_parser().parse_args(["data", "har", "--out", "x"]),
+                       "verbose", False)
+
+
+def test_output_is_wrapped_to_100_columns():
+    line = "files          " + ", ".join(f"arduino/model/file_{i}.cpp" for i in range(12))
+    wrapped = cli.fit_columns(line + "\nshort")
+    rows = wrapped.splitlines()
+    assert max(map(len, rows)) <= 100 and rows[-1] == "short"
+    assert all(row.startswith(" " * 15) for row in rows[1:-1])
+    assert " ".join(rows[:-1]).split() == line.split()  # nothing lost or split
+
+
+# -- data in: `rnnedge data`, windows sampled across the classes ---------------------------------
+
+def test_data_writes_the_npz_the_commands_read(tmp_path, capsys):
+    from keras_rnnedge.datasets import NPZ_KEYS, load_har
+
+    out = tmp_path / "har.npz"
+    assert cli.main(["data", "har", "--classes", "2", "--out", str(out), "--max-train", "40",
+                     "--max-test", "10"]) == 0
+    assert str(out) in capsys.readouterr().out
+    with np.load(out) as data:
+        assert set(data.files) == set(NPZ_KEYS)
+        assert data["x_train"].shape == (40, 128, 9) and data["x_test"].shape == (10, 128, 9)
+        assert list(data["class_names"]) == list(load_har(2).class_names)
+        assert np.bincount(data["y_test"]).tolist() == [5, 5]
+        assert np.bincount(data["y_train"]).tolist() == [20, 20]
+    x, y = cli._load_npz(out, "eval")
+    assert x.shape == (10, 128, 9) and y.shape == (10,)
+    assert cli.main(["data", "har", "--out", str(out)]) == 2
+    assert "pass --force" in capsys.readouterr().err
+
+
+def test_emulated_targets_sample_across_the_classes(tmp_path):
+    """Before: the first 8 test windows, all STANDING in a class-ordered test set."""
+    y = np.repeat(np.arange(6), 50)  # ordered by class, as many test sets are
+    x = np.arange(300, dtype=np.float32)[:, None, None] * np.ones((1, 4, 3), np.float32)
+    xs, ys = cli._sample_windows(x, y, 8, seed=0)
+    counts = np.bincount(ys, minlength=6)
+    assert counts.sum() == 8 and counts.max() - counts.min() <= 1
+    assert np.array_equal(xs[:, 0, 0].astype(int) // 50, ys)  # windows stay with their labels
+    again, _ = cli._sample_windows(x, y, 8, seed=0)
+    other, _ = cli._sample_windows(x, y, 8, seed=1)
+    assert np.array_equal(xs, again) and not np.array_equal(xs, other)
+    path = tmp_path / "d.npz"
+    np.savez(path, x_test=x, y_test=y, class_names=np.array(list("ABCDEF")))
+    line = cli._class_counts(ys, path)
+    assert line.startswith("per class ") and max(map(len, line.splitlines())) <= 100
+    assert {f"{c} {n}" for c, n in zip("ABCDEF", counts) if n} == {
+        part.strip() for part in line[len("per class"):].replace("\n", " ").split(",")}

@@ -1148,6 +1148,12 @@ SYNTHETIC = {
     "fastrnn_i16_saturating": (dict(kind="fastrnn", features=4, units=5, bits=16, big_rows=5,
                                     scalars=(32768, 12000), activation="quantized_tanh"),
                                ["re_mv_dense_i16_sat"]),
+    # relu candidates (clipped at ONE; the random biases take many above it)
+    "fastrnn_relu": (dict(kind="fastrnn", features=5, units=7, activation="saturating_relu"),
+                     ["re_clip32(", "re_mv_dense_i8_nosat"]),
+    "fastgrnn_relu_lowrank": (dict(kind="fastgrnn", features=6, units=9, u_rank=4,
+                                   activation="saturating_relu", scalars=(30000, 2000)),
+                              ["re_clip32("]),
 }
 
 

@@ -511,3 +511,35 @@ def _stdlib() -> frozenset[str]:
     import sys
 
     return frozenset(sys.stdlib_module_names) | {"__future__"}
+
+
+# -- balanced_sample and save_npz ---------------------------------------------------------------
+
+def test_balanced_sample_spreads_over_the_classes():
+    y = np.repeat(np.arange(6), [50, 50, 50, 50, 50, 3])  # ordered, one class nearly empty
+    index = datasets.balanced_sample(y, 20, seed=0)
+    assert len(index) == 20 and len(set(index.tolist())) == 20
+    assert np.all(np.diff(index) > 0)
+    counts = np.bincount(y[index], minlength=6)
+    assert counts[5] == 3  # all it has ...
+    assert sorted(counts[:5].tolist()) == [3, 3, 3, 4, 4]  # ... the rest shared out evenly
+    assert np.array_equal(index, datasets.balanced_sample(y, 20, seed=0))
+    assert not np.array_equal(index, datasets.balanced_sample(y, 20, seed=1))
+    assert np.array_equal(datasets.balanced_sample(y, 500), np.arange(len(y)))
+
+
+@pytest.mark.parametrize("n", [0, -1, 2.5, True])
+def test_balanced_sample_refuses_a_bad_count(n):
+    with pytest.raises(ValueError, match="positive integer"):
+        datasets.balanced_sample(np.zeros(4, int), n)
+
+
+def test_save_npz_writes_the_documented_keys(tmp_path):
+    ds = datasets.load_har(2, validation_split=0.1)
+    path = datasets.save_npz(ds, tmp_path / "har")
+    assert path.name == "har.npz"
+    with np.load(path) as data:
+        assert set(data.files) == set(datasets.NPZ_KEYS)
+        for key in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+            assert np.array_equal(data[key], getattr(ds, key)), key
+        assert tuple(data["class_names"]) == ds.class_names

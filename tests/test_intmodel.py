@@ -76,7 +76,7 @@ def _randomize(model, rng, sparsity: float = 0.0):
     for var in model.weights:
         name = var.name.split("/")[-1].split(":")[0]
         shape = tuple(var.shape)
-        if len(shape) == 2:
+        if len(shape) == 2 or "_core_" in name:  # a matrix, or a tensor-train core
             value = rng.normal(0, 0.5, shape)
             if sparsity and "kernel" in name and not var.name.startswith("dense"):
                 cut = np.quantile(np.abs(value), sparsity)
@@ -102,6 +102,7 @@ def _build(cells, *, hidden: int | None = None, features: int = F):
     y = keras.layers.Dense(C, activation="softmax")(x)
     return keras.Model(inputs, y)
 
+_TT2 = {"family": "tensor_train", "ranks": 2, "num_cores": 2}
 
 CONFIGS = {
     "fastgrnn_full_int8": (lambda: [FastGRNNCell(H)], 8, 0.0, None),
@@ -133,6 +134,19 @@ CONFIGS = {
     "gru_lowrank_reset_before_sparse_int8": (
         lambda: [LowRankGRUCell(H, recurrent_rank=8, reset_after=False,
                                 recurrent_activation="hard_sigmoid")], 8, 0.8, None),
+    # matrix families beyond dense/low rank: every stage of their products in integers
+    "fastgrnn_kronecker_int8": (
+        lambda: [FastGRNNCell(H, kernel_structure="kronecker", recurrent_structure="kronecker")],
+        8, 0.0, None),
+    "fastrnn_tt_int16": (
+        lambda: [FastRNNCell(H, kernel_structure=_TT2, recurrent_structure=_TT2)], 16, 0.0, None),
+    "lstm_tt_kronecker_int8": (
+        lambda: [LowRankLSTMCell(H, kernel_structure="kronecker",
+                                 recurrent_structure={"family": "tensor_train", "ranks": 3})],
+        8, 0.0, 4),
+    "gru_kronecker_reset_before_int16": (
+        lambda: [LowRankGRUCell(H, kernel_structure=_TT2, recurrent_structure="kronecker",
+                                reset_after=False)], 16, 0.0, None),
     "simplernn_tanh_int8": (lambda: [functools.partial(keras.layers.SimpleRNN, H)], 8, 0.0, None),
     "simplernn_relu_stacked_int16": (
         lambda: [functools.partial(keras.layers.SimpleRNN, H, activation="relu"),
@@ -367,8 +381,16 @@ def test_lstm_cell_state_format_and_saturation():
                                             activation="quantized_tanh",
                                             recurrent_activation="hard_sigmoid")),
     lambda: keras.layers.SimpleRNN(8, activation="hard_sigmoid"),
+    # the matrix families: every stage of the product quantized, intermediates in int16
+    lambda: keras.layers.RNN(LowRankLSTMCell(8, kernel_structure="kronecker",
+                                             recurrent_structure="kronecker",
+                                             activation="quantized_tanh",
+                                             recurrent_activation="quantized_sigmoid")),
+    lambda: keras.layers.RNN(LowRankGRUCell(8, kernel_structure=_TT2, recurrent_structure={
+        "family": "tensor_train", "ranks": 3}, reset_after=False, activation="quantized_tanh",
+        recurrent_activation="hard_sigmoid")),
 ], ids=["lstm", "lowrank_lstm", "gru", "gru_reset_before", "lowrank_gru_reset_before",
-        "simplernn"])
+        "simplernn", "kronecker_lstm", "tt_gru_reset_before"])
 def test_exact_activations_match_keras_float(layer):
     """With exactly representable activations, the integer model is the Keras float model up
     to rounding: checks the gate order, the bias halves and where the reset gate applies."""
@@ -468,8 +490,8 @@ def test_unsupported_layer_is_named():
 
 
 def test_unsupported_activation_is_named():
-    model = _build([FastGRNNCell(H, activation="relu")])
-    with pytest.raises(ValueError, match=r"activation 'relu'.*quantized_tanh"):
+    model = _build([FastGRNNCell(H, activation="linear")])
+    with pytest.raises(ValueError, match=r"activation 'linear'.*quantized_tanh.*relu"):
         quantize_model(model, np.zeros((2, T, F)))
 
 

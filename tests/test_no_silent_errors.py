@@ -73,3 +73,18 @@ def test_flatbuffer_does_not_depend_on_earlier_conversions(quantization):
                 representative_data=x)
     assert a.flatbuffer == b.flatbuffer == c.flatbuffer
     assert a.files == c.files  # model.tflite and the C array
+
+
+class _MyFastGRNNCell(FastGRNNCell):
+    """A user's subclass (say, to add a regularizer): converts as its base class."""
+
+
+def test_a_subclass_of_a_supported_cell_converts():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((T, F)), keras.layers.RNN(_MyFastGRNNCell(4)),
+                              keras.layers.Dense(2)])
+    x = _data()
+    tfl = convert(model, target="host", quantization="float32", representative_data=x)
+    assert tfl.checks["lowered vs keras"] <= tolerances.FLOAT_TFLITE_ATOL
+    im = quantize_model(model, x)
+    assert im.recurrent[0].kind == "fastgrnn"

@@ -236,6 +236,22 @@ def test_qat_models_count_only_real_weights():
     assert s.totals.params == summary(model).totals.params == 26
 
 
+def test_reloaded_qat_model_counts_only_real_weights(tmp_path):
+    """A QAT model loaded back (through keras_rnnedge's loadable copies of tfmot's
+    QuantizeLayer/QuantizeWrapperV2, subclasses in another module) counts the same."""
+    from keras_rnnedge.optimize import load_model, quantize_model
+
+    model = keras.Sequential([keras.Input((5, 3)), keras.layers.RNN(FastGRNNCell(4)),
+                              keras.layers.Dense(2)])
+    qat = quantize_model(model)
+    qat.save(tmp_path / "qat.keras")
+    loaded = load_model(tmp_path / "qat.keras")
+    assert type(loaded.layers[0]).__module__.startswith("keras_rnnedge")  # the subclass
+    assert summary(loaded).layers[0].params == 0
+    assert summary(loaded).totals.params == summary(qat).totals.params == summary(
+        model).totals.params
+
+
 class _CellKernelConfig(tfmot.quantization.keras.QuantizeConfig):
     """Quantizes only the cell's ``kernel`` (enough to exercise the wrapper's weight swap)."""
 

@@ -94,7 +94,9 @@ def _macs(im) -> int:
 @pytest.mark.toolchain
 @on_each_target
 @pytest.mark.parametrize("config", ["fastgrnn_full_int8", "fastgrnn_lowrank_sparse_int8",
-                                    "fastgrnn_quantized_stacked"])
+                                    "fastgrnn_quantized_stacked",
+                                    # one model per further matrix family
+                                    "fastgrnn_kronecker_int8", "fastrnn_tt_int16"])
 def test_c_matches_oracle_bit_for_bit_on_target(name, config):
     run = _toolchain(name)
     _, im, data = _make(config)

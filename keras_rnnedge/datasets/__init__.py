@@ -12,6 +12,9 @@ The loaders of data that is not bundled read it from ``path=`` (the file, or the
 holding it) or else from the directory named by the environment variable ``RNNEDGE_DATA_DIR``.
 This subpackage needs only numpy.
 
+:func:`save_npz` writes any :class:`Dataset` as the ``.npz`` the ``rnnedge`` command reads (its
+arrays: :data:`NPZ_KEYS`); :func:`balanced_sample` draws a few examples across the classes.
+
 Example:
     >>> from keras_rnnedge.datasets import load_har
     >>> ds = load_har(num_classes=2, validation_split=0.1, seed=0)
@@ -19,7 +22,7 @@ Example:
     ((6673, 128, 9), (742, 128, 9), (2996, 128, 9))
 """
 
-from ._core import DATA_DIR_ENV, Dataset
+from ._core import DATA_DIR_ENV, NPZ_KEYS, Dataset, balanced_sample, save_npz
 from .har import HAR2_CLASS_NAMES, HAR_MOVING, HAR_STATIC, load_har
 from .mnist import MNIST_FILE, load_mnist
 from .speech_commands import SPEECH_COMMANDS_FILE, load_speech_commands
@@ -30,9 +33,12 @@ __all__ = [
     "HAR_MOVING",
     "HAR_STATIC",
     "MNIST_FILE",
+    "NPZ_KEYS",
     "SPEECH_COMMANDS_FILE",
     "Dataset",
+    "balanced_sample",
     "load_har",
     "load_mnist",
     "load_speech_commands",
+    "save_npz",
 ]

@@ -349,3 +349,85 @@ def check_arrays(
             f"{name}: expected class_names of shape ({num_classes},), but got "
             f"{arrays['class_names'].shape}."
         )
+
+
+def balanced_sample(y: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """Indices of ``n`` examples of ``y`` drawn across the classes, as evenly as they allow.
+
+    Each class gets ``n // k`` examples (``k`` classes present); the ``n % k`` left over go to
+    classes chosen at random; a class with too few examples gives all it has and the rest is
+    shared among the others. Within a class the examples are drawn at random with
+    ``np.random.default_rng(seed)``. The first ``n`` rows of a class-ordered test set are one
+    class; this sample is not.
+
+    Args:
+        y: Class labels, shape (N,).
+        n: Number of examples wanted; all of them when ``n >= len(y)``.
+        seed: Seed of the draw.
+
+    Returns:
+        The indices, in increasing order.
+
+    Raises:
+        ValueError: If ``n`` is not a positive integer or ``y`` is not one label per example.
+    """
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"Expected y of shape (N,), one class id per example, but got shape "
+                         f"{y.shape}; pass the labels, not one-hot rows.")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"Expected n to be a positive integer, but got {n!r}.")
+    if n >= len(y):
+        return np.arange(len(y))
+    rng = np.random.default_rng(seed)
+    classes, inverse = np.unique(y, return_inverse=True)
+    members = [rng.permutation(np.flatnonzero(inverse == c)) for c in range(len(classes))]
+    take = np.zeros(len(classes), np.int64)
+    left = int(n)
+    while left:
+        open_classes = np.flatnonzero(take < [len(m) for m in members])
+        share, extra = divmod(left, len(open_classes))
+        grant = np.full(len(open_classes), share)
+        grant[rng.permutation(len(open_classes))[:extra]] += 1
+        room = np.array([len(members[c]) for c in open_classes]) - take[open_classes]
+        grant = np.minimum(grant, room)
+        take[open_classes] += grant
+        left -= int(grant.sum())
+    return np.sort(np.concatenate([m[:k] for m, k in zip(members, take)]))
+
+
+#: The arrays of the ``.npz`` files that ``rnnedge`` reads and :func:`save_npz` writes, one
+#: place for all of them. Inputs are float32 (N, time steps, features), labels int32 class ids.
+NPZ_KEYS = {
+    "x_train": "training windows: representative (calibration) data for `rnnedge convert`",
+    "y_train": "their class ids",
+    "x_val": "validation windows: `rnnedge convert` checks the deployed model on them "
+             "(else on x_test)",
+    "y_val": "their class ids",
+    "x_test": "test windows: `rnnedge emulate` and `rnnedge run` report accuracy on them",
+    "y_test": "their class ids",
+    "class_names": "the name of each class id (strings)",
+}
+
+
+def save_npz(dataset: Dataset, path: PathLike, *, compress: bool = True) -> Path:
+    """Write ``dataset`` as the ``.npz`` the ``rnnedge`` command reads (keys: :data:`NPZ_KEYS`;
+    ``x_val``/``y_val`` only when the dataset has a validation split).
+
+    Args:
+        dataset: a :class:`Dataset` from any loader.
+        path: the file to write; ``.npz`` is appended when missing (as ``np.savez`` does).
+        compress: ``np.savez_compressed`` (default) or ``np.savez``.
+
+    Returns:
+        The path written.
+    """
+    arrays = {key: getattr(dataset, key) for key in NPZ_KEYS if key != "class_names"}
+    arrays = {key: value for key, value in arrays.items() if value is not None}
+    arrays["class_names"] = np.asarray(dataset.class_names, dtype=str)
+    path = Path(path)
+    if path.suffix != ".npz":
+        path = path.with_name(path.name + ".npz")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (np.savez_compressed if compress else np.savez)(path, **arrays)
+    return path

@@ -31,6 +31,8 @@ from keras_rnnedge.optimize.quantization import (
 )
 from keras_rnnedge.optimize.recurrent import (
     STOCK_CELL_WEIGHTS,
+    is_quantize_input,
+    is_quantize_wrapper,
     is_recurrent,
     iter_recurrent_layers,
     recurrent_cell,
@@ -51,6 +53,8 @@ __all__ = [
     "SupportMask",
     "UpdatePruningStep",
     "hard_threshold_mask",
+    "is_quantize_input",
+    "is_quantize_wrapper",
     "is_recurrent",
     "iter_recurrent_layers",
     "load_model",

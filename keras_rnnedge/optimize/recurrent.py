@@ -21,11 +21,18 @@ from typing import Any
 from keras_rnnedge._compat import keras, tf
 from keras_rnnedge.cells.base import CompressedCell
 from keras_rnnedge.matrices import factor_suffix
-from keras_rnnedge.optimize._tfmot import PruneLowMagnitude, QuantizeAnnotate, QuantizeWrapper
+from keras_rnnedge.optimize._tfmot import (
+    PruneLowMagnitude,
+    QuantizeAnnotate,
+    QuantizeLayer,
+    QuantizeWrapper,
+)
 
 __all__ = [
     "STOCK_CELL_WEIGHTS",
     "cell_variable",
+    "is_quantize_input",
+    "is_quantize_wrapper",
     "is_recurrent",
     "iter_recurrent_layers",
     "recurrent_cell",
@@ -44,6 +51,17 @@ _EXPECTED = "an RNN layer (keras.layers.RNN(cell) with a keras_rnnedge cell, or 
 # Suffixes that name the factors of a matrix (``_u``/``_v``, ``_factor_<i>``, ``_core_<i>``), from
 # the matrix families.
 _FACTOR = factor_suffix()
+
+
+def is_quantize_wrapper(layer) -> bool:
+    """Whether ``layer`` is a tfmot QAT wrapper (``QuantizeWrapper``/``V2``, subclasses too)."""
+    return isinstance(layer, QuantizeWrapper)
+
+
+def is_quantize_input(layer) -> bool:
+    """Whether ``layer`` is tfmot's input ``QuantizeLayer`` (or a subclass: the loadable copy in
+    :mod:`keras_rnnedge.optimize.saving`); its variables are ranges, not parameters."""
+    return isinstance(layer, QuantizeLayer)
 
 
 def unwrap(layer: keras.layers.Layer) -> keras.layers.Layer:
