@@ -171,12 +171,8 @@ def random_fuzz_model(seed: int, name: str | None = None, *, tries: int = 20
             refused.append(str(error).split(".")[0])
             continue
         sources = cgen.generate_c(im, name, progmem=progmem)
-        saturate_all = cgen._SATURATE_ALL
-        cgen._SATURATE_ALL = True  # every row through the saturating kernels
-        try:
-            reference = cgen.generate_c(im, f"{name}_ref")
-        finally:
-            cgen._SATURATE_ALL = saturate_all
+        # every row through the saturating kernels
+        reference = cgen.generate_c(im, f"{name}_ref", saturate_all=True)
         options["refused_draws"] = refused
         lstm = cell_frac is not None and any(k.endswith("lstm") for k in kinds)
         description = "; ".join([*described, f"int{bits} weights, state Q{frac}"

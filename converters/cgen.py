@@ -685,9 +685,6 @@ def _kernel_code(storage: str, bits: int, col_bits: int, mode: str) -> tuple[str
 # The largest |x| of an int16 input.
 _X_ABS_MAX = 1 << 15
 INT32_MAX = (1 << 31) - 1
-# Benchmarks only (benchmarks/c_targets.py): emit the saturating kernels for every row, to
-# measure what the non-saturating ones save. Not part of the API.
-_SATURATE_ALL = False
 
 
 def _row_fits(values: np.ndarray) -> np.ndarray:
@@ -734,7 +731,8 @@ def _i32(v: int) -> str:
 
 
 class _Emitter:
-    def __init__(self, progmem: bool):
+    def __init__(self, progmem: bool, saturate_all: bool = False):
+        self.saturate_all = saturate_all
         self.attr = " PROGMEM" if progmem else ""
         self.arrays: list[str] = []
         self.matrices: dict[str, dict] = {}
@@ -775,7 +773,7 @@ class _Emitter:
         self.arrays.append(f"/* {comment_text(m.name)}: {rows}x{cols} (transposed), "
                            f"{m.nnz} non-zeros, scale 2^-{m.frac}, "
                            f"{'CSR' if m.sparse else 'dense'} {m.nbytes} bytes */\n")
-        fits = np.zeros(rows, bool) if _SATURATE_ALL else _row_fits(m.values)
+        fits = np.zeros(rows, bool) if self.saturate_all else _row_fits(m.values)
         if fits.any():  # the generator's own check of the bound proven in _row_fits
             bound = int(np.abs(m.values[fits].astype(np.int64)).sum(axis=1).max())
             if bound * _X_ABS_MAX > INT32_MAX:  # never: _row_fits proved it; refuse to emit
@@ -1277,7 +1275,8 @@ def _layer_step(em: _Emitter, layer: IntRecurrent, n: int, x: str, q: int) -> li
     return [head, "{"] + ["    " + s for s in decls + pre + loop] + ["}"]
 
 
-def generate_c(int_model: IntModel, name: str, *, progmem: bool = False) -> dict[str, str]:
+def generate_c(int_model: IntModel, name: str, *, progmem: bool = False,
+               saturate_all: bool = False) -> dict[str, str]:
     """C99 source of ``int_model``: ``{"<id>.h": header, "<id>.c": source}``.
 
     Args:
@@ -1285,6 +1284,9 @@ def generate_c(int_model: IntModel, name: str, *, progmem: bool = False) -> dict
         name: the model name; :func:`~keras_rnnedge.converters.carray.c_identifier` makes the
             ``<id>`` of files and symbols.
         progmem: put constant data in AVR flash (``PROGMEM`` + ``pgm_read_*``).
+        saturate_all: accumulate every matrix row with the saturating kernels, also where the
+            row bound proves that no partial sum can overflow (the same results, slower: what
+            the benchmarks and the fuzzer compare the fast kernels with).
 
     Raises:
         TypeError: ``int_model`` is not an ``IntModel``.
@@ -1295,7 +1297,7 @@ def generate_c(int_model: IntModel, name: str, *, progmem: bool = False) -> dict
     ident = c_identifier(name)
     up = ident.upper()
     q = int_model.frac_bits
-    em = _Emitter(progmem)
+    em = _Emitter(progmem, saturate_all)
     feats, outs = int_model.features, int_model.num_outputs
 
     step: list[str] = []

@@ -1187,15 +1187,14 @@ def test_generated_c_kernels_match_the_oracle(config):
 
 
 @pytest.mark.parametrize("config", ["fastgrnn_csr8_lowrank", "fastgrnn_csr8_wide"])
-def test_saturating_kernels_match_the_oracle(config, monkeypatch):
+def test_saturating_kernels_match_the_oracle(config):
     """The saturating CSR kernels (column and byte-offset pairs) on every row, as the
     c_targets benchmark emits them for comparison, under the sanitizers."""
     from keras_rnnedge.converters import cgen
     from tests.test_intmodel import _assert_bit_exact, _oracle, _run_c
 
-    monkeypatch.setattr(cgen, "_SATURATE_ALL", True)
     im = synthetic_model(**SYNTHETIC[config][0])
-    source = cgen.generate_c(im, "syn")["syn.c"]
+    source = cgen.generate_c(im, "syn", saturate_all=True)["syn.c"]
     assert "re_mv_csr_i8_c8o_sat(" in source
     x_q = synthetic_inputs(im)
     _assert_bit_exact(_run_c(im, x_q, sanitize=True, name="syn"), _oracle(im, x_q))
