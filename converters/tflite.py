@@ -29,6 +29,7 @@ generated sketch do).
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 from keras_rnnedge._compat import np, tf
 from keras_rnnedge.converters.lowering import ConversionError, LoweredModel
@@ -220,7 +221,11 @@ def _int8_calibrated(converter, lowered: LoweredModel, x_all: np.ndarray,
         converter.representative_dataset = lambda: iterate(
             ({"x": seq[None]} for seq in sample), "calibrating", len(sample), unit="window")
     converter._experimental_calibrate_only = True
-    calibrated = converter.convert()
+    with warnings.catch_warnings():  # TensorFlow's own: its calibrator builds the deprecated
+        # tf.lite.Interpreter, and the ranges of x and the state are set below, not by stats
+        warnings.filterwarnings("ignore", r"\s*Warning: tf\.lite\.Interpreter is deprecated")
+        warnings.filterwarnings("ignore", "Statistics for quantized inputs were expected")
+        calibrated = converter.convert()
     chosen = {}
     lo, hi, how = choose_range(x_all)
     chosen["x"] = {"range": [lo, hi], "estimator": how}

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import logging
 import os
 import sys
@@ -95,9 +96,15 @@ def fit_columns(text: str, width: int = WIDTH) -> str:
             continue
         label = re.match(r"^(\S[^ ]*(?: [^ ]+)*? {2,})\S", line)
         indent = " " * (len(label.group(1)) if label and len(label.group(1)) < 40 else 2)
-        out += textwrap.wrap(line, width, subsequent_indent=indent, break_long_words=False,
-                             break_on_hyphens=False) or [line]
+        glued = _UNIT.sub("\\1\xa0\\2", line)  # never a number without its unit
+        out += [part.replace("\xa0", " ") for part in
+                textwrap.wrap(glued, width, subsequent_indent=indent, break_long_words=False,
+                              break_on_hyphens=False)] or [line]
     return "\n".join(out)
+
+
+_UNIT = __import__("re").compile(r"(\d) (us|ms|s|B|KB|MB|MHz|%|windows|cycles|instructions|"
+                                 r"steps?|points)\b")
 
 
 # -- numeric options ---------------------------------------------------------------------------
@@ -291,7 +298,8 @@ def _add_demo(subparsers) -> None:
                         help="board to export for and emulate (default: %(default)s); "
                         "'none' skips the export")
     parser.add_argument("--max-test", type=_POSITIVE, default=None,
-                        help="emulate only this many test windows (default: all)")
+                        help="emulate only this many test windows, drawn across the classes "
+                        "(seeded by --seed; default: all)")
     parser.add_argument("--c-target", default="uno",
                         help="board to export standalone integer C for (default: %(default)s); "
                         "'none' skips it")
@@ -917,6 +925,9 @@ def quiet_libraries(verbose: bool = False) -> Iterator[None]:
                               encoding=getattr(saved_stream, "encoding", None) or "utf-8",
                               errors="backslashreplace")
         os.dup2(native.fileno(), 2)
+        own_crash_handler = real_stderr and not faulthandler.is_enabled()
+        if own_crash_handler:  # a crash in native code still shows its Python traceback
+            faulthandler.enable(file=sys.stderr)
         failed = False
         try:
             yield
@@ -928,6 +939,8 @@ def quiet_libraries(verbose: bool = False) -> Iterator[None]:
                 sys.stderr.flush()
                 sys.stderr = saved_stream
             os.dup2(saved_fd, 2)
+            if own_crash_handler:
+                faulthandler.disable()
             os.close(saved_fd)
             for name, level in levels.items():
                 logging.getLogger(name).setLevel(level)

@@ -334,7 +334,7 @@ def test_cli_convert_c_and_run(toy, tmp_path, capsys):
     assert (out / "arduino" / "toy_model" / "toy_model.ino").is_file()
     assert cli.main(["run", str(out), "--target", "host", "--data", str(data)]) == 0
     text = capsys.readouterr().out
-    assert "sequences        16 of 12 steps" in text and "accuracy" in text
+    assert "windows          16 of 12 steps" in text and "accuracy" in text
     _toolchain("avr")
     assert cli.main(["run", str(out), "--target", "uno", "--data", str(data),
                      "--limit", "2"]) == 0

@@ -322,3 +322,16 @@ def test_emulated_targets_sample_across_the_classes(tmp_path):
     assert line.startswith("per class ") and max(map(len, line.splitlines())) <= 100
     assert {f"{c} {n}" for c, n in zip("ABCDEF", counts) if n} == {
         part.strip() for part in line[len("per class"):].replace("\n", " ").split(",")}
+
+
+def test_the_package_loads_its_names_on_first_use():
+    """``import keras_rnnedge`` is light; its public names are the same objects as before."""
+    import keras_rnnedge
+    import keras_rnnedge.summary as summary_module  # noqa: F401  (binds the submodule)
+    from keras_rnnedge.cells import FastGRNNCell
+
+    assert keras_rnnedge.summary is summary
+    assert keras_rnnedge.FastGRNNCell is FastGRNNCell and keras_rnnedge.keras is keras
+    assert set(keras_rnnedge.__all__) <= set(dir(keras_rnnedge))
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        keras_rnnedge.nothing  # noqa: B018

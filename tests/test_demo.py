@@ -21,8 +21,9 @@ def test_demo_trains_exports_and_emulates(tmp_path, capsys):
     for expected in ("test accuracy", "model size", "Total", "exported", "int8 on TFLM",
                      "exported C", "C on the host", "bit-exact with the host build",
                      "cycles per step", ", ETA "):
-        assert expected in printed
-    assert max(map(len, printed.splitlines())) <= 100
+        assert expected in " ".join(printed.split())  # lines are wrapped at 100 columns
+    # 100 columns, except a path too long to wrap (pytest's temporary directory)
+    assert [ln for ln in printed.splitlines() if len(ln) > 100 and len(ln.split()) > 1] == []
     model = load_model(tmp_path / "fastgrnn_har6.keras")
     cell = model.get_layer("fastgrnn_rnn").cell
     # hard thresholding left exactly the target densities (s_W 0.2, s_U 0.3) in each factor
