@@ -34,7 +34,10 @@ from keras_rnnedge.optimize import HardThresholding
 from keras_rnnedge.progress import ProgressArg, check_progress, progress_bar
 from keras_rnnedge.summary import ModelSummary, summary
 
-__all__ = ["DemoResult", "build_fastgrnn_classifier", "run_demo"]
+__all__ = ["CLIPNORM", "DemoResult", "build_fastgrnn_classifier", "run_demo"]
+
+#: Global gradient-norm clipping of the demo's optimizer.
+CLIPNORM = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +81,7 @@ def build_fastgrnn_classifier(input_shape: tuple[int, int], num_classes: int, *,
 
 
 def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int = 30, num_classes: int = 6,
-             batch_size: int = 64, learning_rate: float = 0.01, max_train: int | None = None,
+             batch_size: int = 64, learning_rate: float = 0.005, max_train: int | None = None,
              seed: int = 0, log: Callable[[str], None] | None = None,
              verbose: int = 0, target: str | None = "nano33ble",
              max_test: int | None = None, c_target: str | None = "uno",
@@ -124,7 +127,10 @@ def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int = 30, num_classes
         f"{len(data.x_test)} test windows of {data.input_shape[0]} x {data.input_shape[1]}")
 
     model = build_fastgrnn_classifier(data.input_shape, data.num_classes)
-    model.compile(keras.optimizers.Adam(learning_rate),
+    # Adam at 0.01 without clipping diverged in the dense phase on this data (epoch 10: loss
+    # 0.14 -> 1.12, 64 % test accuracy at the end); 0.005 with the gradient norm clipped at 1
+    # trained to 91.8 % (same seed, same machine).
+    model.compile(keras.optimizers.Adam(learning_rate, clipnorm=CLIPNORM),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"], jit_compile=True)
     dense = epochs // 3
