@@ -1,7 +1,7 @@
 # The two commands of the README: `make demo` (the main job) and `make test` (the test suite).
 # Both create the virtual environment in .venv and install everything the project needs;
 # Both also install the Debian cross toolchains and emulators (arm-none-eabi-gcc, QEMU, avr-gcc,
-# simavr) when they are missing (as root; otherwise the script names the packages to install):
+# simavr) and clang with libFuzzer when they are missing (as root; otherwise the script names the packages to install):
 # `make test` needs them, `make demo` skips its emulated-Uno run without them.
 PYTHON ?= python3
 VENV ?= .venv
