@@ -9,6 +9,7 @@ environment change the package makes at import.
 from __future__ import annotations
 
 import os
+import sys
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
@@ -34,3 +35,11 @@ def import_t3f():
     import t3f
 
     return t3f
+
+
+# Whatever reaches TensorFlow through this package registers its cells (and their constraint)
+# with Keras, so that a model saved with them loads after any such import; a bare
+# ``import keras_rnnedge`` stays light (``rnnedge --help`` needs no TensorFlow).
+# (When the matrix families are being imported first, they import the cells at their end.)
+if "keras_rnnedge.matrices" not in sys.modules:
+    import keras_rnnedge.cells  # noqa: E402,F401  (registration, at the end: cells import this)

@@ -102,3 +102,8 @@ def factor_suffix() -> re.Pattern:
     stripping it gives the matrix's base name."""
     alternatives = [cls.suffix_pattern for cls in MATRIX_FAMILIES.values() if cls.suffix_pattern]
     return re.compile(r"_(" + "|".join(alternatives) + r")$")
+
+
+# The cells register themselves with Keras when TensorFlow is reached through the package
+# (keras_rnnedge._compat); on this import path that is here, once the families are defined.
+import keras_rnnedge.cells  # noqa: E402,F401
