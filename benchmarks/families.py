@@ -11,9 +11,10 @@ Thakker et al.), on our KWS-12 data and on HAR-6, in one run. For each task and 
   from the ``low_rank``, ``kronecker`` and ``tensor_train`` families,
 
 each compressed one to about :data:`RATIO` times fewer matrix parameters than the stock cell
-(same hidden size). The configurations come from the families' ``cost()``: the input matrix
-gets the closest configuration to its share, the recurrent matrix the closest to what is left
-of the whole budget (pruning: the matching fraction of non-zeros per matrix).
+(same hidden size). The configurations come from the families' ``cost()``: for Kronecker and
+TT the input matrix gets the closest configuration to its share, the recurrent matrix the
+closest to what is left of the whole budget; low rank takes one rank for both matrices, the
+total closest to the budget; pruning keeps the matching fraction of non-zeros per matrix.
 
 Every model trains with the same recipe (``train_quality``'s data protocol, Adam with cosine
 decay, early stopping on validation accuracy with the best weights restored; for pruning only
@@ -28,7 +29,7 @@ the ATmega328P (simavr, exact cycles) and the Cortex-M4 (QEMU, executed instruct
 Writes ``benchmarks/results/families.json`` and the ``families`` section of
 ``docs/benchmarks.md``. Run from the repository root::
 
-    python benchmarks/families.py --data-dir ../shared/data           # about 40 min on 2 cores
+    python benchmarks/families.py --data-dir ../shared/data           # about 26 min on 2 cores
     python benchmarks/families.py --quick --data-dir ../shared/data   # smoke test, no files
 """
 
@@ -69,6 +70,7 @@ from keras_rnnedge.converters import convert_c  # noqa: E402
 from keras_rnnedge.matrices import Dense, Kronecker, LowRank, TensorTrain  # noqa: E402
 from keras_rnnedge.matrices.base import divisor_splits  # noqa: E402
 from keras_rnnedge.micro_targets.crun import run_c  # noqa: E402
+from keras_rnnedge.micro_targets.harness import CompileError  # noqa: E402
 from keras_rnnedge.optimize import (  # noqa: E402
     UpdatePruningStep,
     prune_low_magnitude,
@@ -80,8 +82,8 @@ NAME = "families"
 RESULTS = REPO / "benchmarks" / "results" / f"{NAME}.json"
 TASK_ORDER = ("kws12", "har6")
 HIDDEN = {"kws12": 100, "har6": 80}  # train_quality's larger stock size (= FastGRNN's)
-EPOCHS = {"kws12": 30, "har6": 12}
-PATIENCE = {"kws12": 10, "har6": 5}
+EPOCHS = {"kws12": 30, "har6": 10}
+PATIENCE = {"kws12": 10, "har6": 4}
 RATIO = 15.0  # matrix parameters of the stock cell / of the compressed cell
 BASES = ("lstm", "gru")
 GATES = {"lstm": 4, "gru": 3}
@@ -92,7 +94,8 @@ TT_CORES = 3
 TT_MAX_RANK = 32
 MAX_GAP_POINTS = 1.5
 DEVICE_TASK, DEVICE_BASE = "har6", "lstm"
-DEVICE_STEPS = 16  # steps of the one window timed on the emulated boards
+DEVICE_STEPS = 4  # steps of the one window timed on the emulated boards (simavr is slow)
+DEVICE_TIMEOUT = 300  # seconds per build and per emulator run
 PRUNE_BEGIN, PRUNE_END = 1 / 6, 2 / 3  # of the epoch budget: dense, pruning ramp, fine-tuning
 
 # Survey "RNNs for Edge Intelligence", Table 8 (Thakker et al., Google Speech Commands).
@@ -115,11 +118,6 @@ def _closest(candidates, target: float):
     """The (key, structure, params) whose params are nearest ``target`` in ratio; ties go to
     the first (callers order candidates by preference)."""
     return min(candidates, key=lambda c: abs(math.log(c[2] / target)))
-
-
-def _low_rank(rows: int, cols: int, target: float):
-    return _closest([(r, LowRank(r), LowRank(r).cost(rows, cols).params)
-                     for r in range(1, min(rows, cols) + 1)], target)
 
 
 def _kronecker(rows: int, cols: int, target: float):
@@ -147,14 +145,15 @@ def _tensor_train(rows: int, cols: int, target: float):
     return _closest(cands, target)
 
 
-CHOOSERS = {"low_rank": _low_rank, "kronecker": _kronecker, "tensor_train": _tensor_train}
+CHOOSERS = {"kronecker": _kronecker, "tensor_train": _tensor_train}
 
 
 def matched_config(family: str, features: int, units: int, gates: int) -> dict:
     """Structures (or pruning targets) giving about 1/RATIO of the stock matrix parameters.
 
-    The input matrix takes the configuration closest to its own share; the recurrent matrix
-    the one closest to the rest of the whole budget, so the total lands near 1/RATIO."""
+    Kronecker and TT: the input matrix takes the configuration closest to its own share, the
+    recurrent matrix the one closest to the rest of the whole budget, so the total lands near
+    1/RATIO. Low rank: one rank for both, the total closest to the budget."""
     shapes = {"kernel": (features, gates * units), "recurrent_kernel": (units, gates * units)}
     dense = {k: Dense().cost(*s).params for k, s in shapes.items()}
     budget = sum(dense.values()) / RATIO
@@ -163,6 +162,15 @@ def matched_config(family: str, features: int, units: int, gates: int) -> dict:
     if family == "pruning":
         keep = {k: max(1, round(v / RATIO)) for k, v in dense.items()}
         return {"sparsity": {k: 1.0 - keep[k] / dense[k] for k in dense}, "params": keep,
+                "budget": budget}
+    if family == "low_rank":
+        # One rank for both matrices (EdgeML's LR-LSTM/LR-GRU): the input matrix's own share
+        # would be rank 1 (a one-dimensional bottleneck on the input).
+        shape_list = list(shapes.values())
+        _, r, _ = _closest([(r, r, sum(LowRank(r).cost(*s).params for s in shape_list))
+                            for r in range(1, min(min(s) for s in shape_list) + 1)], budget)
+        return {"structures": {"kernel": LowRank(r), "recurrent_kernel": LowRank(r)},
+                "params": {k: LowRank(r).cost(*s).params for k, s in shapes.items()},
                 "budget": budget}
     choose = CHOOSERS[family]
     _, k_struct, k_params = choose(*shapes["kernel"], dense["kernel"] / RATIO)
@@ -309,10 +317,14 @@ def device_costs(conv, window: np.ndarray, _host_scores) -> dict:
     out = {}
     for target in ("uno", "cortex-m4"):
         try:
-            r = run_c(conv, window, target=target, progress=False, timeout=1800)
+            r = run_c(conv, window, target=target, progress=False, timeout=DEVICE_TIMEOUT)
         except ValueError as exc:  # the model does not fit the board with a test window
             out[target] = {"fits": False, "error": str(exc)}
             print(f"    {target}: {exc}", flush=True)
+            continue
+        except CompileError as exc:  # the program failed to build or run: reported as is
+            out[target] = {"fits": True, "failed": True, "error": str(exc)[:2000]}
+            print(f"    {target}: FAILED: {str(exc)[:300]}", flush=True)
             continue
         out[target] = {"fits": True, "per_step": r.per_step, "unit": r.unit,
                        "flash_bytes": r.flash_bytes, "ram_bytes": r.ram_bytes,
@@ -360,7 +372,7 @@ def evaluate_targets(rows: list[dict]) -> list[dict]:
                       f"(int8 C accuracy) at >= {RATIO:g}x smaller int8 recurrent matrices",
             "passed": gap <= MAX_GAP_POINTS and ok_size,
             "text": f"best {FAMILY_TITLES[best['family']]} {100 * best['int8_accuracy']:.2f} % vs "
-                    f"stock {100 * stock['int8_accuracy']:.2f} % ({gap:+.2f} points behind), "
+                    f"stock {100 * stock['int8_accuracy']:.2f} % ({-gap:+.2f} points), "
                     f"matrices {best['memory_savings_matrices']:.1f}x smaller "
                     f"({stock['c_matrix_bytes']:,} B -> {best['c_matrix_bytes']:,} B)"})
         whole = max(structured, key=lambda r: r["memory_savings_c"])
@@ -387,6 +399,15 @@ def evaluate_targets(rows: list[dict]) -> list[dict]:
     return targets
 
 
+def _device_cell(d: dict, text: str, columns: int) -> str:
+    pad = " | " * (columns - 1)
+    if not d["fits"]:
+        return "does not fit (32 KB flash)" + pad
+    if d.get("failed"):
+        return "**run failed** (see below)" + pad
+    return text + ("" if d["equals_host"] else " (scores differ from the host C)")
+
+
 def section(r: dict) -> str:
     quick = (" (**--quick smoke test: tiny subsets, 2 epochs; numbers are meaningless**)"
              if r["quick"] else "")
@@ -398,12 +419,16 @@ def section(r: dict) -> str:
         "after Thakker et al.) on our data: the stock LSTM and GRU, and each compressed to "
         f"about {RATIO:g}x fewer matrix parameters than the stock cell at the same hidden size "
         "by magnitude pruning (stock layer, `prune_low_magnitude` with per-weight targets, "
-        "polynomial ramp over the first two thirds of the epochs after a dense sixth, then "
-        "`strip_pruning`), low rank, Kronecker (two factors) and tensor train (three cores) "
+        "dense for the first sixth of the epochs, then a polynomial ramp to the target until "
+        "two thirds, then fine-tuning; `strip_pruning`), low rank, Kronecker (two factors) "
+        "and tensor train (three cores) "
         "(`LowRankLSTMCell` / `LowRankGRUCell` with `kernel_structure` / "
-        "`recurrent_structure`). Configurations from the families' `cost()`: the input matrix "
-        "takes the one closest to its share, the recurrent matrix the one closest to the rest "
-        f"of the budget (1/{RATIO:g} of the stock matrix parameters). Same recipe for every "
+        "`recurrent_structure`). Configurations from the families' `cost()`, against a budget "
+        f"of 1/{RATIO:g} of the stock matrix parameters: Kronecker and TT give the input "
+        "matrix the configuration closest to its share and the recurrent matrix the one "
+        "closest to the rest of the budget; low rank takes one rank for both matrices (the "
+        "input matrix's own share would be rank 1), the total closest to the budget; pruning "
+        "keeps 1/15 of each matrix. Same recipe for every "
         "model: `train_quality`'s data protocol (10 % stratified validation split, "
         "standardised inputs), Adam with cosine decay from the task's stock learning rate, "
         "early stopping on validation accuracy with the best weights restored (pruning: only "
@@ -462,15 +487,19 @@ def section(r: dict) -> str:
         for x in dev:
             uno, m4 = x["devices"]["uno"], x["devices"]["cortex-m4"]
             macs = x["c_macs"]["nonzero"] if x["family"] == "pruning" else x["macs_per_step"]
-            uno_text = (f"{uno['per_step']:,.0f} | {uno['per_step'] / 16e3:.2f} | "
-                        f"{uno['flash_bytes']:,}" if uno["fits"] else
-                        "does not fit (32 KB flash) | | ")
-            if uno.get("fits") and not uno["equals_host"]:
-                uno_text += " (scores differ from the host C)"
-            m4_text = (f"{m4['per_step']:,.0f} | {m4['per_step'] / macs:.2f}" if m4["fits"]
-                       else "does not fit | ")
+            uno_text = _device_cell(uno, f"{uno.get('per_step', 0):,.0f} | "
+                                    f"{uno.get('per_step', 0) / 16e3:.2f} | "
+                                    f"{uno.get('flash_bytes') or 0:,}", 3)
+            m4_text = _device_cell(m4, f"{m4.get('per_step', 0):,.0f} | "
+                                   f"{m4.get('per_step', 0) / macs:.2f}", 2)
             lines.append(f"| {FAMILY_TITLES[x['family']]} | {macs:,} | {uno_text} | "
                          f"{m4_text} |")
+        failed = [(x, t, d) for x in dev for t, d in x["devices"].items() if d.get("failed")]
+        if failed:
+            lines.append("")
+        for x, t, d in failed:
+            lines.append(f"Failed run, {FAMILY_TITLES[x['family']]} on {t}: "
+                         f"`{d['error'].splitlines()[0]}`")
         lines.append("")
     lines += [
         "### The survey's rows (Table 8, Thakker et al., Google Speech Commands), for "

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
 import tempfile
 from collections.abc import Mapping
@@ -57,6 +58,19 @@ _BATCH_BYTES = {"cortex_m4": 256 * 1024, "avr": 12 * 1024}
 _AVR_FLASH = 32 * 1024 - 512
 _AVR_PROGRAM_BYTES = 5 * 1024
 _CLOCK_HZ = {"avr": 16_000_000}
+#: ATmega328P RAM, and what the test program needs beside the model (stdio buffers, counters,
+#: main's frame and return addresses; measured static RAM of the harness about 225 B).
+_AVR_RAM = 2048
+_AVR_PROGRAM_RAM = 512
+
+
+def _state_bytes(header: str) -> int:
+    """Bytes of ``<id>_state_t`` as the generated header declares it (int16 or float arrays)."""
+    found = re.search(r"typedef struct \{(.*?)\}\s*\w+_state_t;", header, re.S)
+    if found is None:
+        return 0
+    return sum((2 if ctype == "int16_t" else 4) * int(n)
+               for ctype, n in re.findall(r"(int16_t|float)\s+\w+\[(\d+)\]", found.group(1)))
 
 
 def run_target(target: str) -> str:
@@ -289,7 +303,18 @@ def run_c(converted: Any, x_q, *, target: str,
     window_bytes = t * f * (4 if is_float else 2)
     budget = _BATCH_BYTES[harness]
     if harness == "avr":
-        model = measure_c(files, ident, "avr").flash_bytes
+        size = measure_c(files, ident, "avr")
+        state = _state_bytes(files.get(f"{ident}.h", ""))
+        ram = size.static_ram_bytes + size.step_stack_bytes + state
+        if ram > _AVR_RAM - _AVR_PROGRAM_RAM:
+            raise ValueError(
+                f"The model needs {ram:,} B of RAM on the ATmega328P (state {state:,} B + the "
+                f"step's stack {size.step_stack_bytes:,} B + static {size.static_ram_bytes:,} B); "
+                f"with about {_AVR_PROGRAM_RAM:,} B for the test program the Uno's {_AVR_RAM:,} B "
+                "would overflow (the stack would run into the data: wrong results or a hang). "
+                "Run on the host or cortex-m4, or shrink the model (convert_c(..., "
+                "target='uno') checks the same fit).")
+        model = size.flash_bytes
         budget = min(budget, _AVR_FLASH - _AVR_PROGRAM_BYTES - model)
         if budget < window_bytes:
             raise ValueError(

@@ -527,3 +527,29 @@ def test_emulate_refuses_nan_and_other_lengths_of_an_unrolled_model(dirs):
         emulate(converted, x)
     step = load_result(dirs["step"])  # a step model runs any length
     assert emulate(step, windows(1, 9), runtime="litert").outputs.shape == (1, 2)
+
+
+@pytest.mark.toolchain
+def test_run_c_refuses_a_step_that_overflows_the_uno_ram():
+    """A tensor-train LSTM whose step keeps 4-5 KB of intermediates on the stack: convert_c
+    refuses it for the Uno, and run_c on the emulated Uno (which would hang or compute garbage
+    once the stack runs into the data) refuses it too, before building."""
+    from tests.test_targets_emulated import _toolchain
+
+    _toolchain("avr")
+    from keras_rnnedge.cells import LowRankLSTMCell
+    from keras_rnnedge.micro_targets.crun import _state_bytes
+
+    tt = {"family": "tensor_train", "ranks": 9, "in_modes": [5, 2, 8], "out_modes": [10, 4, 8]}
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4, 9)),
+                              keras.layers.RNN(LowRankLSTMCell(80, recurrent_structure=tt)),
+                              keras.layers.Dense(3)])
+    x = np.random.default_rng(0).normal(size=(8, 4, 9)).astype("float32")
+    im = quantize_model(model, x)
+    files = generate_c(im, "big_tt")
+    assert _state_bytes(files["big_tt.h"]) == 2 * 2 * 80  # h and c, int16
+    sources = CModelSources("big_tt", files, 9, 3, "int")
+    with pytest.raises(ValueError, match=r"needs [\d,]+ B of RAM on the ATmega328P .*step's "
+                                         r"stack [\d,]+ B.*Run on the host or cortex-m4"):
+        run_c(sources, im.quantize_input(x[:1]), target="uno")
