@@ -426,11 +426,6 @@ class ModelSummary:
 # -- analysis --------------------------------------------------------------------------------
 
 
-def _is_quantize_layer(layer) -> bool:
-    """tfmot's input ``QuantizeLayer``: its variables are quantizer ranges, not parameters."""
-    return is_quantize_input(layer)
-
-
 def _unwrap(layer) -> tuple[list, Any]:
     """Strip tfmot (and ``TimeDistributed``) wrappers: ``(wrappers outermost first, core)``.
 
@@ -593,7 +588,7 @@ def _real_variables(layer, wrappers, core) -> tuple[list, set[int]]:
     which drops them from that layer's ``weights``; the wrapper keeps them in ``_weight_vars``
     next to its quantizer variables, which are not parameters.
     """
-    if _is_quantize_layer(core):
+    if is_quantize_input(core):
         return [], set()
     quantized = {
         id(w): w for wrapper in wrappers for w, *_quantizer in getattr(wrapper, "_weight_vars", ())
@@ -646,7 +641,7 @@ def _layer_record(name: str, layer) -> LayerRecord:
         macs_per_inference = (
             None if macs_per_step is None or steps is None else (macs_per_step * steps)
         )
-    elif not tensors or isinstance(core, _NO_MATMUL_LAYERS) or _is_quantize_layer(core):
+    elif not tensors or isinstance(core, _NO_MATMUL_LAYERS) or is_quantize_input(core):
         macs_per_inference = 0
     elif isinstance(core, keras.layers.Dense):
         positions = _positions(_shape(layer, "input_shape"))

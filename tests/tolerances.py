@@ -52,3 +52,15 @@ CALIBRATED_MAX_DROP_POINTS = 1.0
 # and 13-27 s under load. 8 s leaves room for a loaded machine while still failing if help
 # imports TensorFlow on an idle one (the sys.modules test catches that on any machine).
 HELP_SECONDS = 8.0
+
+# A structured product (Kronecker, tensor train) in float32 against x @ W with W folded in
+# float64: each output sums up to a few dozen float32 products of 2-3 standard-normal factors
+# (magnitudes up to ~30), so float32 rounding (1.2e-7 relative) accumulates to ~1e-5..1e-4.
+STRUCTURED_PRODUCT_ATOL = 2e-4
+# The same product under XLA against eager: reassociated float32 sums of those magnitudes.
+STRUCTURED_JIT_ATOL = 1e-4
+# A matrix of a family refitted with the family's from_dense (SVD based, float64): exact up to
+# float64 rounding, which grows with the matrix's size and magnitude.
+FOLD_ROUNDTRIP_EPS = 1e-8
+# The stages (float64) against x @ W folded in float64: float64 reassociation only.
+STAGES_ATOL = 1e-9

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 from keras_rnnedge._compat import keras, np, register, tf, tfmot
 from keras_rnnedge.matrices import LowRank, MatrixCost, MatrixStructure, get_structure
-from keras_rnnedge.matrices.base import fresh as _fresh
+from keras_rnnedge.matrices.base import fresh  # noqa: F401  (the cells take it from here)
 
 __all__ = [
     "ACTIVATIONS",
@@ -272,11 +272,6 @@ class CompressedCell(keras.layers.Layer, tfmot.sparsity.keras.PrunableLayer):
 
     def get_config(self):
         return {**super().get_config(), "units": self.units}
-
-
-def fresh(initializer):
-    """A new instance of ``initializer``: Keras warns when one unseeded instance is reused."""
-    return _fresh(initializer)
 
 
 def matrix_structure(rank, rank_argument: str, structure, structure_argument: str,
