@@ -180,7 +180,7 @@ def random_fuzz_model(seed: int, name: str | None = None, *, tries: int = 20
                                  + (", progmem" if progmem else "")])
         fm = FuzzModel(name=name, c_sources=sources, features=im.features,
                        num_outputs=im.num_outputs, state_sizes=tuple(im.state_sizes),
-                       cell_sizes=tuple(im.cell_sizes), oracle=im,
+                       state_layout=tuple(im.state_layout), oracle=im,
                        reference=(f"{name}_ref", reference), description=description)
         return fm, options
     raise RuntimeError(f"quantize_model refused {tries} draws of seed {seed}: {refused[-3:]}")

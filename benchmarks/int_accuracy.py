@@ -174,7 +174,7 @@ def c_record(task, model, representative, x_test, y_test, float_pred, bits: int,
         "oracle_seconds": round(oracle_seconds, 2),
         "host_c_seconds": c_seconds,
         "weight_bytes": im.weight_bytes(),
-        "state_shift": [layer.state_shift for layer in im.recurrent],
+        "state_shift": [im.frac_bits - layer.formats["h"] for layer in im.recurrent],
         "input_estimators": list(im.input_estimators),
         "approximations": list(im.approximations),
     }

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from keras_rnnedge._compat import keras, np
+from keras_rnnedge.cells.step import step_of
 from keras_rnnedge.converters.carray import c_identifier
 from keras_rnnedge.converters.cgen import generate_c
 from keras_rnnedge.converters.cgen_float import generate_float_c
@@ -139,7 +140,8 @@ class CModelInfo:
         state_bytes: the state struct.
         input_offset, input_scale: the integer build's input quantization (``None``: float).
         approximations: activations the integer build approximates.
-        state_scales: layers whose stored state is ``h / 2**s`` (``"layer: h / 2^s"``).
+        state_scales: state vectors stored in a format other than ``Q`` (``"layer/h: Q13"``:
+            their values may exceed 1; the format was calibrated).
     """
 
     features: int
@@ -156,19 +158,20 @@ class CModelInfo:
     def of_int_model(cls, im: IntModel) -> CModelInfo:
         return cls(features=im.features, num_outputs=im.num_outputs, frac_bits=im.frac_bits,
                    weight_bytes=im.weight_bytes(),
-                   state_bytes=2 * (sum(im.state_sizes) + sum(im.cell_sizes)),
+                   state_bytes=2 * im.state_elements,
                    input_offset=np.asarray(im.input_offset, np.float32),
                    input_scale=np.asarray(im.input_scale, np.float32),
                    approximations=tuple(im.approximations),
-                   state_scales=tuple(f"{layer.name}: h / 2^{layer.state_shift}"
+                   state_scales=tuple(f"{layer.name}/{name}: Q{frac}"
                                       for layer in im.recurrent
-                                      if getattr(layer, "state_shift", 0)))
+                                      for name, frac in layer.formats.items()
+                                      if frac != im.frac_bits))
 
     @classmethod
     def of_float_model(cls, model: keras.Model) -> CModelInfo:
         plan = plan_model(model)
-        state = sum(int(layer.cell.units) * (2 if "LSTM" in type(layer.cell).__name__ else 1)
-                    for layer in plan.recurrent)
+        state = sum(v.size for layer in plan.recurrent
+                    for v in step_of(layer.cell).state(layer.cell))
         return cls(features=plan.features, num_outputs=plan.num_outputs, frac_bits=None,
                    weight_bytes=4 * int(model.count_params()), state_bytes=4 * state)
 
@@ -303,8 +306,7 @@ class CConversionResult:
             if self.quality.cause:
                 lines.append(f"likely cause   {self.quality.cause}")
         for scale in info.state_scales:
-            lines.append(f"state scale    {scale} (the state exceeds 1; stored in Q"
-                         f"{info.frac_bits} as shown)")
+            lines.append(f"state format   {scale} (calibrated: the values may exceed 1)")
         for a in info.approximations:
             lines.append(f"approximation  {a}")
         lines += ["", "files          " + ", ".join(sorted(self.files))]

@@ -48,9 +48,13 @@ import re
 
 import numpy as np
 
+from keras_rnnedge.cells.step import Node
 from keras_rnnedge.converters.carray import c_identifier, comment_text
 from keras_rnnedge.converters.intmodel import (
     HARD_SIGMOID_SLOPE,
+    INT16_MAX,
+    INT16_MIN,
+    INT32_MAX,
     INT32_MIN,
     TANH_LIMIT,
     TANH_STEP_BITS,
@@ -59,7 +63,9 @@ from keras_rnnedge.converters.intmodel import (
     IntMatrix,
     IntModel,
     IntRecurrent,
+    shift,
 )
+from keras_rnnedge.converters.schedule import schedule
 from keras_rnnedge.matrices import factor_suffix
 
 __all__ = ["generate_c"]
@@ -1134,145 +1140,224 @@ def _act(name: str, v: str, one: str) -> str:
     return v
 
 
-#: Activations with values in [0, ONE] (FastGRNN gates) and in [-ONE, ONE] (candidates).
-_GATES = ("sigmoid", "hard_sigmoid", "quantized_sigmoid")
-_BOUNDED = _GATES + ("tanh", "quantized_tanh", "saturating_relu")
+
+
+def _bounds(layer: IntRecurrent) -> dict[int, tuple[int, int]]:
+    """The range of every node's integer value in ``layer``'s step (interval arithmetic on the
+    oracle's operations): where it proves that a ``sat32`` cannot act, or that a product fits
+    ``int32``, the C code skips the saturation or the 64-bit product (the same integers)."""
+    fr, n = layer.node_fracs, layer.units
+    out: dict[int, tuple[int, int]] = {}
+    i16 = (INT16_MIN, INT16_MAX)
+
+    def clip32(lo, hi):
+        return max(lo, INT32_MIN), min(hi, INT32_MAX)
+
+    for node in layer.graph.nodes:
+        a = [out[arg.index] for arg in node.args]
+        op = node.op
+        if op in ("input", "state", "vector", "sat16"):
+            v = i16 if op != "sat16" else (max(a[0][0], INT16_MIN), min(a[0][1], INT16_MAX))
+        elif op == "product":
+            v = (INT32_MIN, INT32_MAX)
+        elif op == "bias":
+            values = layer.biases[node.key][node.gate * n:(node.gate + 1) * n]
+            v = (int(values.min()), int(values.max())) if values.size else (0, 0)
+        elif op == "scalar":
+            v = (layer.scalars[node.key],) * 2
+        elif op == "one":
+            v = (1 << layer.frac,) * 2
+        elif op == "add":
+            v = clip32(a[0][0] + a[1][0], a[0][1] + a[1][1])
+        elif op == "sub":
+            v = clip32(a[0][0] - a[1][1], a[0][1] - a[1][0])
+        elif op == "mul":
+            s = fr[node.args[0].index] + fr[node.args[1].index] - fr[node.index]
+            corners = [int(shift(x * y, s)) for x in a[0] for y in a[1]]
+            v = clip32(min(corners), max(corners))
+        elif op == "act":
+            one = 1 << fr[node.index]
+            name = layer.act_name(node)
+            if name in ("sigmoid", "hard_sigmoid", "quantized_sigmoid", "saturating_relu"):
+                v = (0, one)
+            elif name in ("tanh", "quantized_tanh"):
+                v = (-one, one)
+            elif name == "relu":
+                v = (max(0, a[0][0]), max(0, a[0][1]))
+            else:
+                v = a[0]
+        else:  # rescale
+            s = fr[node.args[0].index] - fr[node.index]
+            v = clip32(int(shift(a[0][0], s)), int(shift(a[0][1], s)))
+        out[node.index] = v
+    return out
+
+
+def _fits32(lo: int, hi: int) -> bool:
+    return INT32_MIN <= lo and hi <= INT32_MAX
 
 
 def _layer_step(em: _Emitter, layer: IntRecurrent, n: int, x: str, q: int) -> list[str]:
-    """The block of ``<id>_step`` updating layer ``n``'s state from input ``x``.
+    """The block of ``<id>_step`` updating layer ``n``'s state from input ``x``: its declared
+    step (:mod:`keras_rnnedge.cells.step`), expression for expression the oracle's
+    (:meth:`IntRecurrent.step`).
 
     One loop over the units computes, per unit ``i``, the rows of every gate (dot products of
-    the stored rows, or of the second factor's rows with the int16 rank-``r`` intermediates,
-    computed first), its activations and its new state: no int32 vector is kept. The new ``h``
-    is written in place when nothing reads ``h[j]``, ``j != i``, after unit ``j`` is updated
-    (a factored ``U``, whose intermediate is computed from ``h`` before the loop; the second
-    loop of a GRU with ``reset_after=False``, which reads ``rh``); otherwise into an int16
-    buffer copied to ``h`` at the end. Every expression is the oracle's, row by row.
+    the stored rows, or of a structured matrix's last stage with the int16 intermediates
+    computed before the loop), the element-wise operations and the new state: no int32 vector
+    is kept unless a value crosses into a later loop (a ``vector`` node, GRU's ``r * h``, ends
+    a loop; see :mod:`~keras_rnnedge.converters.schedule`). The new state is written in place
+    unless a product of the last loop reads that state vector row by row (then into an int16
+    buffer copied at the end). Interval arithmetic over the integer values (:func:`_bounds`)
+    drops the saturations that cannot act and picks the product kernels: ``re_mulq15`` for a
+    ``[0, 2^15]`` times ``[-2^15, 2^15]`` product in Q15, the 16-bit multiplies where a factor
+    is an int16, a 64-bit product only where ``int32`` may overflow.
     """
-    h, cs, sym, H = f"state->h{n}", f"state->c{n}", f"l{n}", layer.units
-    one = _i32(1 << q)
-    sig, phi = layer.recurrent_activation, layer.activation
-    sf = layer.out_frac(q)
-    gru_before = layer.kind == "gru" and not layer.reset_after
-    decls, pre = [], []
-    d, lines, wsrc = _mid(em, layer.kernel, f"{sym}_kernel", x, layer.in_frac, "wm")
-    decls += d
-    pre += lines
-    d, lines, usrc = _mid(em, layer.recurrent, f"{sym}_recurrent", h, sf, "um")
-    decls += d
-    pre += lines
-    inplace = layer.recurrent.v is not None or gru_before
-    out = h if inplace else "hn"
-    if not inplace:
-        decls.append(f"int16_t hn[{H}];")
+    graph, fr, H, sym = layer.graph, layer.node_fracs, layer.units, f"l{n}"
+    bounds = _bounds(layer)
+    sched = schedule(graph, lambda matrix, src: len(layer.matrices[matrix].stages) == 1)
+    names, taken = {}, set()
+    for node in graph.nodes:
+        if node.index in sched.used and node.op not in ("input", "state", "bias", "scalar",
+                                                          "one", "product"):
+            name = node.name if node.name and node.name not in taken else f"t{node.index}"
+            taken.add(name)
+            names[node.index] = name
     bias = {name: em.array("int32_t", f"{sym}_{name}", values)
             for name, values in layer.biases.items()}
+    decls: list[str] = []
+    lines: list[str] = []
+    sources: dict[tuple, str] = {}  # (matrix, source index) -> what _row reads
 
-    def rows(g: int) -> str:
-        return "i" if g == 0 else f"{g * H} + i"
+    def symbol(matrix: str) -> str:
+        return f"{sym}_{'recurrent' if matrix == 'recurrent_kernel' else matrix}"
 
-    def W(g: int) -> str:
-        return _row(em, layer.kernel, f"{sym}_kernel", wsrc, rows(g), layer.in_frac, q)
+    def int16_typed(node: Node) -> bool:
+        return node.op in ("state", "vector") or (
+            node.op in ("scalar", "one") and INT16_MIN <= bounds[node.index][0]
+            and bounds[node.index][1] <= INT16_MAX)
 
-    def U(g: int, src: str = usrc) -> str:
-        return _row(em, layer.recurrent, f"{sym}_recurrent", src, rows(g), sf, q)
+    def vec(node: Node) -> str:
+        if node.op == "input":
+            return x
+        if node.op == "state":
+            return f"state->{node.key}{n}"
+        if node.op == "vector":
+            return names[node.index]
+        raise ValueError(f"Layer {layer.name!r}: a matrix product reads {node!r}; only the "
+                         "input, a state vector or a vector node can be read whole.")
 
-    def b(name: str, g: int = 0) -> str:
-        return f"RE_RD_I32(&{bias[name]}[{rows(g)}])"
+    def expr(node: Node) -> str:
+        op = node.op
+        if op == "vector" or node.index in sched.kept:
+            return f"{names[node.index]}[i]"
+        if node.index in names:
+            return names[node.index]
+        if op == "state":
+            return f"state->{node.key}{n}[i]"
+        if op == "product":
+            src = node.args[0]
+            row = "i" if node.gate == 0 else f"{node.gate * H} + i"
+            return _row(em, layer.matrices[node.key], symbol(node.key),
+                        sources[(node.key, src.index)], row, fr[src.index], q)
+        if op == "bias":
+            row = "i" if node.gate == 0 else f"{node.gate * H} + i"
+            return f"RE_RD_I32(&{bias[node.key]}[{row}])"
+        if op in ("scalar", "one"):
+            return _i32(bounds[node.index][0])
+        raise ValueError(f"Layer {layer.name!r}: {node!r} cannot be read per unit.")
 
-    def update(z: str, c: str) -> str:  # GRU: sat16(sat32(rshift(z h) + rshift((ONE - z) c)))
-        return (f"    {out}[i] = re_sat16(re_sat_add32({_mulsh(z, f'{h}[i]', q, True)}, "
-                f"{_mulsh(f'{one} - {z}', c, q)}));")
+    def value(node: Node) -> str:
+        op, args = node.op, node.args
+        a = [expr(arg) for arg in args]
+        if op in ("add", "sub"):
+            (alo, ahi), (blo, bhi) = bounds[args[0].index], bounds[args[1].index]
+            lo, hi = (alo + blo, ahi + bhi) if op == "add" else (alo - bhi, ahi - blo)
+            sign = "+" if op == "add" else "-"
+            if _fits32(lo, hi):
+                return f"(int32_t){a[0]} {sign} {a[1]}"
+            if op == "sub":
+                if blo == INT32_MIN:
+                    raise ValueError(f"Layer {layer.name!r}: {node!r} may negate INT32_MIN.")
+                return f"re_sat_add32({a[0]}, -{a[1]})"
+            return f"re_sat_add32({a[0]}, {a[1]})"
+        if op == "mul":
+            s = fr[args[0].index] + fr[args[1].index] - fr[node.index]
+            ba, bb = bounds[args[0].index], bounds[args[1].index]
+            peak = max(abs(u) * abs(v) for u in ba for v in bb)
+            for (p, pb), (o, ob) in (((0, ba), (1, bb)), ((1, bb), (0, ba))):
+                if (s == 15 and 0 <= pb[0] and pb[1] <= 1 << 15 and -(1 << 15) <= ob[0]
+                        and ob[1] <= 1 << 15):
+                    return f"re_mulq15((uint16_t){_paren(a[p])}, {a[o]})"
+            if peak <= INT32_MAX:
+                if int16_typed(args[1]):
+                    return _mulsh(a[0], a[1], s, True)
+                if int16_typed(args[0]):
+                    return _mulsh(a[1], a[0], s, True)
+                return _mulsh(a[0], a[1], s)
+            if not 0 < s < 32:
+                raise ValueError(f"Layer {layer.name!r}: {node!r} needs a 64-bit product "
+                                 f"shifted by {s}; the runtime shifts by 1..31.")
+            return f"re_mul_rshift64({a[0]}, {a[1]}, {s})"
+        if op == "act":
+            return _act(layer.act_name(node), a[0], _i32(1 << fr[node.index]))
+        if op == "rescale":
+            return _shift(a[0], fr[args[0].index] - fr[node.index])
+        # sat16, vector
+        lo, hi = bounds[args[0].index]
+        return a[0] if INT16_MIN <= lo and hi <= INT16_MAX else f"re_sat16({a[0]})"
 
-    loop = [f"for (i = 0; i < {H}; ++i) {{"]
-    if layer.kind == "fastgrnn":
-        zeta, nu = layer.scalars["zeta"], layer.scalars["nu"]
-        gate = _act(sig, f"re_sat_add32(a, {b('gate_bias')})", one)
-        cand = _act(phi, f"re_sat_add32(a, {b('update_bias')})", one)
-        k_c, nu_c = _mulsh("k", "c", q), _mulk(nu, "c", q)
-        if (q == 15 and sig in _GATES and phi in _BOUNDED and 0 <= zeta <= 1 << 15
-                and 0 <= nu <= 1 << 15):
-            # z in [0, ONE], c in [-ONE, ONE], so ONE - z, k = rshift(zeta (ONE - z), 15)
-            # (<= zeta), nu and z are in [0, 2^15] and every product is re_mulq15's; each
-            # rounded product is at most 2^15 in magnitude, so the three sums are below 2^17
-            # and both sat32 of the oracle are the identity: plain int32 additions.
-            loop += [
-                f"    const int32_t a = re_sat_add32({W(0)}, {U(0)});",
-                f"    const int32_t z = {gate};",
-                f"    const int32_t c = {cand};",
-                "    const int32_t k = re_mulq15((uint16_t)(32768u - (uint16_t)z), "
-                f"{_i32(zeta)});",
-                f"    {out}[i] = re_sat16(re_mulq15((uint16_t)k, c) + re_mulq15({int(nu)}u, c)"
-                f" + re_mulq15((uint16_t)z, {h}[i]));",
-                "}"]
+    for index in sorted(sched.kept):
+        decls.append(f"int32_t {names[index]}[{H}];")
+    for node in graph.nodes:
+        if node.op == "vector" and node.index in sched.used:
+            decls.append(f"int16_t {names[node.index]}[{H}];")
+    last = sched.phases - 1
+    out_name = {}
+    for vector in graph.state:
+        if sched.inplace[vector.name]:
+            out_name[vector.name] = f"state->{vector.name}{n}"
         else:
-            loop += [
-                f"    const int32_t a = re_sat_add32({W(0)}, {U(0)});",
-                f"    const int32_t z = {gate};",
-                f"    const int32_t c = {cand};",
-                f"    const int32_t k = {_mulk(zeta, f'{one} - z', q)};",
-                f"    const int32_t t = re_sat_add32({k_c}, {nu_c});",
-                f"    {out}[i] = re_sat16(re_sat_add32(t, {_mulsh('z', f'{h}[i]', q, True)}));",
-                "}"]
-    elif layer.kind == "fastrnn":
-        alpha, beta = layer.scalars["alpha"], layer.scalars["beta"]
-        cand = _act(phi, f"re_sat_add32(re_sat_add32({W(0)}, {U(0)}), {b('bias')})", one)
-        loop += [
-            f"    const int32_t c = {cand};",
-            f"    {out}[i] = re_sat16(re_sat_add32({_mulk(alpha, 'c', q)}, "
-            f"{_mulsh(_i32(beta), f'{h}[i]', q, True)}));",
-            "}"]
-    elif layer.kind == "simplernn":
-        value = _act(phi, f"re_sat_add32(re_sat_add32({W(0)}, {U(0)}), {b('bias')})", one)
-        loop += [f"    {out}[i] = re_sat16({_shift(value, q - sf)});", "}"]
-    elif layer.kind == "lstm":
-        cf = layer.cell_frac
+            out_name[vector.name] = f"{vector.name}n"
+            decls.append(f"int16_t {vector.name}n[{vector.size}];")
+    for p in range(sched.phases):
+        for k, (matrix, src) in enumerate(sched.sources[p]):
+            tmp = ("wm" if matrix == "kernel" else "um") + (f"{p}{k}" if p or k > 1 else "")
+            d, code, read = _mid(em, layer.matrices[matrix], symbol(matrix), vec(src),
+                                 fr[src.index], tmp)
+            decls += d
+            lines += code
+            sources[(matrix, src.index)] = read
+        body = []
+        for node in sched.nodes(graph, p):
+            if node.op == "vector":
+                body.append(f"{names[node.index]}[i] = {value(node)};")
+            elif node.index in sched.kept:
+                body.append(f"{names[node.index]}[i] = {value(node)};")
+            else:
+                body.append(f"const int32_t {names[node.index]} = {value(node)};")
+        if p == last:
+            for vector in graph.state:
+                out = graph.outputs[vector.name]
+                v = _shift(expr(out), fr[out.index] - layer.formats[vector.name])
+                lo, hi = bounds[out.index]
+                if fr[out.index] == layer.formats[vector.name] and INT16_MIN <= lo \
+                        and hi <= INT16_MAX:
+                    v = f"(int16_t){v}"
+                else:
+                    v = f"re_sat16({v})"
+                body.append(f"{out_name[vector.name]}[i] = {v};")
+        lines += [f"for (i = 0; i < {H}; ++i) {{", *("    " + s for s in body), "}"]
+    for vector in graph.state:
+        if not sched.inplace[vector.name]:
+            lines.append(f"for (i = 0; i < {vector.size}; ++i) state->{vector.name}{n}[i] = "
+                         f"{vector.name}n[i];")
+    head = f"/* layer {comment_text(layer.name)}: {layer.kind}, {layer.input_dim} -> {H} */"
+    return [head, "{"] + ["    " + s for s in decls + lines] + ["}"]
 
-        def gate(g: int, act: str) -> str:
-            return _act(act, f"re_sat_add32(re_sat_add32({W(g)}, {U(g)}), {b('bias', g)})", one)
 
-        tanh_c = _shift(_act(phi, "c", _i32(1 << cf)), cf - q)
-        loop += [
-            f"    const int32_t ig = {gate(0, sig)};",
-            f"    const int32_t fg = {gate(1, sig)};",
-            f"    const int32_t g = {gate(2, phi)};",
-            f"    const int32_t og = {gate(3, sig)};",
-            f"    const int32_t c = re_sat16(re_sat_add32({_mulsh('fg', f'{cs}[i]', q, True)}, "
-            f"{_mulsh('ig', 'g', 2 * q - cf)}));",
-            f"    {cs}[i] = (int16_t)c;",
-            f"    {out}[i] = re_sat16({_mulsh('og', tanh_c, q)});",
-            "}"]
-    elif layer.reset_after:
-        def pre_act(g: int) -> str:
-            return (f"re_sat_add32(re_sat_add32({W(g)}, {b('input_bias', g)}), "
-                    f"re_sat_add32({U(g)}, {b('recurrent_bias', g)}))")
-
-        c_pre = (f"re_sat_add32(re_sat_add32({W(2)}, {b('input_bias', 2)}), re_mul_rshift64(r, "
-                 f"re_sat_add32({U(2)}, {b('recurrent_bias', 2)}), {q}))")
-        loop += [f"    const int32_t z = {_act(sig, pre_act(0), one)};",
-                 f"    const int32_t r = {_act(sig, pre_act(1), one)};",
-                 f"    const int32_t c = {_act(phi, c_pre, one)};",
-                 update("z", "c"), "}"]
-    else:  # GRU, reset_after=False: z, r and rh = sat16(rshift(r h)) first, then U_h on rh
-        decls += [f"int32_t zs[{H}];", f"int16_t rh[{H}];"]
-
-        def pre_act(g: int) -> str:
-            return f"re_sat_add32(re_sat_add32({W(g)}, {b('bias', g)}), {U(g)})"
-
-        loop += [f"    const int32_t r = {_act(sig, pre_act(1), one)};",
-                 f"    zs[i] = {_act(sig, pre_act(0), one)};",
-                 f"    rh[i] = re_sat16({_mulsh('r', f'{h}[i]', q, True)});", "}"]
-        d, lines, rsrc = _mid(em, layer.recurrent, f"{sym}_recurrent", "rh", q, "um")
-        c_pre = f"re_sat_add32(re_sat_add32({W(2)}, {b('bias', 2)}), {U(2, rsrc)})"
-        loop += lines + [f"for (i = 0; i < {H}; ++i) {{",
-                         f"    const int32_t c = {_act(phi, c_pre, one)};",
-                         update("zs[i]", "c"), "}"]
-    if not inplace:
-        loop.append(f"for (i = 0; i < {H}; ++i) {h}[i] = hn[i];")
-    head = (f"/* layer {comment_text(layer.name)}: {layer.kind}"
-            f"{' (reset_after)' if layer.reset_after else ''}, {layer.input_dim} -> {H} */")
-    return [head, "{"] + ["    " + s for s in decls + pre + loop] + ["}"]
+def _paren(e: str) -> str:
+    return e if re.fullmatch(r"[\w\[\]+ >.-]*", e) and " " not in e else f"({e})"
 
 
 def generate_c(int_model: IntModel, name: str, *, progmem: bool = False,
@@ -1342,15 +1427,10 @@ def generate_c(int_model: IntModel, name: str, *, progmem: bool = False,
               " * Generated by keras_rnnedge.converters.cgen. Do not edit. */\n")
     fields = []
     for n, layer in enumerate(int_model.recurrent):
-        shift = layer.state_shift
-        if layer.kind in ("fastgrnn", "fastrnn") and shift:
-            fields.append(f"    int16_t h{n}[{layer.units}]; /* h / 2^{shift} in Q"
-                          f"{layer.out_frac(q)} (state_shift {shift}: |h| may exceed 1) */")
-        else:
-            fields.append(f"    int16_t h{n}[{layer.units}]; /* Q{layer.out_frac(q)} */")
-        if layer.kind == "lstm":
-            fields.append(f"    int16_t c{n}[{layer.units}]; /* LSTM cell state, "
-                          f"Q{layer.cell_frac} */")
+        for vector in layer.state:
+            doc = f"{vector.doc}, " if vector.doc else ""
+            fields.append(f"    int16_t {vector.name}{n}[{vector.size}]; /* {doc}"
+                          f"Q{layer.formats[vector.name]} */")
     state = "\n".join(fields)
     guard = f"{up}_H_"
     header = (
@@ -1358,7 +1438,7 @@ def generate_c(int_model: IntModel, name: str, *, progmem: bool = False,
         "#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n"
         f"#define {up}_NUM_FEATURES {feats}\n#define {up}_NUM_OUTPUTS {outs}\n"
         f"#define {up}_FRAC_BITS {q}\n\n"
-        "/* Recurrent state (int16), one vector h per recurrent layer (and c per LSTM). */\n"
+        "/* Recurrent state (int16): per recurrent layer n, its vectors <name>n (h first). */\n"
         f"typedef struct {{\n{state}\n}} {ident}_state_t;\n\n"
         f"void {ident}_reset({ident}_state_t *state);\n"
         f"/* One time step; x_q[i] = sat16(round((x[i] - offset[i]) * scale[i])). */\n"
@@ -1381,10 +1461,8 @@ def generate_c(int_model: IntModel, name: str, *, progmem: bool = False,
         + "\n"
         + "\n".join(em.arrays) + "\n"
         f"void {ident}_reset({ident}_state_t *state) {{\n    uint16_t i;\n"
-        + "".join(f"    for (i = 0; i < {layer.units}; ++i) state->h{n}[i] = 0;\n"
-                  + (f"    for (i = 0; i < {layer.units}; ++i) state->c{n}[i] = 0;\n"
-                     if layer.kind == "lstm" else "")
-                  for n, layer in enumerate(int_model.recurrent))
+        + "".join(f"    for (i = 0; i < {vector.size}; ++i) state->{vector.name}{n}[i] = 0;\n"
+                  for n, layer in enumerate(int_model.recurrent) for vector in layer.state)
         + "}\n\n"
         f"void {ident}_step({ident}_state_t *state, const int16_t x_q[{up}_NUM_FEATURES]) {{\n"
         "    uint16_t i;\n" + "".join(f"    {s}\n" for s in step) + "}\n\n"

@@ -23,22 +23,21 @@ from __future__ import annotations
 import numpy as np
 
 from keras_rnnedge._compat import keras
+from keras_rnnedge.cells.step import Node, step_of
 from keras_rnnedge.converters.carray import c_identifier, comment_text
 from keras_rnnedge.converters.cgen import _fit_runtime
 from keras_rnnedge.converters.intmodel import (
-    _KIND_ACTIVATIONS,
     _LAYER_TYPES,
     _act,
     _act_name,
     _dense_weights,
     _float_stages,
-    _layer_biases,
     _unsupported,
     _weights,
-    cell_kind,
     head_layers,
 )
 from keras_rnnedge.converters.lowering import plan_model, strip_wrappers
+from keras_rnnedge.converters.schedule import schedule
 from keras_rnnedge.summary import csr_bytes
 
 __all__ = ["generate_float_c"]
@@ -198,79 +197,116 @@ def _stages(em: _Emitter, w: dict, cell, base: str, lname: str, sym: str, x: str
     return decls, lines
 
 
-def _layer(em: _Emitter, layer, n: int, x: str) -> tuple[list[str], int, bool]:
+def _names(graph, sched) -> dict[int, str]:
+    """A C name for every used element-wise node (its declared name where unique)."""
+    names, taken = {}, set()
+    for node in graph.nodes:
+        if node.index in sched.used and node.op not in ("input", "state", "bias", "scalar",
+                                                          "one", "product"):
+            name = node.name if node.name and node.name not in taken else f"t{node.index}"
+            taken.add(name)
+            names[node.index] = name
+    return names
+
+
+def layer_float_step(em: _Emitter, layer, n: int, x: str) -> tuple[list[str], list[str]]:
+    """``(lines of <id>_step, state struct fields)`` of recurrent layer ``n`` reading ``x``:
+    its declared step (:mod:`keras_rnnedge.cells.step`) in float."""
     cell = layer.cell
-    kind = cell_kind(cell)
+    declared = step_of(cell)
+    graph = declared.graph(cell)
     w = _weights(cell)
-    H = int(cell.units)
-    reset_after = bool(getattr(cell, "reset_after", False)) if kind == "gru" else False
-    phi_ok, sig_ok = _KIND_ACTIVATIONS[kind]
-    phi = _act(layer, _act_name(cell.activation), phi_ok, "activation")
-    sig = (_act(layer, _act_name(cell.recurrent_activation), sig_ok, "recurrent_activation")
-           if sig_ok else None)
-    biases, _ = _layer_biases(kind, w, H, reset_after)
-    sym, h, cs = f"l{n}", f"state->h{n}", f"state->c{n}"
-    width = {"lstm": 4, "gru": 3}.get(kind, 1) * H
-    b = {k: em.array("float", f"{sym}_{k}", v, _f) for k, v in biases.items()}
+    H = graph.units
+    acts = {role: _act(layer, _act_name(getattr(cell, role)), allowed, role)
+            for role, allowed in declared.activations.items()}
+    biases = {k: em.array("float", f"l{n}_{k}", v, _f)
+              for k, (v, _) in declared.biases(cell, w).items()}
+    scalars = declared.scalars(cell, w)
+    sched = schedule(graph)
+    names = _names(graph, sched)
+    sym = f"l{n}"
+    decls, lines = [], []
+    arrays: dict[tuple, tuple[str, int]] = {}  # (matrix, source) -> (array, first row)
 
-    def P(name):  # noqa: N802 - an activation applied to an expression
-        return lambda e: _ACT[name].format(e)
+    def vec(node: Node) -> str:  # a whole vector: the input, a state vector, a vector node
+        if node.op == "input":
+            return x
+        if node.op == "state":
+            return f"state->{node.key}{n}"
+        if node.op == "vector":
+            return names[node.index]
+        raise ValueError(f"Layer {layer.name!r}: a matrix product reads {node!r}; only the "
+                         "input, a state vector or a vector node can be read whole.")
 
-    S, A = P(sig) if sig else None, P(phi)
-    rb = {k: f"RF_RD(&{v}[i])" for k, v in b.items()}  # bias k at unit i
-    decl = [f"float a[{width}];", f"float u[{width}];"]
-    s1, lines = _linear(em, w, "kernel", layer.name, sym, x, "a", cell=cell)
-    decl += s1
-    if kind == "gru" and not reset_after:
-        s2, zr = _linear(em, w, "recurrent_kernel", layer.name, sym, h, "u", (0, 2 * H), cell)
-        s3, hh = _linear(em, w, "recurrent_kernel", layer.name, sym, "rh", "u", (2 * H, 3 * H),
-                         cell)
-        decl += s2 + [f"float rh[{H}];"]
-        lines += [f"for (i = 0; i < {width}; ++i) a[i] += RF_RD(&{b['bias']}[i]);", *zr,
-                  f"for (i = 0; i < {H}; ++i) {{",
-                  f"    const float r = {S(f'a[{H} + i] + u[{H} + i]')};",
-                  f"    a[i] = {S('a[i] + u[i]')};",
-                  f"    rh[i] = r * {h}[i];", "}", *hh,
-                  f"for (i = 0; i < {H}; ++i) {{",
-                  f"    const float c = {A(f'a[{2 * H} + i] + u[i]')};",
-                  f"    {h}[i] = a[i] * {h}[i] + (1.0f - a[i]) * c;", "}"]
-        return ["{", *("    " + d for d in decl), *("    " + s for s in lines), "}"], H, False
-    s2, rec = _linear(em, w, "recurrent_kernel", layer.name, sym, h, "u", cell=cell)
-    decl += s2
-    lines += rec
-    if kind == "gru":
-        lines += [f"for (i = 0; i < {width}; ++i) {{ a[i] += RF_RD(&{b['input_bias']}[i]); "
-                  f"u[i] += RF_RD(&{b['recurrent_bias']}[i]); }}",
-                  f"for (i = 0; i < {H}; ++i) {{",
-                  f"    const float z = {S('a[i] + u[i]')};",
-                  f"    const float r = {S(f'a[{H} + i] + u[{H} + i]')};",
-                  f"    const float c = {A(f'a[{2 * H} + i] + r * u[{2 * H} + i]')};",
-                  f"    {h}[i] = z * {h}[i] + (1.0f - z) * c;", "}"]
-    elif kind == "fastgrnn":
-        zeta = 1.0 / (1.0 + np.exp(-float(w["zeta"][0])))
-        nu = 1.0 / (1.0 + np.exp(-float(w["nu"][0])))
-        lines += [f"for (i = 0; i < {H}; ++i) {{",
-                  "    const float s = a[i] + u[i];",
-                  f"    const float z = {S('s + ' + rb['gate_bias'])};",
-                  f"    const float c = {A('s + ' + rb['update_bias'])};",
-                  f"    {h}[i] = ({_f(zeta)} * (1.0f - z) + {_f(nu)}) * c + z * {h}[i];", "}"]
-    elif kind == "fastrnn":
-        alpha = 1.0 / (1.0 + np.exp(-float(w["alpha"][0])))
-        beta = 1.0 / (1.0 + np.exp(-float(w["beta"][0])))
-        lines += [f"for (i = 0; i < {H}; ++i) {{",
-                  f"    const float c = {A('a[i] + u[i] + ' + rb['bias'])};",
-                  f"    {h}[i] = {_f(alpha)} * c + {_f(beta)} * {h}[i];", "}"]
-    elif kind == "simplernn":
-        lines.append(f"for (i = 0; i < {H}; ++i) {h}[i] = "
-                     f"{A('a[i] + u[i] + ' + rb['bias'])};")
-    else:  # lstm
-        lines += [f"for (i = 0; i < {width}; ++i) a[i] += u[i] + RF_RD(&{b['bias']}[i]);",
-                  f"for (i = 0; i < {H}; ++i) {{",
-                  f"    {cs}[i] = {S(f'a[{H} + i]')} * {cs}[i] + {S('a[i]')} * "
-                  f"{A(f'a[{2 * H} + i]')};",
-                  f"    {h}[i] = {S(f'a[{3 * H} + i]')} * {A(f'{cs}[i]')};", "}"]
-    return (["{", *("    " + d for d in decl), *("    " + s for s in lines), "}"], H,
-            kind == "lstm")
+    def expr(node: Node) -> str:
+        op = node.op
+        if node.index in names and op != "vector":
+            return (f"{names[node.index]}[i]" if node.index in sched.kept
+                    else names[node.index])
+        if op == "vector":
+            return f"{names[node.index]}[i]"
+        if op == "state":
+            return f"state->{node.key}{n}[i]"
+        if op == "product":
+            array, first = arrays[(node.key, node.args[0].index)]
+            off = (node.gate - first) * H
+            return f"{array}[{off} + i]" if off else f"{array}[i]"
+        if op == "bias":
+            return f"RF_RD(&{biases[node.key]}[{node.gate * H} + i])" if node.gate else \
+                f"RF_RD(&{biases[node.key]}[i])"
+        if op == "scalar":
+            return _f(scalars[node.key])
+        if op == "one":
+            return "1.0f"
+        raise ValueError(f"Layer {layer.name!r}: {node!r} cannot be read per unit.")
+
+    def value(node: Node) -> str:
+        a = [expr(arg) for arg in node.args]
+        if node.op == "add":
+            return f"{a[0]} + {a[1]}"
+        if node.op == "sub":
+            return f"{a[0]} - ({a[1]})"
+        if node.op == "mul":
+            return f"({a[0]}) * ({a[1]})"
+        if node.op == "act":
+            return _ACT[acts[node.key]].format(a[0])
+        return a[0]  # rescale, sat16, vector: the identity in float
+
+    for index in sorted(sched.kept):
+        decls.append(f"float {names[index]}[{H}];")
+    for node in graph.nodes:
+        if node.op == "vector" and node.index in sched.used:
+            decls.append(f"float {names[node.index]}[{H}];")
+    last = sched.phases - 1
+    for p in range(sched.phases):
+        for k, (matrix, src) in enumerate(sched.sources[p]):
+            gates = sorted({nd.gate for nd in graph.products() if nd.key == matrix
+                            and nd.args[0] is src and nd.index in sched.used})
+            dst = f"{sym}_{'w' if matrix == 'kernel' else 'u'}{p}{k}"
+            rows = (gates[0] * H, (gates[-1] + 1) * H)
+            decls.append(f"float {dst}[{rows[1] - rows[0]}];")
+            d, code = _linear(em, w, matrix, layer.name, sym, vec(src), dst,
+                              None if rows == (0, declared.gates[matrix] * H) else rows, cell)
+            decls += d
+            lines += code
+            arrays[(matrix, src.index)] = (dst, gates[0])
+        body = []
+        for node in sched.nodes(graph, p):
+            if node.op == "vector":
+                body.append(f"{names[node.index]}[i] = {value(node)};")
+            elif node.index in sched.kept:
+                body.append(f"{names[node.index]}[i] = {value(node)};")
+            else:
+                body.append(f"const float {names[node.index]} = {value(node)};")
+        if p == last:
+            for vector in graph.state:
+                out = graph.outputs[vector.name]
+                body.append(f"state->{vector.name}{n}[i] = {expr(out)};")
+        lines += [f"for (i = 0; i < {H}; ++i) {{", *("    " + s for s in body), "}"]
+    fields = [f"    float {v.name}{n}[{v.size}];" + (f" /* {v.doc} */" if v.doc else "")
+              for v in graph.state]
+    block = ["{", *("    " + d for d in decls), *("    " + s for s in lines), "}"]
+    return block, fields
 
 
 def generate_float_c(model: keras.Model, name: str) -> dict[str, str]:
@@ -290,13 +326,11 @@ def generate_float_c(model: keras.Model, name: str) -> dict[str, str]:
     em = _Emitter()
     step, fields, x = [], [], "x"
     for n, layer in enumerate(plan.recurrent):
-        if not isinstance(layer, _LAYER_TYPES) or cell_kind(getattr(layer, "cell", None)) is None:
+        if not isinstance(layer, _LAYER_TYPES) or step_of(getattr(layer, "cell", None)) is None:
             raise _unsupported(layer, "no C implementation for this layer")
-        block, units, has_c = _layer(em, layer, n, x)
+        block, layer_fields = layer_float_step(em, layer, n, x)
         step += [f"/* layer {comment_text(layer.name)} */", *block]
-        fields.append(f"    float h{n}[{units}];")
-        if has_c:
-            fields.append(f"    float c{n}[{units}]; /* LSTM cell state */")
+        fields += layer_fields
         x = f"state->h{n}"
     dense = head_layers(plan)
     predict = []
@@ -331,10 +365,8 @@ def generate_float_c(model: keras.Model, name: str) -> dict[str, str]:
         "\n#ifdef __cplusplus\n}\n#endif\n\n"
         f"#endif /* {up}_H_ */\n")
     resets = "".join(
-        f"    for (i = 0; i < {layer.cell.units}; ++i) state->h{n}[i] = 0.0f;\n"
-        + (f"    for (i = 0; i < {layer.cell.units}; ++i) state->c{n}[i] = 0.0f;\n"
-           if cell_kind(layer.cell) == "lstm" else "")
-        for n, layer in enumerate(plan.recurrent))
+        f"    for (i = 0; i < {v.size}; ++i) state->{v.name}{n}[i] = 0.0f;\n"
+        for n, layer in enumerate(plan.recurrent) for v in step_of(layer.cell).state(layer.cell))
     body = (
         "".join(em.csr_kernels[c] for c in sorted(em.csr_kernels)) + "\n"
         + "\n".join(em.arrays) + "\n"

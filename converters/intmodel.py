@@ -164,8 +164,8 @@ import dataclasses
 import math
 
 from keras_rnnedge._compat import keras, np
-from keras_rnnedge.cells import FastGRNNCell, FastRNNCell, LowRankGRUCell, LowRankLSTMCell
 from keras_rnnedge.cells.base import activation_name
+from keras_rnnedge.cells.step import LSTM_CELL_FRAC, Node, StateVector, StepGraph, step_of
 from keras_rnnedge.converters.lowering import plan_model, strip_wrappers
 from keras_rnnedge.matrices import LowRank
 from keras_rnnedge.matrices.base import Stage
@@ -176,7 +176,6 @@ __all__ = [
     "IntDense",
     "IntLinear",
     "IntStage",
-    "cell_kind",
     "IntMatrix",
     "IntModel",
     "IntRecurrent",
@@ -191,8 +190,6 @@ MAX_WEIGHT_FRAC = 30
 #: ``2**15`` (any ``int16`` input) it stays below ``2**31``.
 ROW_L1_MAX = 2**16 - 1
 
-#: Largest fractional bits of the LSTM cell state ``c`` (``int16``): Q12 holds ``|c| < 8``.
-LSTM_CELL_FRAC = 12
 #: ``round(0.2 * 2**16)``: the slope of Keras' ``hard_sigmoid`` (``clip(0.2 x + 0.5, 0, 1)``).
 HARD_SIGMOID_SLOPE = 13107
 #: The tanh table has a knot every ``2**-TANH_STEP_BITS`` on ``[0, TANH_LIMIT]``.
@@ -226,28 +223,6 @@ _APPROX = {"tanh": f"193-knot Q16 table, linear interpolation (max error {TANH_M
            "sigmoid": f"(1 + tanh(x / 2)) / 2 on the tanh table (max error "
                       f"{SIGMOID_MAX_ERROR:.1e} in Q15)"}
 _LAYER_TYPES = (keras.layers.RNN, keras.layers.LSTM, keras.layers.GRU, keras.layers.SimpleRNN)
-_CELL_KINDS = {FastGRNNCell: "fastgrnn", FastRNNCell: "fastrnn", LowRankLSTMCell: "lstm",
-               LowRankGRUCell: "gru", keras.layers.LSTMCell: "lstm",
-               keras.layers.GRUCell: "gru", keras.layers.SimpleRNNCell: "simplernn"}
-
-
-def cell_kind(cell) -> str | None:
-    """The integer step a cell runs (``"fastgrnn"``, ``"lstm"``...), looked up through its
-    class hierarchy (a subclass of a supported cell runs its base's step); ``None`` if none."""
-    for klass in type(cell).__mro__:
-        if klass in _CELL_KINDS:
-            return _CELL_KINDS[klass]
-    return None
-
-
-#: (activation, recurrent_activation) allowed per kind (``()``: no recurrent activation).
-_KIND_ACTIVATIONS = {"fastgrnn": (CANDIDATE_ACTIVATIONS, CELL_ACTIVATIONS),
-                     "fastrnn": (CANDIDATE_ACTIVATIONS, ()),
-                     "lstm": (LSTM_GRU_ACTIVATIONS, GATE_ACTIVATIONS),
-                     "gru": (LSTM_GRU_ACTIVATIONS, GATE_ACTIVATIONS),
-                     "simplernn": (SIMPLE_RNN_ACTIVATIONS, ())}
-
-
 # -- integer primitives (the C runtime does exactly this) --------------------------------------
 
 def sat32(v):
@@ -527,98 +502,216 @@ class IntLinear:
 
 @dataclasses.dataclass
 class IntRecurrent:
-    """One recurrent layer in integers (see the module docstring for each ``kind``).
+    """One recurrent layer in integers: its cell's declared step
+    (:class:`~keras_rnnedge.cells.step.CellStep`) with quantized constants and formats.
 
-    ``kind`` is ``"fastgrnn"``, ``"fastrnn"``, ``"lstm"``, ``"gru"`` or ``"simplernn"``.
-    ``biases`` (``int32`` in ``Q``): ``gate_bias``/``update_bias`` (FastGRNN); ``bias`` (FastRNN,
-    LSTM, SimpleRNN, GRU with ``reset_after=False``); ``input_bias``/``recurrent_bias`` (GRU with
-    ``reset_after=True``). ``scalars`` holds ``zeta``/``nu`` or ``alpha``/``beta`` as
-    ``round(sigmoid(s) * 2**Q)`` (empty for the other kinds). ``cell_frac`` is the format of the
-    LSTM cell state ``c``; ``state_frac`` that of ``h`` (``None``: ``Q``; a calibrated format
-    for a ReLU SimpleRNN, whose state is unbounded). ``state_shift`` (FastGRNN/FastRNN): the
-    stored state is ``h / 2**state_shift`` (in ``Q``), see the module docstring.
+    Attributes:
+        name: the Keras layer's name.
+        kind: the step's name (``"fastgrnn"``, ``"lstm"``...; for reports and comments).
+        graph: the step's equations (:class:`~keras_rnnedge.cells.step.StepGraph`).
+        units: gate width (the cell's ``units``).
+        input_dim: inputs per step.
+        in_frac: the format of the layer input.
+        frac: ``Q``, the format of matrix products, biases and gates.
+        matrices: matrix name (``kernel``, ``recurrent_kernel``) → its integer product.
+        biases: ``int32`` in ``Q``, by the names of the declaration.
+        scalars: constants by name, in the format the declaration gives them.
+        activations: role (``activation``, ``recurrent_activation``) → activation name.
+        formats: state vector name → its format (``Q`` unless the declaration calibrates it).
     """
 
     name: str
     kind: str
+    graph: StepGraph
     units: int
     input_dim: int
     in_frac: int
-    kernel: IntLinear
-    recurrent: IntLinear
+    frac: int
+    matrices: dict[str, IntLinear]
     biases: dict[str, np.ndarray]
     scalars: dict[str, int]
-    activation: str
-    recurrent_activation: str | None
-    cell_frac: int | None = None
-    reset_after: bool = False
-    state_frac: int | None = None
-    state_shift: int = 0
+    activations: dict[str, str]
+    formats: dict[str, int]
+
+    def __post_init__(self):
+        self.node_fracs = step_formats(self.graph, self.frac, self.formats, self.in_frac,
+                                       self.name)
+
+    @property
+    def kernel(self) -> IntLinear:
+        return self.matrices["kernel"]
+
+    @property
+    def recurrent(self) -> IntLinear:
+        return self.matrices["recurrent_kernel"]
+
+    @property
+    def activation(self) -> str | None:
+        return self.activations.get("activation")
+
+    @property
+    def recurrent_activation(self) -> str | None:
+        return self.activations.get("recurrent_activation")
+
+    @property
+    def state(self) -> tuple[StateVector, ...]:
+        """The declared state layout (``h`` first)."""
+        return self.graph.state
 
     @property
     def state_size(self) -> int:
-        """``int16`` values of state: ``h``, then ``c`` for an LSTM."""
-        return 2 * self.units if self.kind == "lstm" else self.units
+        """``int16`` values of state: every vector of the layout, in order."""
+        return sum(s.size for s in self.graph.state)
 
-    def out_frac(self, frac: int) -> int:
-        """The format of ``h`` (the layer's output) when the model's ``Q`` is ``frac``."""
-        return frac if self.state_frac is None else self.state_frac
+    def out_frac(self, frac: int | None = None) -> int:
+        """The format of ``h`` (the layer's output)."""
+        return self.formats["h"]
 
-    def step(self, x, state, frac: int):
-        """The new state (``h``, or ``[h, c]`` for an LSTM) from input ``x`` (``Q{in_frac}``).
+    def act_name(self, node: Node) -> str:
+        """The integer activation of an ``act`` node (a clipped ReLU is ``saturating_relu``)."""
+        name = self.activations[node.key]
+        return "saturating_relu" if node.clip and name == "relu" else name
+
+    def split_state(self, state) -> dict[str, np.ndarray]:
+        out, at = {}, 0
+        for vector in self.graph.state:
+            out[vector.name] = state[..., at:at + vector.size]
+            at += vector.size
+        return out
+
+    def step(self, x, state, frac: int | None = None):
+        """The new state (the layout's vectors, concatenated) from input ``x`` (``Q{in_frac}``).
 
         ``x`` and ``state`` may carry leading batch dimensions (the same arithmetic per row)."""
-        one = 1 << frac
-        n = self.units
-        state = np.asarray(state, np.int64)
-        h = state[..., :n]
-        sig, phi = self.recurrent_activation, self.activation
-        if self.kind in ("fastgrnn", "fastrnn"):
-            a = sat32(self.kernel.apply(x, self.in_frac, frac)
-                      + self.recurrent.apply(h, frac, frac))
-            if self.kind == "fastgrnn":
-                z = activate(sat32(a + self.biases["gate_bias"]), sig, frac)
-                c = activate(sat32(a + self.biases["update_bias"]), phi, frac)
-                k = rshift(self.scalars["zeta"] * (one - z), frac)
-                t = sat32(rshift(k * c, frac) + rshift(self.scalars["nu"] * c, frac))
-                return sat16(sat32(t + rshift(z * h, frac)))
-            c = activate(sat32(a + self.biases["bias"]), phi, frac)
-            return sat16(sat32(rshift(self.scalars["alpha"] * c, frac)
-                               + rshift(self.scalars["beta"] * h, frac)))
-        if self.kind == "simplernn":
-            sf = self.out_frac(frac)
-            a = sat32(self.kernel.apply(x, self.in_frac, frac) + self.recurrent.apply(h, sf, frac))
-            c = activate(sat32(a + self.biases["bias"]), phi, frac)
-            return sat16(shift(c, frac - sf))
-        if self.kind == "lstm":
-            cf = self.cell_frac
-            a = sat32(self.kernel.apply(x, self.in_frac, frac)
-                      + self.recurrent.apply(h, frac, frac))
-            a = sat32(a + self.biases["bias"])
-            i = activate(a[..., :n], sig, frac)
-            f = activate(a[..., n:2 * n], sig, frac)
-            g = activate(a[..., 2 * n:3 * n], phi, frac)
-            o = activate(a[..., 3 * n:], sig, frac)
-            c = sat16(sat32(rshift(f * state[..., n:], frac) + rshift(i * g, 2 * frac - cf)))
-            t = shift(activate(c, phi, cf), cf - frac)
-            return np.concatenate([sat16(rshift(o * t, frac)), c], axis=-1)
-        # gru
-        xs = self.kernel.apply(x, self.in_frac, frac)
-        if self.reset_after:
-            xs = sat32(xs + self.biases["input_bias"])
-            us = sat32(self.recurrent.apply(h, frac, frac) + self.biases["recurrent_bias"])
-            z = activate(sat32(xs[..., :n] + us[..., :n]), sig, frac)
-            r = activate(sat32(xs[..., n:2 * n] + us[..., n:2 * n]), sig, frac)
-            uh = sat32(rshift(r * us[..., 2 * n:], frac))  # |r * u| < 2**47: int64 in C too
-        else:
-            xs = sat32(xs + self.biases["bias"])
-            uzr = self.recurrent.apply(h, frac, frac, rows=slice(0, 2 * n))
-            z = activate(sat32(xs[..., :n] + uzr[..., :n]), sig, frac)
-            r = activate(sat32(xs[..., n:2 * n] + uzr[..., n:]), sig, frac)
-            rh = sat16(rshift(r * h, frac))
-            uh = self.recurrent.apply(rh, frac, frac, rows=slice(2 * n, 3 * n))
-        c = activate(sat32(xs[..., 2 * n:] + uh), phi, frac)
-        return sat16(sat32(rshift(z * h, frac) + rshift((one - z) * c, frac)))
+        q, n, fr = self.frac, self.units, self.node_fracs
+        states = self.split_state(np.asarray(state, np.int64))
+        vals: dict[int, np.ndarray] = {}
+        products: dict[tuple, np.ndarray] = {}
+        for node in self.graph.nodes:
+            op, a = node.op, [vals[arg.index] for arg in node.args]
+            if op == "input":
+                v = np.asarray(x, np.int64)
+            elif op == "state":
+                v = states[node.key]
+            elif op == "product":
+                src = node.args[0]
+                key = (node.key, src.index)
+                if key not in products:
+                    products[key] = self.matrices[node.key].apply(a[0], fr[src.index], q)
+                v = products[key][..., node.gate * n:(node.gate + 1) * n]
+            elif op == "bias":
+                v = self.biases[node.key][node.gate * n:(node.gate + 1) * n]
+            elif op == "scalar":
+                v = np.int64(self.scalars[node.key])
+            elif op == "one":
+                v = np.int64(1 << q)
+            elif op == "add":
+                v = sat32(a[0] + a[1])
+            elif op == "sub":
+                v = sat32(a[0] - a[1])
+            elif op == "mul":
+                v = sat32(shift(a[0] * a[1], fr[node.args[0].index] + fr[node.args[1].index]
+                                - fr[node.index]))
+            elif op == "act":
+                v = activate(a[0], self.act_name(node), fr[node.index])
+            elif op == "rescale":
+                v = shift(a[0], fr[node.args[0].index] - fr[node.index])
+            else:  # sat16, vector
+                v = sat16(a[0])
+            vals[node.index] = v
+        batch = np.asarray(state).shape[:-1]
+        new = []
+        for vector in self.graph.state:
+            out = self.graph.outputs[vector.name]
+            v = sat16(shift(vals[out.index], fr[out.index] - self.formats[vector.name]))
+            new.append(np.broadcast_to(v, batch + (vector.size,)))
+        return np.concatenate(new, axis=-1)
+
+
+def step_formats(graph: StepGraph, q: int, formats: dict[str, int], in_frac: int,
+                 layer: str = "") -> dict[int, int]:
+    """The format of every node of ``graph`` (see :mod:`keras_rnnedge.cells.step`).
+
+    Raises:
+        ValueError: an ``add``/``sub`` of two formats (the declaration must ``rescale`` one).
+    """
+    fr: dict[int, int] = {}
+    for node in graph.nodes:
+        a = [fr[arg.index] for arg in node.args]
+        like = formats[node.like] if node.like is not None else None
+        if node.op == "input":
+            f = in_frac
+        elif node.op == "state":
+            f = formats[node.key]
+        elif node.op in ("product", "bias", "one"):
+            f = q
+        elif node.op == "scalar":
+            f = q if like is None else like
+        elif node.op in ("add", "sub"):
+            if a[0] != a[1]:
+                raise ValueError(f"Layer {layer!r}: the step adds values in Q{a[0]} and "
+                                 f"Q{a[1]} ({node!r}); its declaration must rescale one of them.")
+            f = a[0]
+        elif node.op == "mul":
+            f = a[0] + a[1] - q if like is None else like
+        elif node.op == "rescale":
+            f = q if like is None else like
+        else:  # act, sat16, vector
+            f = a[0]
+        fr[node.index] = f
+    return fr
+
+
+def float_forward(graph: StepGraph, matrices: dict[str, np.ndarray], chains: dict[str, list],
+                  biases: dict[str, np.ndarray], scalars: dict[str, float],
+                  activations: dict[str, str], x: np.ndarray):
+    """The float step of ``graph`` over sequences ``x`` ``(N, T, F)`` with the true activations
+    (the calibration pass): the outputs ``h`` ``(N, T, H)``, the peak ``|.|`` of every node,
+    and per matrix the peak of each intermediate of its float stages (``chains``)."""
+    n = graph.units
+    state = {s.name: np.zeros((x.shape[0], s.size)) for s in graph.state}
+    peaks = np.zeros(len(graph.nodes))
+    chain_peaks = {m: [0.0] * (len(stages) - 1) for m, stages in chains.items()}
+    outputs = []
+    for t in range(x.shape[1]):
+        vals: dict[int, np.ndarray] = {}
+        products: dict[tuple, np.ndarray] = {}
+        for node in graph.nodes:
+            op, a = node.op, [vals[arg.index] for arg in node.args]
+            if op == "input":
+                v = x[:, t]
+            elif op == "state":
+                v = state[node.key]
+            elif op == "product":
+                key = (node.key, node.args[0].index)
+                if key not in products:
+                    products[key] = a[0] @ matrices[node.key]
+                    chain_peaks[node.key] = [max(p, c) for p, c in zip(
+                        chain_peaks[node.key], _chain_peaks(chains[node.key], a[0]))]
+                v = products[key][:, node.gate * n:(node.gate + 1) * n]
+            elif op == "bias":
+                v = biases[node.key][node.gate * n:(node.gate + 1) * n]
+            elif op == "scalar":
+                v = np.float64(scalars[node.key])
+            elif op == "one":
+                v = np.float64(1.0)
+            elif op == "add":
+                v = a[0] + a[1]
+            elif op == "sub":
+                v = a[0] - a[1]
+            elif op == "mul":
+                v = a[0] * a[1]
+            elif op == "act":
+                v = _FLOAT_ACT[activations[node.key]](a[0])
+            else:  # rescale, sat16, vector: the identity in float
+                v = a[0]
+            vals[node.index] = v
+            peaks[node.index] = max(peaks[node.index], float(np.max(np.abs(v))) if np.size(v)
+                                    else 0.0)
+        state = {s.name: np.broadcast_to(vals[graph.outputs[s.name].index],
+                                         (x.shape[0], s.size)) for s in graph.state}
+        outputs.append(state["h"])
+    return np.stack(outputs, axis=1), peaks, chain_peaks
 
 
 @dataclasses.dataclass
@@ -675,12 +768,19 @@ class IntModel:
         return [layer.units for layer in self.recurrent]
 
     @property
-    def cell_sizes(self) -> list[int]:
-        """Sizes of each layer's cell state ``c`` (the C struct's ``c<n>``; 0: none)."""
-        return [layer.state_size - layer.units for layer in self.recurrent]
+    def state_layout(self) -> list[tuple[tuple[str, int], ...]]:
+        """Per recurrent layer, its declared state vectors ``(name, size)`` in order (``h``
+        first): the C struct's ``<name><n>`` fields and the oracle's state vector."""
+        return [tuple((v.name, v.size) for v in layer.state) for layer in self.recurrent]
+
+    @property
+    def state_elements(self) -> int:
+        """``int16`` values of the whole state."""
+        return sum(layer.state_size for layer in self.recurrent)
 
     def initial_state(self, batch: tuple[int, ...] = ()) -> list[np.ndarray]:
-        """Zeros: per layer ``h`` (and ``c`` after it, for an LSTM), shape ``batch + (size,)``."""
+        """Zeros: per layer its state vectors concatenated in the declared order (``h``
+        first), shape ``batch + (size,)``."""
         return [np.zeros(tuple(batch) + (layer.state_size,), np.int64)
                 for layer in self.recurrent]
 
@@ -803,6 +903,16 @@ def _bias(values: np.ndarray, frac: int, name: str) -> np.ndarray:
     return q.astype(np.int64)
 
 
+def _scalar(value: float, graph: StepGraph, key: str, formats: dict[str, int], q: int,
+            name: str) -> int:
+    """Scalar ``key`` of a step, in the format its ``scalar`` node declares."""
+    node = next((n for n in graph.nodes if n.op == "scalar" and n.key == key), None)
+    frac = q if node is None or node.like is None else formats[node.like]
+    if not math.isfinite(value):
+        raise ValueError(f"Weight {name!r} is {value}; retrain or restore a good checkpoint.")
+    return int(round(value * 2**frac))
+
+
 def _act_frac(peak: float) -> int:
     """Largest ``f <= 15`` with ``2 * peak * 2**f <= 32767`` (a factor 2 of headroom)."""
     if peak <= 0.0 or not np.isfinite(peak):
@@ -873,77 +983,6 @@ def _act_name(fn) -> str:
         return activation_name(fn)
     except ValueError:
         return fn if isinstance(fn, str) else getattr(fn, "__name__", repr(fn))
-
-
-def _layer_biases(kind: str, w: dict, units: int, reset_after: bool):
-    """The float biases of a layer by their integer-model name, and those added to ``x W``
-    (into which the input offset is folded)."""
-    if kind == "fastgrnn":
-        return {n: w[n].copy() for n in ("gate_bias", "update_bias")}, ("gate_bias",
-                                                                          "update_bias")
-    width = {"lstm": 4, "gru": 3}.get(kind, 1) * units
-    if kind == "gru" and reset_after:
-        bias = w["bias"] if "bias" in w else np.zeros((2, width))
-        return {"input_bias": bias[0].copy(), "recurrent_bias": bias[1].copy()}, ("input_bias",)
-    return {"bias": w["bias"].copy() if "bias" in w else np.zeros(width)}, ("bias",)
-
-
-def _float_forward(kind, w, chains, biases, phi, sig, x, units, reset_after):
-    """The float forward pass of one layer (true activations): its outputs ``(N, T, H)`` and the
-    peak magnitudes of the intermediates of the structured products (``chains``: base name →
-    float stages; a list per matrix, one peak per intermediate), the LSTM cell state, the
-    candidate and the state."""
-    n = units
-    phi_f, sig_f = _FLOAT_ACT[phi], _FLOAT_ACT.get(sig)
-    W, U = w["kernel"], w["recurrent_kernel"]
-    h = np.zeros((x.shape[0], n))
-    c = np.zeros((x.shape[0], n))
-    peaks = dict.fromkeys(("cell", "state", "candidate"), 0.0)
-    peaks.update({base: [0.0] * (len(stages) - 1) for base, stages in chains.items()})
-
-    def peak(key, v):
-        peaks[key] = max(peaks[key], float(np.max(np.abs(v))) if v.size else 0.0)
-
-    def chain_peak(base, v):
-        peaks[base] = [max(a, b) for a, b in zip(peaks[base], _chain_peaks(chains[base], v))]
-
-    states = []
-    for t in range(x.shape[1]):
-        chain_peak("kernel", x[:, t])
-        chain_peak("recurrent_kernel", h)
-        xs = x[:, t] @ W
-        if kind == "fastgrnn":
-            a = xs + h @ U
-            z = sig_f(a + biases["gate_bias"])
-            cand = phi_f(a + biases["update_bias"])
-            peak("candidate", cand)
-            h = (_sigmoid(w["zeta"][0]) * (1 - z) + _sigmoid(w["nu"][0])) * cand + z * h
-        elif kind == "fastrnn":
-            cand = phi_f(xs + h @ U + biases["bias"])
-            peak("candidate", cand)
-            h = _sigmoid(w["alpha"][0]) * cand + _sigmoid(w["beta"][0]) * h
-        elif kind == "simplernn":
-            h = phi_f(xs + h @ U + biases["bias"])
-        elif kind == "lstm":
-            a = xs + h @ U + biases["bias"]
-            c = sig_f(a[:, n:2 * n]) * c + sig_f(a[:, :n]) * phi_f(a[:, 2 * n:3 * n])
-            peak("cell", c)
-            h = sig_f(a[:, 3 * n:]) * phi_f(c)
-        elif reset_after:
-            xs = xs + biases["input_bias"]
-            us = h @ U + biases["recurrent_bias"]
-            z = sig_f(xs[:, :n] + us[:, :n])
-            r = sig_f(xs[:, n:2 * n] + us[:, n:2 * n])
-            h = z * h + (1 - z) * phi_f(xs[:, 2 * n:] + r * us[:, 2 * n:])
-        else:
-            xs = xs + biases["bias"]
-            z = sig_f(xs[:, :n] + h @ U[:, :n])
-            r = sig_f(xs[:, n:2 * n] + h @ U[:, n:2 * n])
-            chain_peak("recurrent_kernel", r * h)
-            h = z * h + (1 - z) * phi_f(xs[:, 2 * n:] + (r * h) @ U[:, 2 * n:])
-        peak("state", h)
-        states.append(h)
-    return np.stack(states, axis=1), peaks
 
 
 def head_layers(plan) -> list[tuple]:
@@ -1025,7 +1064,7 @@ def quantize_model(model: keras.Model, representative_data, *, weight_bits: int 
                          f"got {data.shape}.")
     for layer in plan.recurrent:
         cell = getattr(layer, "cell", None)
-        if not isinstance(layer, _LAYER_TYPES) or cell_kind(cell) is None:
+        if not isinstance(layer, _LAYER_TYPES) or step_of(cell) is None:
             raise _unsupported(layer, f"no integer implementation for "
                                f"{type(cell).__name__ if cell is not None else 'this layer'}")
     q = frac_bits
@@ -1052,91 +1091,81 @@ def quantize_model(model: keras.Model, representative_data, *, weight_bits: int 
         data = calibration_sample(data, calibration_size, calibration_seed)
     x_float = data.reshape(-1, data.shape[1], data.shape[2])  # float forward for calibration
     in_frac = q
-    scale = 1.0  # the stored state of the previous layer is h / scale (see state_shift)
     recurrent: list[IntRecurrent] = []
     for index, layer in enumerate(plan.recurrent):
         cell = layer.cell
-        kind = cell_kind(cell)
+        declared = step_of(cell)
+        graph = declared.graph(cell)
         w = _weights(cell)
-        chains = {base: _float_stages(cell, w, base) for base in ("kernel", "recurrent_kernel")}
-        w.update(kernel=_dense(w, "kernel"), recurrent_kernel=_dense(w, "recurrent_kernel"))
-        units = int(cell.units)
-        reset_after = bool(getattr(cell, "reset_after", False)) if kind == "gru" else False
-        phi_allowed, sig_allowed = _KIND_ACTIVATIONS[kind]
-        phi = _act(layer, _act_name(cell.activation), phi_allowed, "activation")
-        sig = (_act(layer, _act_name(cell.recurrent_activation), sig_allowed,
-                    "recurrent_activation") if sig_allowed else None)
+        chains = {base: _float_stages(cell, w, base) for base in declared.gates}
+        dense = {base: _dense(w, base) for base in declared.gates}
+        acts = {role: _act(layer, _act_name(getattr(cell, role)), allowed, role)
+                for role, allowed in declared.activations.items()}
         last_no_head = index == len(plan.recurrent) - 1 and not plan.head
-        for argument, name in (("activation", phi), ("recurrent_activation", sig)):
+        for role, name in acts.items():
             if name in _APPROX:
-                approximations.append(f"{layer.name}/{argument}: {name} -> {_APPROX[name]}")
-        if phi == "relu" and last_no_head:
-            approximations.append(f"{layer.name}/activation: relu -> clip(x, 0, 1) (the "
-                                  f"output state is in Q{q})")
-        biases, folded = _layer_biases(kind, w, units, reset_after)
-        # fold the input scaling of the first layer into W and the input-side biases
+                approximations.append(f"{layer.name}/{role}: {name} -> {_APPROX[name]}")
+        declared_biases = declared.biases(cell, w)
+        biases = {k: v for k, (v, _) in declared_biases.items()}
+        # fold the input scaling of the first layer into the matrices reading the input and
+        # into the biases added to their products
         if index == 0:
-            shift_in = offset @ w["kernel"]
-            for n in folded:
-                biases[n] = biases[n] + shift_in
-            w["kernel"] = half[:, None] * w["kernel"]
-            stage0 = chains["kernel"][0][0]
-            scaled0 = (half[:, None] * stage0.matrix if stage0.blocks == 1
-                       else half[0] * stage0.matrix)
-            chains["kernel"][0][0] = dataclasses.replace(stage0, matrix=scaled0)
+            for base in {p.key for p in graph.products() if p.args[0].op == "input"}:
+                shift_in = offset @ dense[base]
+                for k, (_, folds) in declared_biases.items():
+                    if folds:
+                        biases[k] = biases[k] + shift_in
+                dense[base] = half[:, None] * dense[base]
+                stage0 = chains[base][0][0]
+                scaled0 = (half[:, None] * stage0.matrix if stage0.blocks == 1
+                           else half[0] * stage0.matrix)
+                chains[base][0][0] = dataclasses.replace(stage0, matrix=scaled0)
             x_in = (x_float - offset) / half
         else:
             x_in = x_float
-        x_float, peaks = _float_forward(kind, w, {b: c[0] for b, c in chains.items()}, biases,
-                                        phi, sig, x_in, units, reset_after)
-        if kind in ("fastgrnn", "fastrnn") and phi == "relu":  # the candidate, clipped at 1
-            phi = "saturating_relu"
-            if peaks["candidate"] > 1.0:
-                approximations.append(
-                    f"{layer.name}/activation: relu -> clip(x, 0, 1) (max candidate "
-                    f"{peaks['candidate']:.3g} on the representative data; larger values "
-                    "saturate at 1)")
-        factors = {}  # matrix -> factor of the state scales folded into its first stage
-        if index > 0:  # the input is the previous layer's h / scale
-            factors["kernel"] = scale
-        # FastGRNN/FastRNN: |h| may exceed 1; store h / 2**state_shift (see IntRecurrent)
-        state_shift = 0
-        if kind in ("fastgrnn", "fastrnn"):
-            if last_no_head:
-                if peaks["state"] >= 1.0:
-                    approximations.append(f"{layer.name}: state clipped to [-1, 1) (max |h| "
-                                          f"{peaks['state']:.3g} on the representative data; "
-                                          f"the output state is in Q{q})")
+        scalars = declared.scalars(cell, w)
+        x_float, peaks, chain_peaks = float_forward(
+            graph, dense, {b: c[0] for b, c in chains.items()}, biases, scalars, acts, x_in)
+        for node in graph.nodes:
+            if node.op == "act" and node.clip and acts[node.key] == "relu":
+                if peaks[node.index] > 1.0:
+                    approximations.append(
+                        f"{layer.name}/{node.key}: relu -> clip(x, 0, 1) (max "
+                        f"{peaks[node.index]:.3g} on the representative data; larger values "
+                        "saturate at 1)")
+        formats = {}
+        for vector in graph.state:
+            peak = peaks[graph.outputs[vector.name].index]
+            if not vector.calibrated:
+                formats[vector.name] = q
+            elif vector.name == "h" and last_no_head:  # the output state is the scores, in Q
+                formats[vector.name] = q
+                if peak >= 1.0:
+                    approximations.append(
+                        f"{layer.name}: state clipped to [-1, 1) (max |h| {peak:.3g} on the "
+                        f"representative data; the output state is in Q{q})")
+            elif vector.name == "c" and cell_frac_bits is not None:
+                formats[vector.name] = cell_frac_bits
             else:
-                state_shift = q - min(q, _act_frac(peaks["state"]))
-        scale = float(2**state_shift)
-        factors["recurrent_kernel"] = scale
-        scaled = {"fastgrnn": ("zeta", "nu"), "fastrnn": ("alpha",)}.get(kind, ())
+                formats[vector.name] = min(q, vector.max_frac if vector.max_frac is not None
+                                           else q, _act_frac(peak))
 
-        def linear(base, chains=chains, peaks=peaks, layer=layer, factors=factors):
+        def linear(base, chains=chains, chain_peaks=chain_peaks, layer=layer):
             stages, names = chains[base]
-            int_stages = [IntStage(_matrix(st.matrix, weight_bits, f"{layer.name}/{name}",
-                                           factors.get(base, 1.0) if i == 0 else 1.0),
+            int_stages = [IntStage(_matrix(st.matrix, weight_bits, f"{layer.name}/{name}"),
                                    blocks=st.blocks, inner=st.inner)
-                          for i, (st, name) in enumerate(zip(stages, names))]
-            return IntLinear.chain(int_stages, [_act_frac(p) for p in peaks[base]])
+                          for st, name in zip(stages, names)]
+            return IntLinear.chain(int_stages, [_act_frac(p) for p in chain_peaks[base]])
 
-        cell_frac = state_frac = None
-        if kind == "lstm":
-            cell_frac = (cell_frac_bits if cell_frac_bits is not None
-                         else min(q, LSTM_CELL_FRAC, _act_frac(peaks["cell"])))
-        if kind == "simplernn" and phi == "relu" and not last_no_head:
-            state_frac = min(q, _act_frac(peaks["state"]))
-        scalar_names = {"fastgrnn": ("zeta", "nu"), "fastrnn": ("alpha", "beta")}.get(kind, ())
         recurrent.append(IntRecurrent(
-            name=layer.name, kind=kind, units=units, input_dim=int(w["kernel"].shape[0]),
-            in_frac=in_frac, kernel=linear("kernel"), recurrent=linear("recurrent_kernel"),
-            biases={n: _bias(v, q, f"{layer.name}/{n}") for n, v in biases.items()},
-            scalars={n: int(round(_sigmoid(float(w[n][0])) * 2**q
-                                  / (scale if n in scaled else 1.0))) for n in scalar_names},
-            activation=phi, recurrent_activation=sig, cell_frac=cell_frac,
-            reset_after=reset_after, state_frac=state_frac, state_shift=state_shift))
-        in_frac = recurrent[-1].out_frac(q)
+            name=layer.name, kind=declared.name, graph=graph, units=int(cell.units),
+            input_dim=int(dense["kernel"].shape[0]), in_frac=in_frac, frac=q,
+            matrices={base: linear(base) for base in declared.gates},
+            biases={k: _bias(v, q, f"{layer.name}/{k}") for k, v in biases.items()},
+            scalars={k: _scalar(v, graph, k, formats, q, f"{layer.name}/{k}")
+                     for k, v in scalars.items()},
+            activations=acts, formats=formats))
+        in_frac = recurrent[-1].out_frac()
 
     dense = [(layer, *_dense_weights(layer), act) for layer, act in head_layers(plan)]
     head: list[IntDense] = []
@@ -1148,8 +1177,7 @@ def quantize_model(model: keras.Model, representative_data, *, weight_bits: int 
         if act in _APPROX:
             approximations.append(f"{layer.name}/activation: {act} -> {_APPROX[act]}")
         head.append(IntDense(
-            name=layer.name, kernel=IntLinear(_matrix(kernel, weight_bits, f"{layer.name}/kernel",
-                                                      scale if index == 0 else 1.0)),
+            name=layer.name, kernel=IntLinear(_matrix(kernel, weight_bits, f"{layer.name}/kernel")),
             bias=_bias(bias, out_frac, f"{layer.name}/bias"), activation=act, in_frac=in_frac,
             out_frac=out_frac, last=last))
         y_float = _FLOAT_ACT[act](pre)

@@ -66,8 +66,9 @@ class FuzzModel:
         name: the C identifier (``<id>``) of ``c_sources``.
         c_sources: ``{"<id>.h": ..., "<id>.c": ...}``.
         features, num_outputs: inputs per step, scores per prediction.
-        state_sizes, cell_sizes: per recurrent layer, the sizes of ``h<n>`` and ``c<n>`` in the
-            state struct (0: no ``c``).
+        state_sizes: per recurrent layer, the size of its output ``h<n>``.
+        state_layout: per recurrent layer, its state vectors ``(name, size)`` in the order of
+            the struct's fields ``<name><n>`` and of the oracle's state vector (``h`` first).
         oracle: has ``initial_state(batch)``, ``step(state, x_q)`` and ``predict(state)``, batched
             over leading dimensions, with the state per layer ``h`` then ``c`` (as
             :class:`keras_rnnedge.converters.intmodel.IntModel`); ``None``: fuzz only (no
@@ -82,7 +83,7 @@ class FuzzModel:
     features: int
     num_outputs: int
     state_sizes: tuple[int, ...]
-    cell_sizes: tuple[int, ...]
+    state_layout: tuple[tuple[tuple[str, int], ...], ...]
     oracle: Any
     reference: tuple[str, Mapping[str, str]] | None = None
     description: str = ""
@@ -213,10 +214,9 @@ def seed_inputs(features: int, max_steps: int, seed: int = 0) -> list[bytes]:
 def _state_fields(model: FuzzModel) -> list[tuple[str, int, int]]:
     """(field, layer, size) of the state struct, in the order of the oracle's state vector."""
     fields = []
-    for k, (h, c) in enumerate(zip(model.state_sizes, model.cell_sizes)):
-        fields.append((f"h{k}", k, h))
-        if c:
-            fields.append((f"c{k}", k, c))
+    for k, layout in enumerate(model.state_layout):
+        for name, size in layout:
+            fields.append((f"{name}{k}", k, size))
     return fields
 
 

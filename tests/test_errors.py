@@ -469,7 +469,7 @@ def test_fastrnn_relu_integer_model_clips_the_candidate_at_one():
     x_q = im.quantize_input(x)
     for t in range(T):
         state = im.step(state, x_q[:, t])
-    h = state[0] * 2.0 ** (im.recurrent[0].state_shift - im.frac_bits)
+    h = state[0] * 2.0 ** -im.recurrent[0].formats["h"]
     err_clipped = np.max(np.abs(h - clipped[:, -1]))
     err_plain = np.max(np.abs(h - plain[:, -1]))
     assert err_clipped * 20 < err_plain, (err_clipped, err_plain)

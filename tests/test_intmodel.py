@@ -182,18 +182,18 @@ def _oracle(im, sequences):
 
 
 def _trace_with_cells(ident, im, sequences):
-    """Like ``trace_main``, but a layer's ``h`` line also carries its LSTM cell state ``c``
-    (``h`` then ``c``: the order of the oracle's state vector)."""
+    """Like ``trace_main``, but a layer's line carries every vector of its declared state
+    layout (``h`` then ``c`` for an LSTM: the order of the oracle's state vector)."""
     seq = np.asarray(sequences, np.int64)
     n, t, f = seq.shape
     data = ",\n".join("    {" + ", ".join(str(int(v)) for v in row) + "}"
                       for row in seq.reshape(n * t, f))
     prints = ""
-    for k, (size, cells) in enumerate(zip(im.state_sizes, im.cell_sizes)):
-        prints += (f'            printf("h {k}");\n'
-                   f'            for (i = 0; i < {size}; ++i) printf(" %d", (int)s.h{k}[i]);\n')
-        if cells:
-            prints += f'            for (i = 0; i < {cells}; ++i) printf(" %d", (int)s.c{k}[i]);\n'
+    for k, layout in enumerate(im.state_layout):
+        prints += f'            printf("h {k}");\n'
+        for name, size in layout:
+            prints += (f'            for (i = 0; i < {size}; ++i) printf(" %d", '
+                       f'(int)s.{name}{k}[i]);\n')
         prints += '            printf("\\n");\n'
     return (
         f'#include <stdio.h>\n#include <stdint.h>\n#include "{ident}.h"\n'
@@ -210,7 +210,7 @@ def _trace_with_cells(ident, im, sequences):
 def _run_c(im, sequences, *, sanitize=False, progmem=False, name="int model"):
     files = generate_c(im, name, progmem=progmem)
     ident = next(iter(files))[:-2]
-    if any(im.cell_sizes):
+    if any(len(layout) > 1 for layout in im.state_layout):
         main = _trace_with_cells(ident, im, sequences)
     else:
         main = trace_main(ident, features=im.features, state_sizes=im.state_sizes,
@@ -237,9 +237,13 @@ def test_c_matches_oracle_bit_for_bit(config, sanitize):
 
 
 def test_supported_layers_have_a_bit_exact_config():
-    kinds = {layer.kind + ("_reset_after" if layer.reset_after else "")
-             for config in CONFIGS for layer in _make_cached(config)[1].recurrent}
-    assert kinds == {"fastgrnn", "fastrnn", "lstm", "gru", "gru_reset_after", "simplernn"}
+    """Every registered cell step (and both GRU variants) has a bit-exact configuration."""
+    from keras_rnnedge.cells.step import STEPS
+
+    layers = [layer for config in CONFIGS for layer in _make_cached(config)[1].recurrent]
+    assert {step.name for step in STEPS.values()} <= {layer.kind for layer in layers}
+    gru = {"recurrent_bias" in layer.biases for layer in layers if layer.kind == "gru"}
+    assert gru == {True, False}  # reset_after and not
     assert {"LSTM", "GRU", "SimpleRNN", "RNN(LowRankLSTMCell)",
             "RNN(LowRankGRUCell)"} <= set(SUPPORTED_LAYERS)
 
@@ -259,7 +263,7 @@ def test_lstm_gru_sparse_and_factored_storage(config):
     files = generate_c(im, "st")
     assert "re_mv_csr_i8" in files["st.c"]
     if layer.kind == "lstm":
-        assert f"int16_t c0[{cell.units}];" in files["st.h"]
+        assert f"int16_t c0[{cell.units}]; /* LSTM cell state" in files["st.h"]
 
 
 def test_sparse_and_factored_storage():
@@ -350,9 +354,10 @@ def test_lstm_cell_state_format_and_saturation():
     by a forget gate ~1 and i * g ~1 it grows past 2 and saturates, identically in C."""
     model, im, data = _make("lstm_full_int8")
     layer = im.recurrent[0]
-    assert layer.cell_frac <= LSTM_CELL_FRAC and im.cell_sizes == [H]
+    cell_frac = layer.formats["c"]
+    assert cell_frac <= LSTM_CELL_FRAC and im.state_layout == [(("h", H), ("c", H))]
     files = generate_c(im, "cs")
-    assert f"int16_t c0[{H}]; /* LSTM cell state, Q{layer.cell_frac} */" in files["cs.h"]
+    assert f"int16_t c0[{H}]; /* LSTM cell state, Q{cell_frac} */" in files["cs.h"]
     cell = model.layers[1].cell
     cell.kernel.assign(np.zeros((F, 4 * H), "float32"))
     cell.recurrent_kernel.assign(np.zeros((H, 4 * H), "float32"))
@@ -725,14 +730,15 @@ def _big_state_model(cells, *, head: bool = True):
     lambda: [FastRNNCell(H, u_rank=4)],
 ], ids=["fastgrnn_stacked", "fastrnn_lowrank"])
 def test_state_beyond_one_is_stored_scaled(cells):
-    """FastGRNN/FastRNN states beyond 1 are stored as h / 2**state_shift in Q15 (the scalars,
-    U and the weights reading h rescaled): the integer model follows the float model where a
-    Q15 state would clip at 1, and the C code follows the oracle bit for bit."""
+    """FastGRNN/FastRNN states beyond 1 are stored in a calibrated format below Q15 (the
+    scalars multiplying into h are stored in it too; the matrices reading h take its format):
+    the integer model follows the float model where a Q15 state would clip at 1, and the C
+    code follows the oracle bit for bit."""
     model, data = _big_state_model(cells())
     float_states = keras.Model(model.input, model.layers[1].output)(data[:8]).numpy()
     assert np.abs(float_states).max() > 1.2
     im = quantize_model(model, data, weight_bits=16)
-    assert im.recurrent[0].state_shift >= 1
+    assert im.recurrent[0].formats["h"] <= im.frac_bits - 1
     got = im.dequantize(im.run(data[:8]))
     want = model.predict(data[:8], verbose=0)
     np.testing.assert_allclose(got, want, atol=STATE_SCALE_ATOL * np.abs(want).max())
@@ -743,6 +749,6 @@ def test_state_beyond_one_is_stored_scaled(cells):
 def test_state_of_last_layer_without_head_is_not_scaled():
     model, data = _big_state_model([FastGRNNCell(H)], head=False)
     im = quantize_model(model, data, weight_bits=16)
-    assert im.recurrent[0].state_shift == 0
+    assert im.recurrent[0].formats["h"] == im.frac_bits
     assert any("state clipped to [-1, 1)" in a for a in im.approximations)
     assert im.run(data[:4]).max() == 32767  # the output state saturates below 1

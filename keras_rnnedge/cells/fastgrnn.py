@@ -17,6 +17,7 @@ from keras_rnnedge.cells.base import (
     register_cell,
     structure_config,
 )
+from keras_rnnedge.cells.step import FastGRNNStep, FastRNNStep, register_step
 
 __all__ = ["FastGRNNCell", "FastRNNCell"]
 
@@ -217,3 +218,7 @@ class FastGRNNCell(_FastBase):
         return {**super().get_config(),
                 "recurrent_activation": activation_name(self.recurrent_activation),
                 "zeta_initializer": self.zeta_initializer, "nu_initializer": self.nu_initializer}
+
+
+register_step(FastGRNNCell, FastGRNNStep())
+register_step(FastRNNCell, FastRNNStep())

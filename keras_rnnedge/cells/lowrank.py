@@ -19,6 +19,7 @@ from keras_rnnedge.cells.base import (
     register_cell,
     structure_config,
 )
+from keras_rnnedge.cells.step import GRUStep, LSTMStep, register_step
 
 __all__ = ["LowRankGRUCell", "LowRankLSTMCell"]
 
@@ -239,3 +240,7 @@ class LowRankGRUCell(_LowRankBase):
 
     def get_config(self):
         return {**super().get_config(), "reset_after": self.reset_after}
+
+
+register_step(LowRankLSTMCell, LSTMStep())
+register_step(LowRankGRUCell, GRUStep())
