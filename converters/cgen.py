@@ -48,7 +48,7 @@ import re
 
 import numpy as np
 
-from keras_rnnedge.cells.step import Node
+from keras_rnnedge.cells.step import ACTIVATION_TABLE, Node
 from keras_rnnedge.converters.carray import c_identifier, comment_text
 from keras_rnnedge.converters.intmodel import (
     HARD_SIGMOID_SLOPE,
@@ -1178,14 +1178,9 @@ def _bounds(layer: IntRecurrent) -> dict[int, tuple[int, int]]:
         elif op == "act":
             one = 1 << fr[node.index]
             name = layer.act_name(node)
-            if name in ("sigmoid", "hard_sigmoid", "quantized_sigmoid", "saturating_relu"):
-                v = (0, one)
-            elif name in ("tanh", "quantized_tanh"):
-                v = (-one, one)
-            elif name == "relu":
-                v = (max(0, a[0][0]), max(0, a[0][1]))
-            else:
-                v = a[0]
+            lo, hi = (0.0, 1.0) if name == "saturating_relu" else ACTIVATION_TABLE[name].range
+            low = int(lo * one) if np.isfinite(lo) else a[0][0]
+            v = (low, int(hi * one) if np.isfinite(hi) else max(a[0][1], low))
         else:  # rescale
             s = fr[node.args[0].index] - fr[node.index]
             v = clip32(int(shift(a[0][0], s)), int(shift(a[0][1], s)))
@@ -1305,7 +1300,9 @@ def _layer_step(em: _Emitter, layer: IntRecurrent, n: int, x: str, q: int) -> li
             return _shift(a[0], fr[args[0].index] - fr[node.index])
         # sat16, vector
         lo, hi = bounds[args[0].index]
-        return a[0] if INT16_MIN <= lo and hi <= INT16_MAX else f"re_sat16({a[0]})"
+        if not (INT16_MIN <= lo and hi <= INT16_MAX):
+            return f"re_sat16({a[0]})"
+        return f"(int16_t){_paren(a[0])}" if op == "vector" else a[0]
 
     for index in sorted(sched.kept):
         decls.append(f"int32_t {names[index]}[{H}];")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from keras_rnnedge._compat import keras
-from keras_rnnedge.cells.step import Node, step_of
+from keras_rnnedge.cells.step import ACTIVATION_TABLE, Node, step_of
 from keras_rnnedge.converters.carray import c_identifier, comment_text
 from keras_rnnedge.converters.cgen import _fit_runtime
 from keras_rnnedge.converters.intmodel import (
@@ -94,9 +94,7 @@ static inline void rf_mv_csr_c{c}(const float *val, const uint{c}_t *col, const 
 }}
 """
 
-_ACT = {"tanh": "tanhf({})", "sigmoid": "rf_sigmoid({})", "hard_sigmoid": "rf_hsigmoid({})",
-        "quantized_sigmoid": "rf_qsigmoid({})", "quantized_tanh": "rf_clip({}, -1.0f, 1.0f)",
-        "relu": "rf_relu({})", "linear": "{}", "softmax": "{}"}
+_ACT = {name: a.c_float for name, a in ACTIVATION_TABLE.items()}
 
 
 def _f(v) -> str:
@@ -287,7 +285,7 @@ def layer_float_step(em: _Emitter, layer, n: int, x: str) -> tuple[list[str], li
             decls.append(f"float {dst}[{rows[1] - rows[0]}];")
             d, code = _linear(em, w, matrix, layer.name, sym, vec(src), dst,
                               None if rows == (0, declared.gates[matrix] * H) else rows, cell)
-            decls += d
+            decls += [s for s in d if s not in decls]  # a matrix's scratch, reused
             lines += code
             arrays[(matrix, src.index)] = (dst, gates[0])
         body = []

@@ -32,25 +32,19 @@ Number formats. A value ``v`` in format ``Qf`` is the integer ``round(v * 2**f)`
   (``W' = diag(half_range) W``) and biases (``b' = b + offset @ W``). The formats below are
   calibrated by the float forward pass over full-length windows of a seeded sample of
   ``calibration_size`` sequences drawn across the representative data.
-* Recurrent state ``h``: ``int16`` in ``Q``; for a ``relu`` SimpleRNN (unbounded) in a format
-  calibrated like the intermediate vectors below (at most ``Q``), unless it is the last layer
-  with no Dense head (then ``Q``: the state saturates at ``1 - 2**-Q``, listed as an
-  approximation).
-* FastGRNN/FastRNN state: ``|h|`` can exceed 1 (``h`` adds the candidate, weighted by
-  ``sig(zeta) (1 - z) + sig(nu)`` or ``sig(alpha)``, to ``z h`` or ``sig(beta) h``; trained models
-  reach 2). The stored state is ``g = h / 2**s`` in ``Q`` (``s = state_shift``, ``Q - f_cal``
-  with ``f_cal`` calibrated on the float forward pass like the intermediate vectors below: a
-  factor 2 of headroom over the largest ``|h|``), which is the same step on rescaled
-  constants: ``zeta_q``, ``nu_q`` (``alpha_q``) are ``round(sig(.) * 2**(Q - s))``, the
-  recurrent matrix (its first factor) is multiplied by ``2**s``, and so is the matrix reading
-  ``h``: the next layer's input matrix (first factor) or the first Dense layer's kernel. A last
-  layer without a Dense head keeps ``s = 0`` (its state is the output): ``|h|`` saturates at 1
-  (listed as an approximation when the representative data reach 1).
-* LSTM cell state ``c``: ``int16`` in ``Qcf``, ``cf = min(Q, 12, f_cal)`` with ``f_cal``
-  calibrated from the float forward pass as below (a factor 2 of headroom over the largest
-  ``|c|`` seen). ``c`` is not bounded by 1 (it sums ``i * g`` over time), so ``cf`` is at most
-  12: ``|c| < 8`` always fits, whatever the representative data showed; ``cell_frac_bits``
-  overrides it. Beyond the range ``c`` saturates (``sat16``), in C as here.
+* Recurrent state: the vectors of the cell's declared layout
+  (:class:`~keras_rnnedge.cells.step.StateVector`: ``h`` first, an LSTM's ``c`` after it),
+  ``int16``, each in ``Q`` unless the declaration marks it *calibrated* (its values may exceed 1:
+  the FastGRNN/FastRNN state, which adds the weighted candidate to ``z h``; the LSTM cell state
+  ``c``, which sums ``i * g`` over time; the state of a ``relu`` SimpleRNN). A calibrated
+  vector's format is ``min(Q, max_frac, f_cal)``, ``f_cal`` from the float forward pass like
+  the intermediate vectors below (a factor 2 of headroom over the largest value seen;
+  ``max_frac`` 12 for the LSTM ``c``, so ``|c| < 8`` always fits; ``cell_frac_bits`` overrides
+  it). The output ``h`` of a last layer without a Dense head stays in ``Q`` (it is the scores):
+  beyond 1 it saturates, listed as an approximation. Whatever reads a state vector reads it in
+  its format: the next layer's input product, the head, and the scalars the declaration
+  stores "like" a state vector (FastGRNN's ``zeta``, ``nu``: so every product of its update
+  is in the state's format).
 * Intermediate vectors (the rank-``r`` product of a low-rank factor, hidden Dense outputs):
   ``int16`` in a format ``f`` calibrated from the representative data (the largest ``f <= 15``
   with ``2 * max|v| * 2**f <= 32767``: a factor 2 of headroom).
@@ -100,55 +94,36 @@ Activations, on an ``int32`` ``v`` in ``Qf`` (``one = 2**f``), results in ``Qf``
   for; exact where the candidate is at most 1, listed in :attr:`IntModel.approximations` when
   the representative data take it above 1 (larger values saturate at 1).
 
-Cells allow: FastGRNN/FastRNN ``tanh``, ``sigmoid``, ``hard_sigmoid``, ``quantized_*``, and
-``relu`` as ``activation`` (computed as ``saturating_relu``);
-LSTM/GRU ``activation`` the same, ``recurrent_activation`` only the ``[0, 1]``-valued
-``sigmoid``/``hard_sigmoid``/``quantized_sigmoid`` (so every gate product below fits ``int32``);
-SimpleRNN those and ``relu``. Anything else is refused with a ``ValueError`` naming it.
+Each cell declares the activations it allows per role (:class:`~keras_rnnedge.cells.step.CellStep`
+``activations``): FastGRNN/FastRNN the bounded ones and ``relu`` as ``activation`` (computed as
+``saturating_relu``); LSTM/GRU ``activation`` the bounded ones, ``recurrent_activation`` only the
+``[0, 1]``-valued ``sigmoid``/``hard_sigmoid``/``quantized_sigmoid``; SimpleRNN the bounded ones
+and ``relu``. Anything else is refused with a ``ValueError`` naming it.
 
-FastGRNN step (``x`` in ``Qxf``; ``h`` the stored state ``g = h / 2**s``, in ``Q``)::
+The step of a recurrent layer is its cell's declared step
+(:mod:`keras_rnnedge.cells.step`), interpreted operation by operation (:meth:`IntRecurrent.step`):
+a matrix product is ``linear(M, v, vf -> Q)`` (its rows of one gate); a bias is ``int32`` in
+``Q``; ``add``/``sub`` are ``sat32``; ``mul(a, b)`` is ``sat32(shift(a * b, fa + fb - f))``
+(``a * b`` in ``int64``; ``f`` the declared format, else ``fa + fb - Q``); ``act`` is the
+activation in the format of its argument; ``rescale`` is ``shift`` to the declared format;
+``sat16``/``vector`` saturate to ``int16``; each new state vector is rescaled to its format
+and saturated to ``int16``. For example the FastGRNN step (``Qh`` the state's format)::
 
-    a  = sat32(linear(W, x, xf -> Q) + linear(U, h, Q -> Q))
-    z  = sigma(sat32(a + b_z)),   c = phi(sat32(a + b_h))            # both in [0|-ONE, ONE]
-    k  = rshift(zeta_q * (ONE - z), Q)                      # zeta_q = round(sig(zeta) ONE / 2**s)
+    a  = sat32(linear(W, x, xf -> Q) + linear(U, h, Qh -> Q))
+    z  = sigma(sat32(a + b_z)),   c = phi(sat32(a + b_h))               # both in [0|-ONE, ONE]
+    k  = rshift(zeta_q * (ONE - z), Q)                     # zeta_q = round(sig(zeta) 2**Qh)
     h' = sat16(sat32(sat32(rshift(k * c, Q) + rshift(nu_q * c, Q)) + rshift(z * h, Q)))
 
-FastRNN step (``alpha_q = round(sig(alpha) ONE / 2**s)``, ``beta_q = round(sig(beta) ONE)``)::
+and the LSTM's (``c`` in ``Qcf``)::
 
-    c  = phi(sat32(sat32(linear(W, x) + linear(U, h)) + b))
-    h' = sat16(sat32(rshift(alpha_q * c, Q) + rshift(beta_q * h, Q)))
-
-SimpleRNN step (``hf`` the state's format, ``Q`` unless ``relu``)::
-
-    h' = sat16(shift(act(sat32(sat32(linear(W, x, xf -> Q) + linear(U, h, hf -> Q)) + b)), Q - hf))
-
-LSTM step (gates in Keras order ``i, f, c, o``; ``a`` has ``4H`` entries; ``sigma`` the
-``recurrent_activation``, ``phi`` the ``activation``; ``c`` in ``Qcf``)::
-
-    a  = sat32(sat32(linear(W, x, xf -> Q) + linear(U, h, Q -> Q)) + b)
-    i, f, g, o = sigma(a_i), sigma(a_f), phi(a_c), sigma(a_o)              # in Q
+    a  = sat32(sat32(linear(W, x, xf -> Q) + linear(U, h, Q -> Q)) + b)   # per gate i, f, g, o
     c' = sat16(sat32(rshift(f * c, Q) + rshift(i * g, 2 Q - cf)))          # Qcf
     h' = sat16(rshift(o * shift(phi_cf(c'), cf - Q), Q))                   # phi in Qcf, to Q
 
-GRU step, ``reset_after=True`` (Keras' default; bias ``(2, 3H)`` = input and recurrent halves;
-gates ``z, r, h``): the recurrent product keeps its own bias, then meets the reset gate::
-
-    xs = sat32(linear(W, x, xf -> Q) + b_in);   us = sat32(linear(U, h, Q -> Q) + b_rec)
-    z  = sigma(sat32(xs_z + us_z)),   r = sigma(sat32(xs_r + us_r))
-    c  = phi(sat32(xs_h + sat32(rshift(r * us_h, Q))))   # r * us_h: an int64 product in C
-    h' = sat16(sat32(rshift(z * h, Q) + rshift((ONE - z) * c, Q)))
-
-``reset_after=False`` (bias ``(3H,)``; ``U_zr``/``U_h`` are rows ``[0, 2H)``/``[2H, 3H)`` of the
-stored ``U``, or of ``U_v`` for a factored ``U``, whose rank-``r`` product is computed twice)::
-
-    xs = sat32(linear(W, x, xf -> Q) + b);   uzr = linear(U_zr, h, Q -> Q)
-    z  = sigma(sat32(xs_z + uzr_z)),   r = sigma(sat32(xs_r + uzr_r))
-    rh = sat16(rshift(r * h, Q));      c = phi(sat32(xs_h + linear(U_h, rh, Q -> Q)))
-    h' = as above
-
-Every product there, except ``r * us_h``, has factors of magnitude ``<= 2**15`` (``|c| < 2**15``
-too), so it fits ``int32``; ``us_h`` is an ``int32`` pre-activation, so ``r * us_h`` (``< 2**47``)
-is formed in ``int64`` and the rounded result (``|.| <= |us_h|``) fits ``int32`` again. Dense
+The generated C computes the same integers; where interval arithmetic over these values proves
+that a ``sat32`` cannot act or that a product fits ``int32``, it skips the saturation or the
+64-bit product (GRU's ``r * (h U_h + b)``, an ``int32`` pre-activation times a gate, is formed
+in ``int64``). Dense
 layer (input in ``Qxf``, output in ``Qyf``; ``yf = Q`` for the last)::
 
     y = act(sat32(linear(W, x, xf -> yf) + b));  hidden layers: y = sat16(y)
@@ -165,7 +140,17 @@ import math
 
 from keras_rnnedge._compat import keras, np
 from keras_rnnedge.cells.base import activation_name
-from keras_rnnedge.cells.step import LSTM_CELL_FRAC, Node, StateVector, StepGraph, step_of
+from keras_rnnedge.cells.step import (
+    ACTIVATION_TABLE,
+    BOUNDED_ACTIVATIONS,
+    FAST_ACTIVATIONS,
+    GATE_ACTIVATIONS,
+    LSTM_CELL_FRAC,
+    Node,
+    StateVector,
+    StepGraph,
+    step_of,
+)
 from keras_rnnedge.converters.lowering import plan_model, strip_wrappers
 from keras_rnnedge.matrices import LowRank
 from keras_rnnedge.matrices.base import Stage
@@ -206,13 +191,11 @@ SUPPORTED_LAYERS = ("RNN(FastGRNNCell)", "RNN(FastRNNCell)", "RNN(LowRankLSTMCel
                     "RNN(GRUCell)", "RNN(SimpleRNNCell)", "Dense", "Activation", "Dropout",
                     "InputLayer")
 #: Activations of FastGRNN/FastRNN cells (``activation``/``recurrent_activation``).
-CELL_ACTIVATIONS = ("tanh", "quantized_tanh", "sigmoid", "quantized_sigmoid", "hard_sigmoid")
+CELL_ACTIVATIONS = FAST_ACTIVATIONS
 #: FastGRNN/FastRNN ``activation`` (the candidate): also ``relu``, clipped at 1 in integers.
 CANDIDATE_ACTIVATIONS = CELL_ACTIVATIONS + ("relu",)
-#: Gate activations (``recurrent_activation``) of LSTM/GRU: bounded in ``[0, 1]``.
-GATE_ACTIVATIONS = ("sigmoid", "hard_sigmoid", "quantized_sigmoid")
 #: Candidate/cell activations (``activation``) of LSTM/GRU: bounded in ``[-1, 1]``.
-LSTM_GRU_ACTIVATIONS = ("tanh", "quantized_tanh") + GATE_ACTIVATIONS
+LSTM_GRU_ACTIVATIONS = BOUNDED_ACTIVATIONS
 #: Activations of SimpleRNN (``relu``: the state's format is calibrated).
 SIMPLE_RNN_ACTIVATIONS = LSTM_GRU_ACTIVATIONS + ("relu",)
 #: Activations of Dense layers (``softmax`` only on the last one).
@@ -924,12 +907,7 @@ def _sigmoid(x):
     return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, np.float64)))
 
 
-_FLOAT_ACT = {"sigmoid": _sigmoid, "tanh": np.tanh,
-              "quantized_sigmoid": lambda x: np.clip((x + 1.0) / 2.0, 0.0, 1.0),
-              "quantized_tanh": lambda x: np.clip(x, -1.0, 1.0),
-              "hard_sigmoid": lambda x: np.clip(0.2 * x + 0.5, 0.0, 1.0),
-              "relu": lambda x: np.maximum(x, 0.0), "linear": lambda x: x,
-              "softmax": lambda x: x}
+_FLOAT_ACT = {name: a.fn for name, a in ACTIVATION_TABLE.items()}
 
 
 def _weights(cell) -> dict[str, np.ndarray]:

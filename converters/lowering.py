@@ -26,6 +26,7 @@ from collections.abc import Callable
 
 from keras_rnnedge._compat import keras, np
 from keras_rnnedge.cells import CELL_REGISTRY, CompressedCell
+from keras_rnnedge.cells.step import step_of
 from keras_rnnedge.micro_targets.validate import check_positive_int, check_sequences
 from keras_rnnedge.optimize import is_quantize_input, is_quantize_wrapper, strip_pruning, unwrap
 
@@ -194,7 +195,7 @@ def plan_model(model: keras.Model) -> ModelPlan:
             if head:
                 raise _unsupported(inner, "a recurrent layer after the head")
             if isinstance(cell, keras.layers.StackedRNNCells) or not (
-                    isinstance(cell, (CompressedCell, *_STOCK_RNN.values()))):
+                    isinstance(cell, CompressedCell) or _has_lowering(cell)):
                 raise _unsupported(inner, f"no lowering for cell {type(cell).__name__}")
             if getattr(inner, "go_backwards", False) or getattr(inner, "return_state", False):
                 raise _unsupported(inner, "go_backwards/return_state are not supported")
@@ -335,7 +336,8 @@ def _copy_cell(cell, name: str):
     config = cell.get_config()
     config["name"] = name
     for key in ("dropout", "recurrent_dropout"):
-        config[key] = 0.0
+        if key in config:
+            config[key] = 0.0
     weights = {w.name.split("/")[-1].split(":")[0]: w.numpy() for w in cell.weights}
     return type(cell).from_config(config), weights, []
 
@@ -368,8 +370,16 @@ LOWERINGS.update({keras.layers.LSTMCell: lower_cell_step, keras.layers.GRUCell: 
                   keras.layers.SimpleRNNCell: lower_cell_step})
 
 
+def _has_lowering(cell) -> bool:
+    """A cell class (or a base) in :data:`LOWERINGS`, or with a declared step
+    (:func:`keras_rnnedge.cells.step.register_step`): a Keras cell the step lowering traces."""
+    return (any(k in LOWERINGS for k in type(cell).__mro__) or step_of(cell) is not None)
+
+
 def _lowering_for(layer):
     fn = next((LOWERINGS[k] for k in type(layer.cell).__mro__ if k in LOWERINGS), None)
+    if fn is None and step_of(layer.cell) is not None:
+        fn = lower_cell_step
     if fn is None:
         raise ConversionError(
             f"No lowering for cell {type(layer.cell).__name__} of layer {layer.name!r}. "

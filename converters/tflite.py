@@ -33,6 +33,7 @@ import warnings
 
 from keras_rnnedge._compat import np, tf
 from keras_rnnedge.converters.lowering import ConversionError, LoweredModel
+from keras_rnnedge.optimize.recurrent import is_quantize_input, is_quantize_wrapper
 
 __all__ = ["CALIBRATION_SEQUENCES", "QUANTIZATIONS", "TensorInfo", "TFLiteModel", "qat_ranges",
            "to_tflite"]
@@ -187,16 +188,15 @@ def qat_ranges(model) -> dict[str, tuple[float, float]]:
     ranges: dict[str, tuple[float, float]] = {}
     layers = [layer for layer in model.layers if not isinstance(layer, tf.keras.layers.InputLayer)]
     for layer in layers:
-        kind = type(layer).__name__
         values = {w.name.split("/")[-1].split(":")[0]: float(np.asarray(w.numpy()).reshape(-1)[0])
                   for w in layer.weights if w.name.split(":")[0].endswith(("_min", "_max"))}
-        if kind == "QuantizeLayer" and "x" not in ranges:
+        if is_quantize_input(layer) and "x" not in ranges:
             pair = (values.get("quantize_layer_min"), values.get("quantize_layer_max"))
             if None in pair:
                 pair = next(((values[k], values[k[:-3] + "max"]) for k in values
                              if k.endswith("_min") and k[:-3] + "max" in values), (None, None))
             ranges["x"] = pair
-        elif kind.startswith("QuantizeWrapper") and "post_activation_min" in values:
+        elif is_quantize_wrapper(layer) and "post_activation_min" in values:
             ranges["y"] = (values["post_activation_min"], values["post_activation_max"])
     return {k: (lo, hi) for k, (lo, hi) in ranges.items()
             if lo is not None and hi is not None and np.isfinite([lo, hi]).all() and hi > lo}

@@ -48,6 +48,8 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "ACTIVATION_TABLE",
+    "ActivationInfo",
     "CellStep",
     "Node",
     "STEPS",
@@ -61,9 +63,49 @@ __all__ = [
 #: Operations of a step graph and their argument kinds.
 OPS = ("input", "state", "product", "bias", "scalar", "one", "add", "sub", "mul", "act",
        "rescale", "sat16", "vector")
+
+
+def sigmoid(x) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, np.float64)))
+
+
+@dataclasses.dataclass(frozen=True)
+class ActivationInfo:
+    """What the converters know of one activation.
+
+    Attributes:
+        name: its name (:data:`keras_rnnedge.cells.ACTIVATIONS`, or Keras').
+        fn: the exact function in NumPy (float64): the calibration pass and the float oracle.
+        range: ``(lo, hi)`` of its values (``-inf``/``inf``: unbounded), for the formats and the
+            interval arithmetic of the generated C.
+        c_float: the float C expression, ``{}`` standing for the argument.
+    """
+
+    name: str
+    fn: Callable
+    range: tuple[float, float]
+    c_float: str
+
+
+#: The activations with an integer implementation (the ``softmax`` of a last Dense layer is
+#: omitted: the scores are the logits).
+ACTIVATION_TABLE: dict[str, ActivationInfo] = {a.name: a for a in (
+    ActivationInfo("tanh", np.tanh, (-1.0, 1.0), "tanhf({})"),
+    ActivationInfo("quantized_tanh", lambda x: np.clip(x, -1.0, 1.0), (-1.0, 1.0),
+                   "rf_clip({}, -1.0f, 1.0f)"),
+    ActivationInfo("sigmoid", sigmoid, (0.0, 1.0), "rf_sigmoid({})"),
+    ActivationInfo("quantized_sigmoid", lambda x: np.clip((x + 1.0) / 2.0, 0.0, 1.0),
+                   (0.0, 1.0), "rf_qsigmoid({})"),
+    ActivationInfo("hard_sigmoid", lambda x: np.clip(0.2 * x + 0.5, 0.0, 1.0), (0.0, 1.0),
+                   "rf_hsigmoid({})"),
+    ActivationInfo("relu", lambda x: np.maximum(x, 0.0), (0.0, np.inf), "rf_relu({})"),
+    ActivationInfo("linear", lambda x: x, (-np.inf, np.inf), "{}"),
+    ActivationInfo("softmax", lambda x: x, (-np.inf, np.inf), "{}"),
+)}
 #: Activations bounded in [0, 1] and in [-1, 1] (the gates and candidates of LSTM/GRU).
-GATE_ACTIVATIONS = ("sigmoid", "hard_sigmoid", "quantized_sigmoid")
-BOUNDED_ACTIVATIONS = ("tanh", "quantized_tanh") + GATE_ACTIVATIONS
+GATE_ACTIVATIONS = tuple(k for k, a in ACTIVATION_TABLE.items() if a.range == (0.0, 1.0))
+BOUNDED_ACTIVATIONS = tuple(k for k, a in ACTIVATION_TABLE.items()
+                            if a.range in ((0.0, 1.0), (-1.0, 1.0)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -276,10 +318,6 @@ def step_of(cell: Any) -> CellStep | None:
     return None
 
 
-def sigmoid(x) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, np.float64)))
-
-
 def scalar_weight(weights: dict[str, np.ndarray], name: str,
                   transform: Callable = sigmoid) -> float:
     return float(transform(np.asarray(weights[name], np.float64).ravel()[0]))
@@ -287,7 +325,7 @@ def scalar_weight(weights: dict[str, np.ndarray], name: str,
 
 # -- the declarations of the cell kinds -------------------------------------------------------
 # FastGRNN/FastRNN activations (``activation`` also ``relu``: clipped at 1 in integers).
-FAST_ACTIVATIONS = ("tanh", "quantized_tanh", "sigmoid", "quantized_sigmoid", "hard_sigmoid")
+FAST_ACTIVATIONS = BOUNDED_ACTIVATIONS
 
 
 def _bias(weights: dict[str, np.ndarray], name: str, width: int) -> np.ndarray:
