@@ -139,7 +139,7 @@ UB_MODEL = {
 
 def test_undefined_behaviour_is_a_crash(tmp_path):
     model = FuzzModel(name="ub", c_sources=UB_MODEL, features=1, num_outputs=1,
-                      state_sizes=(1,), cell_sizes=(0,), oracle=None)
+                      state_sizes=(1,), state_layout=((("h", 1),),), oracle=None)
     report = fuzz_model(model, seconds=2, workdir=tmp_path, max_steps=MAX_STEPS)
     assert report.crashes and "runtime error" in report.crashes[0]
     assert "signed integer overflow" in report.crashes[0]
