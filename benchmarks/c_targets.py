@@ -51,9 +51,9 @@ from common import (  # noqa: E402
 
 from keras_rnnedge._compat import keras  # noqa: E402
 from keras_rnnedge.cells import FastGRNNCell  # noqa: E402
-from keras_rnnedge.converters.cgen import generate_c  # noqa: E402
-from keras_rnnedge.converters.intmodel import quantize_model  # noqa: E402
-from keras_rnnedge.converters.pipeline import convert  # noqa: E402
+from keras_rnnedge.converters.c.cgen import generate_c  # noqa: E402
+from keras_rnnedge.converters.c.intmodel import quantize_model  # noqa: E402
+from keras_rnnedge.converters.tflite.pipeline import convert  # noqa: E402
 from keras_rnnedge.datasets import load_har  # noqa: E402
 from keras_rnnedge.micro_targets.crun import CModelSources, run_c  # noqa: E402
 from keras_rnnedge.micro_targets.emulate import emulate  # noqa: E402

@@ -44,8 +44,8 @@ from keras_rnnedge.cells import (  # noqa: E402
     LowRankLSTMCell,
 )
 from keras_rnnedge.cells.base import quantized_sigmoid, quantized_tanh  # noqa: E402
-from keras_rnnedge.converters import cgen  # noqa: E402
-from keras_rnnedge.converters.intmodel import (  # noqa: E402
+from keras_rnnedge.converters.c import cgen  # noqa: E402
+from keras_rnnedge.converters.c.intmodel import (  # noqa: E402
     CANDIDATE_ACTIVATIONS,
     CELL_ACTIVATIONS,
     DENSE_ACTIVATIONS,

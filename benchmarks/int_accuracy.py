@@ -55,11 +55,11 @@ from benchmarks.train_quality import (  # noqa: E402
 )
 from keras_rnnedge._compat import keras, np  # noqa: E402
 from keras_rnnedge.converters import convert  # noqa: E402
-from keras_rnnedge.converters.cexport import CALIBRATION_SEQUENCES  # noqa: E402
-from keras_rnnedge.converters.cgen import generate_c  # noqa: E402
-from keras_rnnedge.converters.intmodel import activate, quantize_model  # noqa: E402
+from keras_rnnedge.converters.c.cexport import CALIBRATION_SEQUENCES  # noqa: E402
+from keras_rnnedge.converters.c.cgen import generate_c  # noqa: E402
+from keras_rnnedge.converters.c.intmodel import activate, quantize_model  # noqa: E402
 from keras_rnnedge.converters.quality import DeploymentCheck  # noqa: E402
-from keras_rnnedge.converters.tflite import (  # noqa: E402
+from keras_rnnedge.converters.tflite.flatbuffer import (  # noqa: E402
     CALIBRATION_SEQUENCES as TFLITE_CALIBRATION,
 )
 from keras_rnnedge.micro_targets.crun import CModelSources, run_c  # noqa: E402

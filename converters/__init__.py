@@ -21,7 +21,7 @@ Example:
     >>> result.save("out/har_fastgrnn")                          # doctest: +SKIP
 """
 
-from keras_rnnedge.converters.cexport import (
+from keras_rnnedge.converters.c.cexport import (
     C_PRECISIONS,
     CConversionResult,
     SavedC,
@@ -36,12 +36,6 @@ from keras_rnnedge.converters.lowering import (
     supported_layers,
     without_masking,
 )
-from keras_rnnedge.converters.pipeline import (
-    ConversionResult,
-    OutputExistsError,
-    convert,
-    load_result,
-)
 from keras_rnnedge.converters.quality import (
     CalibrationWarning,
     DeploymentCheck,
@@ -50,7 +44,18 @@ from keras_rnnedge.converters.quality import (
     QualityReport,
     StageCheckError,
 )
-from keras_rnnedge.converters.tflite import QUANTIZATIONS, TensorInfo, TFLiteModel, to_tflite
+from keras_rnnedge.converters.tflite.flatbuffer import (
+    QUANTIZATIONS,
+    TensorInfo,
+    TFLiteModel,
+    to_tflite,
+)
+from keras_rnnedge.converters.tflite.pipeline import (
+    ConversionResult,
+    OutputExistsError,
+    convert,
+    load_result,
+)
 
 __all__ = [
     "C_PRECISIONS",

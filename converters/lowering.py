@@ -5,8 +5,8 @@ recurrent layers (``keras.layers.RNN`` over a registered cell, or stock ``Simple
 ``LSTM``), the last returning its final output, then ``Dense``/``Activation``/``Dropout``
 layers. Pruning and QAT wrappers are stripped: the lowered model carries the float weights
 (pruned zeros included); a QAT model's trained weights are used, and in an int8 conversion its
-trained input and output ranges (:func:`~keras_rnnedge.converters.tflite.qat_ranges`); the other
-activation ranges are calibrated from the representative data.
+trained input and output ranges (:func:`~keras_rnnedge.converters.tflite.flatbuffer.qat_ranges`);
+the other activation ranges are calibrated from the representative data.
 
 Three modes:
 

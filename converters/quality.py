@@ -1,7 +1,7 @@
 """What a conversion loses: calibration sampling, range estimators and the deployment check.
 
-Both converters (:func:`~keras_rnnedge.converters.pipeline.convert` for TFLite Micro,
-:func:`~keras_rnnedge.converters.cexport.convert_c` for the standalone C) share this module:
+Both converters (:func:`~keras_rnnedge.converters.tflite.pipeline.convert` for TFLite Micro,
+:func:`~keras_rnnedge.converters.c.cexport.convert_c` for the standalone C) share this module:
 
 * :func:`calibration_sample`: a seeded sample of sequences drawn across the whole
   representative array (not its first rows, which are often one class when the training set is

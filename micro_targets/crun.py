@@ -1,7 +1,7 @@
 """Run generated standalone C on the host, a Cortex-M4 (QEMU) or an ATmega328P (simavr).
 
 :func:`run_c` takes a C conversion (anything with ``name``, ``c_sources``, ``features`` and
-``num_outputs``, e.g. :class:`keras_rnnedge.converters.cexport.CConversionResult` or what
+``num_outputs``, e.g. :class:`keras_rnnedge.converters.c.cexport.CConversionResult` or what
 :func:`keras_rnnedge.converters.load_result` reads back) and int16 input windows, builds a program
 around the model's ``<id>_reset``/``<id>_step``/``<id>_predict`` and returns every window's
 scores with the cost per step:

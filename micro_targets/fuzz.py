@@ -71,7 +71,7 @@ class FuzzModel:
             the struct's fields ``<name><n>`` and of the oracle's state vector (``h`` first).
         oracle: has ``initial_state(batch)``, ``step(state, x_q)`` and ``predict(state)``, batched
             over leading dimensions, with the state per layer ``h`` then ``c`` (as
-            :class:`keras_rnnedge.converters.intmodel.IntModel`); ``None``: fuzz only (no
+            :class:`keras_rnnedge.converters.c.intmodel.IntModel`); ``None``: fuzz only (no
             replay).
         reference: optional ``(name, c_sources)``: the same model generated another way; the
             fuzz target aborts when the two builds differ after any step.

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from keras_rnnedge.converters.cgen import generate_c
-from keras_rnnedge.converters.cgen_float import generate_float_c
-from keras_rnnedge.converters.intmodel import quantize_model
+from keras_rnnedge.converters.c.cgen import generate_c
+from keras_rnnedge.converters.c.cgen_float import generate_float_c
+from keras_rnnedge.converters.c.intmodel import quantize_model
 from tests.test_codegen import SYNTHETIC, synthetic_model
 from tests.test_intmodel import _make_cached
 

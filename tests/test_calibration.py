@@ -12,8 +12,8 @@ import pytest
 from keras_rnnedge._compat import keras
 from keras_rnnedge.cells import FastGRNNCell
 from keras_rnnedge.converters import ConversionError, convert
-from keras_rnnedge.converters.cexport import convert_c
-from keras_rnnedge.converters.intmodel import quantize_model
+from keras_rnnedge.converters.c.cexport import convert_c
+from keras_rnnedge.converters.c.intmodel import quantize_model
 from keras_rnnedge.converters.quality import (
     CalibrationWarning,
     DeploymentCheck,
@@ -218,7 +218,7 @@ def test_huge_calibration_data_does_not_convert_silently(ordered):
 
 
 def test_stage_check_that_gives_nan_raises(ordered, monkeypatch):
-    from keras_rnnedge.converters import pipeline
+    from keras_rnnedge.converters.tflite import pipeline
 
     model, x_train, *_ = ordered
     monkeypatch.setattr(pipeline, "_run_lowered", lambda lowered, x: np.full((len(x), CLASSES),
@@ -272,7 +272,7 @@ def test_cli_checks_the_conversion_against_the_data(ordered, tmp_path, capsys):
 
 
 def test_qat_ranges_are_kept(ordered):
-    from keras_rnnedge.converters.tflite import qat_ranges
+    from keras_rnnedge.converters.tflite.flatbuffer import qat_ranges
     from keras_rnnedge.optimize import quantize_model as qat_model
 
     model, x_train, *_ = ordered

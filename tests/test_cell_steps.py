@@ -167,7 +167,7 @@ def test_declarations_are_validated():
         def equations(self, b, cell):
             return {"h": b.add(b.state("h"), b.state("c")), "c": b.state("c")}
 
-    from keras_rnnedge.converters.intmodel import step_formats
+    from keras_rnnedge.converters.c.intmodel import step_formats
 
     with pytest.raises(ValueError, match=r"adds values in Q15 and Q12.*must rescale"):
         step_formats(MixedFormats().graph(cell), 15, {"h": 15, "c": 12}, 15, "l")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from keras_rnnedge._compat import keras
-from keras_rnnedge.converters.cgen_float import generate_float_c
+from keras_rnnedge.converters.c.cgen_float import generate_float_c
 from keras_rnnedge.micro_targets.harness import build_and_run_cortex_m4, build_and_run_host
 from tests.test_intmodel import CONFIGS, _make_cached
 from tests.test_targets_emulated import _toolchain
@@ -96,7 +96,7 @@ def test_errors_name_the_layer_and_the_weight():
 
 def test_head_errors_are_named():
     """The head is read once (intmodel.head_layers) for the integer and the float C."""
-    from keras_rnnedge.converters.intmodel import quantize_model
+    from keras_rnnedge.converters.c.intmodel import quantize_model
 
     x = np.zeros((2, 4, 2), np.float32)
 

@@ -24,16 +24,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from keras_rnnedge.converters import lowering, sketch
+from keras_rnnedge.converters import lowering
 from keras_rnnedge.converters.carray import BYTES_PER_LINE, c_array, c_identifier
-from keras_rnnedge.converters.sketch import (
+from keras_rnnedge.converters.tflite import sketch
+from keras_rnnedge.converters.tflite.flatbuffer import TensorInfo
+from keras_rnnedge.converters.tflite.sketch import (
     IOTensor,
     SketchSpec,
     arduino_sketch,
     model_io_header,
     platformio_project,
 )
-from keras_rnnedge.converters.tflite import TensorInfo
 from keras_rnnedge.micro_targets.emulate import _run_steps
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
@@ -1043,7 +1044,7 @@ def test_sketch_refuses_a_model_that_does_not_match_its_header(tmp_path):
     assert "invoke" not in run.stderr
 
 
-# -- the integer model's C (converters.cgen): row kernels and runtime helpers ---------------------
+# -- the integer model's C (converters.c.cgen): row kernels and runtime helpers --------------------
 # Synthetic integer models (IntModel built directly, no Keras) reach every kernel path with
 # chosen storage and sizes: dense/CSR, int8/int16 values, 8/16-bit CSR columns, short rows (the
 # inlined kernel), rows of 4k + 1..3 terms (the unrolled loops' tails), rows whose bound needs
@@ -1052,7 +1053,7 @@ def test_sketch_refuses_a_model_that_does_not_match_its_header(tmp_path):
 
 def _syn_matrix(rng, name: str, rows: int, cols: int, bits: int, density: float,
                 big_rows: int = 0):
-    from keras_rnnedge.converters.intmodel import IntMatrix
+    from keras_rnnedge.converters.c.intmodel import IntMatrix
 
     lim = 127 if bits == 8 else 32767
     values = rng.integers(-lim, lim + 1, size=(rows, cols))
@@ -1066,7 +1067,7 @@ def _syn_matrix(rng, name: str, rows: int, cols: int, bits: int, density: float,
 
 
 def _syn_linear(rng, name, rows, cols, bits, density, rank=None, big_rows=0):
-    from keras_rnnedge.converters.intmodel import IntLinear
+    from keras_rnnedge.converters.c.intmodel import IntLinear
 
     if rank is None:
         return IntLinear(_syn_matrix(rng, name, rows, cols, bits, density, big_rows))
@@ -1079,9 +1080,8 @@ def synthetic_model(kind: str, *, features: int, units: int, bits: int = 8,
                     big_rows: int = 0, reset_after: bool = False, activation: str = "tanh",
                     recurrent_activation: str = "sigmoid", scalars=(26000, 16929), seed: int = 0):
     """A one-layer integer model with a Dense head, all weights random (see above)."""
-    from keras_rnnedge.cells.step import (FastGRNNStep, FastRNNStep, GRUStep, LSTMStep,
-                                          SimpleRNNStep)
-    from keras_rnnedge.converters.intmodel import IntDense, IntLinear, IntModel, IntRecurrent
+    from keras_rnnedge.cells.step import FastGRNNStep, FastRNNStep, GRUStep, LSTMStep, SimpleRNNStep
+    from keras_rnnedge.converters.c.intmodel import IntDense, IntLinear, IntModel, IntRecurrent
 
     rng = np.random.default_rng(seed)
     width = {"lstm": 4, "gru": 3}.get(kind, 1) * units
@@ -1175,7 +1175,7 @@ def synthetic_inputs(im, n: int = 3, steps: int = 7, seed: int = 1) -> np.ndarra
 
 @pytest.mark.parametrize("config", sorted(SYNTHETIC))
 def test_generated_c_kernels_match_the_oracle(config):
-    from keras_rnnedge.converters.cgen import generate_c
+    from keras_rnnedge.converters.c.cgen import generate_c
     from tests.test_intmodel import _assert_bit_exact, _oracle, _run_c
 
     kwargs, kernels = SYNTHETIC[config]
@@ -1197,7 +1197,7 @@ def test_generated_c_kernels_match_the_oracle(config):
 def test_saturating_kernels_match_the_oracle(config):
     """The saturating CSR kernels (column and byte-offset pairs) on every row, as the
     c_targets benchmark emits them for comparison, under the sanitizers."""
-    from keras_rnnedge.converters import cgen
+    from keras_rnnedge.converters.c import cgen
     from tests.test_intmodel import _assert_bit_exact, _oracle, _run_c
 
     im = synthetic_model(**SYNTHETIC[config][0])
@@ -1210,7 +1210,7 @@ def test_saturating_kernels_match_the_oracle(config):
 def test_step_keeps_no_int32_vector_on_the_stack():
     """Per-row fusion: the HAR-2 FastGRNN shape (H 80, ranks 5/40) needs the int16 rank-r
     intermediates only (5 + 40 int16) in ``<id>_step``, not int32 pre-activations of H."""
-    from keras_rnnedge.converters.cgen import generate_c
+    from keras_rnnedge.converters.c.cgen import generate_c
 
     im = synthetic_model("fastgrnn", features=9, units=80, w_rank=5, u_rank=40,
                          w_density=0.2, u_density=0.3)
@@ -1254,7 +1254,7 @@ def runtime_check_main(pairs) -> tuple[str, list[str]]:
     re_mulsh16/re_mulsh/re_rsh/re_sat_add32/re_sat16 on ``pairs`` and on int32 extremes (from
     global arrays, so the compiler cannot fold them; shifts by constants, as the generated code
     calls them), and the expected lines."""
-    from keras_rnnedge.converters.intmodel import activate, rshift, sat16, sat32
+    from keras_rnnedge.converters.c.intmodel import activate, rshift, sat16, sat32
 
     values = [-(2**31), 2**31 - 1, -1, 1, 0, -32769, 32768, 123456789, -987654321, 65535,
               -65536, -32768, 32767]
@@ -1302,7 +1302,7 @@ def runtime_check_main(pairs) -> tuple[str, list[str]]:
 
 
 def runtime_check_files(progmem: bool) -> dict[str, str]:
-    from keras_rnnedge.converters.cgen import generate_c
+    from keras_rnnedge.converters.c.cgen import generate_c
 
     files = generate_c(synthetic_model("fastgrnn", features=3, units=4), "syn", progmem=progmem)
     return {"syn.h": files["syn.h"], "syn_src.inc": files["syn.c"]}
@@ -1315,3 +1315,19 @@ def test_runtime_products_shifts_and_saturation():
     for sanitize in (False, True):
         out = build_and_run_host(runtime_check_files(False), main, sanitize=sanitize)
         assert out.split() == want
+
+
+def test_runtime_files_are_what_the_generators_inline():
+    """The C runtimes are real files (``converters/c/runtime``), read as package resources;
+    their functions reach a generated model as written there."""
+    from keras_rnnedge.converters.c import runtime_text
+    from keras_rnnedge.converters.c.cgen import generate_c
+
+    text = runtime_text("rnnedge_int.h")
+    helpers = re.findall(r"^static inline int32_t (re_\w+)\(", text, re.M)
+    assert {"re_sat_add32", "re_rshift", "re_mul_rshift64"} <= set(helpers)
+    source = generate_c(synthetic_model("fastgrnn", features=4, units=6), "rt")["rt.c"]
+    body = re.search(r"static inline int32_t re_sat_add32\(.*?\n}\n", text, re.S).group(0)
+    assert body in source
+    with pytest.raises(FileNotFoundError):
+        runtime_text("missing.h")

@@ -19,9 +19,9 @@ from keras_rnnedge import cli
 from keras_rnnedge._compat import keras
 from keras_rnnedge.cells import FastGRNNCell, FastRNNCell
 from keras_rnnedge.converters import ConversionError, convert, convert_c, load_result, lower
+from keras_rnnedge.converters.c.cgen import generate_c
+from keras_rnnedge.converters.c.intmodel import quantize_model
 from keras_rnnedge.converters.carray import RESERVED_NAMES, c_identifier, identifier_note
-from keras_rnnedge.converters.cgen import generate_c
-from keras_rnnedge.converters.intmodel import quantize_model
 from keras_rnnedge.micro_targets import audit as audit_module
 from keras_rnnedge.micro_targets import emulate as emulate_module
 from keras_rnnedge.micro_targets.audit import UnsupportedOpError

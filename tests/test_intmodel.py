@@ -20,8 +20,8 @@ import pytest
 from keras_rnnedge import keras
 from keras_rnnedge.cells import FastGRNNCell, FastRNNCell, LowRankGRUCell, LowRankLSTMCell
 from keras_rnnedge.cells.base import quantized_sigmoid, quantized_tanh
-from keras_rnnedge.converters.cgen import generate_c
-from keras_rnnedge.converters.intmodel import (
+from keras_rnnedge.converters.c.cgen import generate_c
+from keras_rnnedge.converters.c.intmodel import (
     INT32_MAX,
     INT32_MIN,
     LSTM_CELL_FRAC,

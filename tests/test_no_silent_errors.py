@@ -8,7 +8,7 @@ import pytest
 from keras_rnnedge._compat import keras
 from keras_rnnedge.cells import FastGRNNCell
 from keras_rnnedge.converters import ConversionError, convert, convert_c, without_masking
-from keras_rnnedge.converters.intmodel import quantize_model
+from keras_rnnedge.converters.c.intmodel import quantize_model
 from tests import tolerances
 
 T, F = 8, 3

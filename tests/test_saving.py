@@ -28,7 +28,7 @@ from keras_rnnedge import cli, optimize
 from keras_rnnedge._compat import keras, tfmot
 from keras_rnnedge.cells import CELL_REGISTRY
 from keras_rnnedge.converters import ConversionError, OutputExistsError
-from keras_rnnedge.converters.pipeline import (
+from keras_rnnedge.converters.result import (
     OUTPUT_MARKER,
     check_output_directory,
     is_conversion_output,

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from keras_rnnedge.cells import FastGRNNCell
-from keras_rnnedge.converters import intmodel
-from keras_rnnedge.converters.cgen import generate_c
-from keras_rnnedge.converters.intmodel import quantize_model
+from keras_rnnedge.converters.c import intmodel
+from keras_rnnedge.converters.c.cgen import generate_c
+from keras_rnnedge.converters.c.intmodel import quantize_model
 from keras_rnnedge.micro_targets.harness import (
     TOOLCHAIN_PACKAGES,
     ToolchainMissingError,

@@ -19,7 +19,7 @@ state vector::
                            b.mul(b.scalar("beta"), b.state("h")))}
 
 Operations and their integer meaning (``Q``: the model's activation format; every integer
-value is an ``int32`` with a power-of-two format; see :mod:`keras_rnnedge.converters.intmodel`):
+value is an ``int32`` with a power-of-two format; see :mod:`keras_rnnedge.converters.c.intmodel`):
 
 - ``input()``, ``state(name)``: the layer input and a state vector (``int16``, in their formats);
 - ``product(matrix, v, gate=g)``: rows ``g * units ... (g + 1) * units`` of ``v @ M``, in ``Q``;

@@ -1,6 +1,6 @@
 """Project stage for the standalone C model: an Arduino sketch and a plain Cortex-M C project.
 
-Both wrap the files of :func:`keras_rnnedge.converters.cgen.generate_c` (``<id>.h``, ``<id>.c``)
+Both wrap the files of :func:`keras_rnnedge.converters.c.cgen.generate_c` (``<id>.h``, ``<id>.c``)
 and need no TFLite Micro:
 
 * :func:`c_sketch`: the sketch folder ``<id>/`` (``<id>.ino`` plus the model's C, which the
@@ -27,7 +27,12 @@ import numpy as np
 
 from keras_rnnedge import micro_targets
 from keras_rnnedge.converters.carray import comment_text
-from keras_rnnedge.converters.sketch import BAUD_RATE, _c_float, _c_string, serial_sample_reader
+from keras_rnnedge.converters.tflite.sketch import (
+    BAUD_RATE,
+    _c_float,
+    _c_string,
+    serial_sample_reader,
+)
 
 __all__ = ["c_sketch", "cortex_m_project"]
 

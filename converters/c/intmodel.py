@@ -5,7 +5,7 @@ Recurrent layers: ``RNN(FastGRNNCell)``, ``RNN(FastRNNCell)``, ``LSTM``/``RNN(Lo
 (:data:`SUPPORTED_LAYERS`). :func:`quantize_model` reads a trained model (``plan_model``:
 recurrent layers, then a Dense head) and derives an :class:`IntModel`, whose
 :meth:`IntModel.step` and :meth:`IntModel.predict` are THE ORACLE of the generated C code
-(:mod:`keras_rnnedge.converters.cgen`): NumPy ``int64`` arithmetic with an explicit saturation
+(:mod:`keras_rnnedge.converters.c.cgen`): NumPy ``int64`` arithmetic with an explicit saturation
 wherever the C code saturates, so the two agree bit for bit.
 
 Arithmetic (``Q = frac_bits``, default 15; ``ONE = 2**Q``)
@@ -144,7 +144,6 @@ from keras_rnnedge.cells.step import (
     ACTIVATION_TABLE,
     BOUNDED_ACTIVATIONS,
     FAST_ACTIVATIONS,
-    GATE_ACTIVATIONS,
     LSTM_CELL_FRAC,
     Node,
     StateVector,
@@ -157,6 +156,7 @@ from keras_rnnedge.matrices.base import Stage
 from keras_rnnedge.summary import csr_bytes
 
 __all__ = [
+    "LSTM_CELL_FRAC",
     "SUPPORTED_LAYERS",
     "IntDense",
     "IntLinear",

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import errno
 import json
 import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -35,22 +31,29 @@ from keras_rnnedge.converters.quality import (
     enforce,
     finite_or_nan,
     measure,
-    stage_failure,
     warn_coverage,
 )
-from keras_rnnedge.converters.sketch import (
-    SketchSpec,
-    arduino_sketch,
-    model_io_header,
-    platformio_project,
+from keras_rnnedge.converters.result import (
+    MANIFEST,
+    ConversionOutput,
+    OutputExistsError,
+    check_output_directory,
+    check_stage,
+    is_conversion_output,
 )
-from keras_rnnedge.converters.tflite import (
+from keras_rnnedge.converters.tflite.flatbuffer import (
     CALIBRATION_SEQUENCES,
     TensorInfo,
     TFLiteModel,
     check_quantization,
     qat_ranges,
     to_tflite,
+)
+from keras_rnnedge.converters.tflite.sketch import (
+    SketchSpec,
+    arduino_sketch,
+    model_io_header,
+    platformio_project,
 )
 from keras_rnnedge.micro_targets.audit import (
     AuditReport,
@@ -64,7 +67,6 @@ from keras_rnnedge.progress import ProgressArg, stage, with_stages
 __all__ = ["ConversionResult", "OutputExistsError", "SavedConversion", "check_output_directory",
            "convert", "is_conversion_output", "load_result"]
 
-MANIFEST = "manifest.json"
 #: Float lowering vs the trained model: the same float32 arithmetic, reassociated by the
 #: converter's graph optimizations (fused matmul + bias), over at most a few hundred steps.
 LOWERING_ATOL = 1e-4
@@ -76,12 +78,8 @@ _CHECK_SEQUENCES = 2
 _QUALITY_WINDOWS = 32
 
 
-class OutputExistsError(FileExistsError):
-    """The output directory exists and ``force`` was not given."""
-
-
 @dataclasses.dataclass(frozen=True)
-class ConversionResult:
+class ConversionResult(ConversionOutput):
     """Everything :func:`convert` made, in memory until :meth:`save`.
 
     Attributes:
@@ -144,19 +142,13 @@ class ConversionResult:
         ]
         if self.lowered.folded:
             lines.append("folded         " + ", ".join(self.lowered.folded))
-        for key, value in self.checks.items():
-            lines.append(f"check          {key}: max |diff| {value:.3g}")
         for key, value in self.tflite.calibration.items():
             lo, hi = value["range"]
             lines.append(f"range          {key}: [{lo:.4g}, {hi:.4g}] ({value['estimator']})")
-        if self.quality is not None:
-            lines.append(f"quality        {self.quality.to_text()}")
-            if self.quality.cause:
-                lines.append(f"likely cause   {self.quality.cause}")
+        lines += self.report_checks("max |diff| {:.3g}")
         if self.audit is not None:
             lines += ["", self.audit.to_text()]
-        lines += ["", "files          " + ", ".join(sorted(self.files))]
-        return "\n".join(lines)
+        return "\n".join(lines + self.report_files())
 
     def manifest(self) -> dict[str, Any]:
         return {
@@ -175,207 +167,6 @@ class ConversionResult:
             "calibration": self.tflite.calibration,
             "quality": None if self.quality is None else self.quality.to_dict(),
         }
-
-    def save(self, path: str | os.PathLike, *, force: bool = False) -> Path:
-        """Write every file under ``path`` (a directory), all or nothing.
-
-        Files are written to a temporary directory beside ``path`` and moved into place at
-        the end, so an error leaves no half-written output. ``force`` replaces only an earlier
-        output (see :func:`save_directory`).
-
-        Raises:
-            OutputExistsError: ``path`` exists and ``force`` is false, or ``path`` is a
-                directory that is not an earlier output.
-            ConversionError: ``path``'s parent cannot be written, or the disk is full.
-        """
-        files = {**self.files, MANIFEST: json.dumps(self.manifest(), indent=2) + "\n",
-                 "REPORT.txt": self.report() + "\n"}
-        return save_directory(path, files, force=force, model=self.source_model)
-
-
-def save_directory(path: str | os.PathLike, files: dict[str, str | bytes], *, force: bool,
-                   model: keras.Model | None = None) -> Path:
-    """Write ``files`` (relative path → text or bytes) and ``model`` (as ``model.keras``) under
-    the directory ``path``, all or nothing.
-
-    Files are written to a temporary directory beside ``path`` and moved into place at the end,
-    so an error leaves no half-written output (and no temporary directory). Every output holds
-    a marker file, :data:`OUTPUT_MARKER`; ``force`` replaces only a directory that holds one (or
-    an output of an earlier version, recognised by its ``manifest.json``), or an empty one, never
-    anything else. The final check and rename happen under a lock on the parent directory, so
-    of several saves to one path at the same moment exactly one succeeds without ``force``, and
-    with ``force`` the result is one complete output.
-
-    Raises:
-        OutputExistsError: ``path`` exists and ``force`` is false, or ``path`` is a directory
-            that is not a keras_rnnedge output.
-        ConversionError: ``path`` is a file, its parent cannot be written, or the disk is full.
-    """
-    out = Path(path)
-    check_output_directory(out, force=force)  # fail before writing anything
-    parent = out.parent if str(out.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        staging = _new_directory(parent, f".{out.name}.")
-    except OSError as exc:
-        raise _write_error(parent, exc) from exc
-    try:
-        try:
-            for rel, content in sorted(files.items()):
-                dest = staging / rel
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                if isinstance(content, bytes):
-                    dest.write_bytes(content)
-                else:
-                    dest.write_text(content)
-            if model is not None:
-                model.save(staging / "model.keras")
-            (staging / OUTPUT_MARKER).write_text(_output_marker(files))
-        except OSError as exc:
-            raise _write_error(out, exc) from exc
-        with _directory_lock(parent):
-            check_output_directory(out, force=force)  # again: someone may have written it
-            _move_into_place(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return out
-
-
-#: The file every saved conversion holds; ``force`` replaces only directories that have it.
-OUTPUT_MARKER = ".rnnedge-output"
-# manifest.json keys of outputs written before the marker existed (TFLite and standalone C).
-_TFLITE_MANIFEST_KEYS = frozenset({"name", "target", "quantization", "mode", "inputs", "outputs"})
-_C_MANIFEST_KEYS = frozenset({"format", "name", "target", "precision"})
-
-
-def check_output_directory(path: str | os.PathLike, *, force: bool) -> None:
-    """Refuse an output path that ``save(path, force=force)`` would refuse, before converting.
-
-    Raises:
-        OutputExistsError: ``path`` exists and ``force`` is false, or it is a non-empty
-            directory that is not a keras_rnnedge output (see :func:`is_conversion_output`).
-        ConversionError: ``path`` is a file.
-    """
-    out = Path(path)
-    if not os.path.lexists(out):
-        return
-    if not force:
-        raise OutputExistsError(f"Output directory {str(out)!r} exists; pass force=True "
-                                "(--force) to replace it, or choose another directory.")
-    if not out.is_dir():
-        raise ConversionError(f"Output path {str(out)!r} is a file; expected a directory.")
-    if not is_conversion_output(out) and any(out.iterdir()):
-        raise OutputExistsError(
-            f"Output directory {str(out)!r} exists and was not written by keras_rnnedge (it has "
-            f"no {OUTPUT_MARKER} file); force (--force) replaces only earlier outputs. Remove "
-            "it yourself if nothing in it is needed, or choose another directory.")
-
-
-def is_conversion_output(path: str | os.PathLike) -> bool:
-    """Whether the directory ``path`` was written by a conversion's ``save``.
-
-    True if it holds :data:`OUTPUT_MARKER` from keras_rnnedge, or (outputs of earlier versions)
-    a ``REPORT.txt`` and a ``manifest.json`` with the keys of a TFLite or standalone C
-    conversion.
-    """
-    root = Path(path)
-    marker = root / OUTPUT_MARKER
-    try:
-        if marker.is_file():
-            info = json.loads(marker.read_text())
-            return isinstance(info, dict) and info.get("producer") == "keras_rnnedge"
-        if not (root / "REPORT.txt").is_file():
-            return False
-        manifest = json.loads((root / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return False
-    if not isinstance(manifest, dict):
-        return False
-    keys = set(manifest)
-    return keys >= _TFLITE_MANIFEST_KEYS or (manifest.get("format") == "c"
-                                             and keys >= _C_MANIFEST_KEYS)
-
-
-def _output_marker(files: dict[str, str | bytes]) -> str:
-    from keras_rnnedge import __version__
-
-    try:
-        manifest = json.loads(files.get(MANIFEST, "{}"))
-    except ValueError:
-        manifest = {}
-    kind = manifest.get("format", "tflite") if isinstance(manifest, dict) else "tflite"
-    return json.dumps({"producer": "keras_rnnedge", "format": kind,
-                       "version": __version__}) + "\n"
-
-
-def _write_error(where: Path, exc: OSError) -> ConversionError:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        try:
-            free = shutil.disk_usage(where if where.is_dir() else where.parent).free
-            free_text = f" ({free / 1e6:.1f} MB free)"
-        except OSError:
-            free_text = ""
-        return ConversionError(f"Cannot write {str(where)!r}: no space left on the device"
-                               f"{free_text}; nothing was written. Free disk space or choose "
-                               "an output directory on another disk.")
-    return ConversionError(f"Cannot write to {str(where)!r}: {exc.strerror or exc}. Choose a "
-                           "writable output directory.")
-
-
-def _new_directory(parent: Path, prefix: str) -> Path:
-    """A new empty directory in ``parent`` with the usual permissions (``mkdtemp`` makes it
-    owner-only, and the staging directory becomes the output)."""
-    while True:
-        candidate = parent / f"{prefix}{os.getpid()}.{os.urandom(6).hex()}"
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            continue
-
-
-@contextlib.contextmanager
-def _directory_lock(directory: Path):
-    """An exclusive lock on ``directory`` (``flock``) while the output is checked and renamed.
-
-    Where ``fcntl`` is missing (Windows) there is no lock; the rename itself still refuses an
-    existing target there.
-    """
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def _move_into_place(staging: Path, out: Path) -> None:
-    """Rename ``staging`` to ``out``, first moving aside an ``out`` the checks allowed."""
-    if not os.path.lexists(out):
-        try:
-            os.rename(staging, out)
-        except OSError as exc:  # created meanwhile by something that takes no lock
-            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
-                raise OutputExistsError(f"Output directory {str(out)!r} was created while "
-                                        "saving; choose another directory.") from exc
-            raise
-        return
-    holder = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-    previous = holder / out.name
-    os.rename(out, previous)
-    try:
-        os.rename(staging, out)
-    except BaseException:
-        os.rename(previous, out)  # put the earlier output back
-        holder.rmdir()
-        raise
-    shutil.rmtree(holder, ignore_errors=True)
 
 
 def _describe(t: TensorInfo) -> str:
@@ -408,8 +199,8 @@ class SavedConversion:
 
 def load_result(path: str | os.PathLike):
     """Read a directory written by :meth:`ConversionResult.save` (a :class:`SavedConversion`)
-    or by :meth:`~keras_rnnedge.converters.cexport.CConversionResult.save` (a
-    :class:`~keras_rnnedge.converters.cexport.SavedC`).
+    or by :meth:`~keras_rnnedge.converters.c.cexport.CConversionResult.save` (a
+    :class:`~keras_rnnedge.converters.c.cexport.SavedC`).
 
     Raises:
         ConversionError: naming the file that is missing or corrupt.
@@ -423,7 +214,7 @@ def load_result(path: str | os.PathLike):
             raise ConversionError(f"{str(manifest_path)!r} is corrupt ({exc}); re-run "
                                   "`rnnedge convert`.") from exc
         if isinstance(manifest, dict) and manifest.get("format") == "c":
-            from keras_rnnedge.converters.cexport import load_c_result
+            from keras_rnnedge.converters.c.cexport import load_c_result
 
             return load_c_result(root, manifest)
     for p in (manifest_path, tflite_path):
@@ -579,13 +370,11 @@ def _stage_checks(model, lowered: LoweredModel, tfl: TFLiteModel, data, policy: 
         want = reference.predict(x, verbose=0)
         got = _run_lowered(lowered, x)
         diff = float(np.max(np.abs(got - want)))
-        checks["lowered vs keras"] = diff
-        if not finite_or_nan(diff):
-            stage_failure(policy, f"The check 'lowered vs keras' gives {diff} on the first "
-                          f"{len(x)} calibration sequences: the float model computes NaN/Inf "
-                          f"on representative_data (inputs up to {float(np.max(np.abs(x))):.3g}"
-                          "). Pass data in the range the model was trained on.")
-        elif diff > LOWERING_ATOL:
+        check_stage(checks, "lowered vs keras", diff, policy=policy, message=(
+            f"The check 'lowered vs keras' gives {diff} on the first {len(x)} calibration "
+            f"sequences: the float model computes NaN/Inf on representative_data (inputs up to "
+            f"{float(np.max(np.abs(x))):.3g}). Pass data in the range the model was trained on."))
+        if finite_or_nan(diff) and diff > LOWERING_ATOL:
             raise ConversionError(
                 f"The lowered {lowered.mode} model differs from the trained model by {diff:.3g} "
                 f"(tolerance {LOWERING_ATOL}); this is a bug in the lowering of this model, "
@@ -595,11 +384,11 @@ def _stage_checks(model, lowered: LoweredModel, tfl: TFLiteModel, data, policy: 
 
             tflite_out = emulate(_Shim(tfl, lowered), x, runtime="litert").outputs
             diff = float(np.max(np.abs(tflite_out - got)))
-            checks["tflite float32 vs lowered"] = diff
-            if not diff <= TFLITE_FLOAT_ATOL:
-                stage_failure(policy, f"The float32 flatbuffer differs from the lowered model by "
-                              f"{diff:.3g} (tolerance {TFLITE_FLOAT_ATOL}) on the first "
-                              f"{len(x)} calibration sequences.")
+            check_stage(checks, "tflite float32 vs lowered", diff, policy=policy,
+                        limit=TFLITE_FLOAT_ATOL, message=(
+                            f"The float32 flatbuffer differs from the lowered model by {diff:.3g} "
+                            f"(tolerance {TFLITE_FLOAT_ATOL}) on the first {len(x)} calibration "
+                            "sequences."))
     return checks, _quality(reference, lowered, tfl, data, policy, validation)
 
 

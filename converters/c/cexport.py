@@ -3,14 +3,14 @@
 :func:`convert_c` is the path for boards where TFLite Micro does not run or does not fit (the
 Arduino Uno: 32 KB flash, 2 KB RAM) and for anyone who wants no runtime at all. It runs
 
-1. :func:`~keras_rnnedge.converters.intmodel.quantize_model` (int8 or int16 weights, Q15 state,
+1. :func:`~keras_rnnedge.converters.c.intmodel.quantize_model` (int8 or int16 weights, Q15 state,
    input ranges from all of ``representative_data``, formats from a seeded sample of
    ``calibration_size`` windows drawn across it), checked against the float model: argmax
    agreement on the calibration windows (``checks``), and float against deployed accuracy and
    agreement on ``validation_data`` (:attr:`CConversionResult.quality`; a loss beyond
    ``max_accuracy_drop``/``min_agreement`` raises
    :class:`~keras_rnnedge.converters.quality.DeploymentQualityError` unless ``checks="warn"``);
-2. :func:`~keras_rnnedge.converters.cgen.generate_c` (``PROGMEM``-ready: the same source builds
+2. :func:`~keras_rnnedge.converters.c.cgen.generate_c` (``PROGMEM``-ready: the same source builds
    for AVR, Arm and the host), checked bit for bit against the integer oracle on the host when
    ``gcc`` is installed;
 3. the fit against the board: the model's flash (constant data + code) and RAM (state + the
@@ -43,11 +43,11 @@ from typing import Any
 
 from keras_rnnedge._compat import keras, np
 from keras_rnnedge.cells.step import step_of
+from keras_rnnedge.converters.c.cgen import generate_c
+from keras_rnnedge.converters.c.cgen_float import generate_float_c
+from keras_rnnedge.converters.c.cproject import c_sketch, cortex_m_project
+from keras_rnnedge.converters.c.intmodel import IntModel, quantize_input, quantize_model
 from keras_rnnedge.converters.carray import c_identifier
-from keras_rnnedge.converters.cgen import generate_c
-from keras_rnnedge.converters.cgen_float import generate_float_c
-from keras_rnnedge.converters.cproject import c_sketch, cortex_m_project
-from keras_rnnedge.converters.intmodel import IntModel, quantize_input, quantize_model
 from keras_rnnedge.converters.lowering import (
     ConversionError,
     check_inputs,
@@ -66,6 +66,7 @@ from keras_rnnedge.converters.quality import (
     stage_failure,
     warn_coverage,
 )
+from keras_rnnedge.converters.result import MANIFEST, ConversionOutput, check_stage
 from keras_rnnedge.micro_targets.audit import TargetFitError
 from keras_rnnedge.micro_targets.boards import Board, get_board
 from keras_rnnedge.micro_targets.harness import CompileError, ToolchainMissingError
@@ -78,7 +79,6 @@ __all__ = ["C_PRECISIONS", "CConversionResult", "CFit", "CModelInfo", "SavedC", 
 #: activations Q15), or ``float32`` (the float build, for boards with an FPU).
 C_PRECISIONS = ("int8", "int16", "float32")
 FORMAT = "c"
-_MANIFEST = "manifest.json"
 _CHECK_SEQUENCES = 2
 #: Representative sequences sampled for calibration by default (``calibration_size``).
 CALIBRATION_SEQUENCES = 512
@@ -229,7 +229,7 @@ def _fit_error(fit: CFit) -> TargetFitError:
 
 
 @dataclasses.dataclass(frozen=True)
-class CConversionResult:
+class CConversionResult(ConversionOutput):
     """Everything :func:`convert_c` made, in memory until :meth:`save`.
 
     Attributes:
@@ -299,18 +299,12 @@ class CConversionResult:
             f"state          {info.state_bytes:,} bytes",
             self.fit.to_text(),
         ]
-        for key, value in self.checks.items():
-            lines.append(f"check          {key}: {value:.4g}")
-        if self.quality is not None:
-            lines.append(f"quality        {self.quality.to_text()}")
-            if self.quality.cause:
-                lines.append(f"likely cause   {self.quality.cause}")
+        lines += self.report_checks()
         for scale in info.state_scales:
             lines.append(f"state format   {scale} (calibrated: the values may exceed 1)")
         for a in info.approximations:
             lines.append(f"approximation  {a}")
-        lines += ["", "files          " + ", ".join(sorted(self.files))]
-        return "\n".join(lines)
+        return "\n".join(lines + self.report_files())
 
     def manifest(self) -> dict[str, Any]:
         info = self.info
@@ -331,15 +325,6 @@ class CConversionResult:
             "checks": self.checks, "approximations": list(info.approximations),
             "quality": None if self.quality is None else self.quality.to_dict(),
         }
-
-    def save(self, path: str | os.PathLike, *, force: bool = False) -> Path:
-        """Write every file under the directory ``path``, all or nothing (see
-        :func:`~keras_rnnedge.converters.pipeline.save_directory`)."""
-        from keras_rnnedge.converters.pipeline import save_directory
-
-        files = {**self.files, _MANIFEST: json.dumps(self.manifest(), indent=2) + "\n",
-                 "REPORT.txt": self.report() + "\n"}
-        return save_directory(path, files, force=force, model=self.source_model)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -379,7 +364,7 @@ def load_c_result(path: str | os.PathLike, manifest: dict | None = None) -> Save
         ConversionError: naming the file that is missing or corrupt.
     """
     root = Path(path)
-    manifest_path = root / _MANIFEST
+    manifest_path = root / MANIFEST
     try:
         m = manifest if manifest is not None else json.loads(manifest_path.read_text())
         ident = m["name"]
@@ -462,14 +447,13 @@ def _stage_checks(im: IntModel | None, info: CModelInfo, sources: dict[str, str]
         got = np.exp(got - got.max(axis=-1, keepdims=True))
         got /= got.sum(axis=-1, keepdims=True)
     diff = float(np.max(np.abs(got - float_out)))
-    checks["float C vs keras max |diff|"] = diff
-    if not diff <= FLOAT_ATOL:
-        if np.isfinite(diff):
-            raise ConversionError(f"The float C differs from the Keras model by {diff:.3g} "
-                                  f"(tolerance {FLOAT_ATOL}); this is a bug, please report it "
-                                  "with the model.")
-        stage_failure(policy, f"The check 'float C vs keras' gives {diff}: the model computes "
-                      "NaN/Inf on representative_data.")
+    if np.isfinite(diff) and diff > FLOAT_ATOL:
+        raise ConversionError(f"The float C differs from the Keras model by {diff:.3g} "
+                              f"(tolerance {FLOAT_ATOL}); this is a bug, please report it "
+                              "with the model.")
+    check_stage(checks, "float C vs keras max |diff|", diff, policy=policy, message=(
+        f"The check 'float C vs keras' gives {diff}: the model computes NaN/Inf on "
+        "representative_data."))
     return checks, scores
 
 

@@ -1,0 +1,5 @@
+#define RE_RD_I8(p) (*(p))
+#define RE_RD_I16(p) (*(p))
+#define RE_RD_I32(p) (*(p))
+#define RE_RD_U8(p) (*(p))
+#define RE_RD_U16(p) (*(p))
