@@ -3,9 +3,9 @@
 :class:`ConversionOutput` is the base of
 :class:`~keras_rnnedge.converters.tflite.pipeline.ConversionResult` (TFLite) and
 :class:`~keras_rnnedge.converters.c.cexport.CConversionResult` (standalone C): the files in
-memory until :meth:`ConversionOutput.save` writes them all or nothing (:func:`save_directory`: a marked output directory, a lock against concurrent saves, a clear
-error on a full disk), the stage-against-stage figures (:func:`check_stage`) and the shared part
-of the report.
+memory until :meth:`ConversionOutput.save` writes them all or nothing (:func:`save_directory`:
+a marked output directory, a lock against concurrent saves, a clear error on a full disk), the
+stage-against-stage figures (:func:`check_stage`) and the shared part of the report.
 """
 
 from __future__ import annotations
