@@ -44,12 +44,12 @@ from keras_rnnedge.cells import (  # noqa: E402
     LowRankLSTMCell,
 )
 from keras_rnnedge.cells.base import quantized_sigmoid, quantized_tanh  # noqa: E402
+from keras_rnnedge.cells.step import GATE_ACTIVATIONS  # noqa: E402
 from keras_rnnedge.converters.c import cgen  # noqa: E402
 from keras_rnnedge.converters.c.intmodel import (  # noqa: E402
     CANDIDATE_ACTIVATIONS,
     CELL_ACTIVATIONS,
     DENSE_ACTIVATIONS,
-    GATE_ACTIVATIONS,
     LSTM_GRU_ACTIVATIONS,
     SIMPLE_RNN_ACTIVATIONS,
     quantize_model,

@@ -13,16 +13,23 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import math
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keras_rnnedge._compat import keras
 from keras_rnnedge.converters.lowering import ConversionError
-from keras_rnnedge.converters.quality import DeploymentCheck, stage_failure
+from keras_rnnedge.converters.quality import (
+    DeploymentCheck,
+    QualityReport,
+    finite_or_nan,
+    stage_failure,
+)
+
+if TYPE_CHECKING:
+    from keras_rnnedge.micro_targets.boards import Board
 
 __all__ = ["MANIFEST", "OUTPUT_MARKER", "ConversionOutput", "OutputExistsError", "check_stage",
            "check_output_directory", "is_conversion_output", "save_directory"]
@@ -35,24 +42,53 @@ class OutputExistsError(FileExistsError):
 
 
 def check_stage(checks: dict[str, float], key: str, value: float, *, policy: DeploymentCheck,
-                limit: float | None = None, message: str) -> None:
-    """Record the figure ``value`` of the stage check ``key`` in ``checks``; when it is NaN/Inf
-    or above ``limit``, the check fails (:func:`~keras_rnnedge.converters.quality.stage_failure`:
+                message: str, limit: float | None = None, bug: str | None = None) -> None:
+    """Record the figure ``value`` of the stage check ``key`` in ``checks`` and check it.
+
+    A figure that is NaN/Inf fails the check with ``message``
+    (:func:`~keras_rnnedge.converters.quality.stage_failure`:
     :class:`~keras_rnnedge.converters.quality.StageCheckError`, or a warning with
-    ``checks="warn"``) with ``message``."""
+    ``checks="warn"``); so does one above ``limit``, unless ``bug`` is given: a figure that
+    only a converter bug can push past ``limit`` (the same arithmetic on both sides) raises
+    :class:`~keras_rnnedge.converters.lowering.ConversionError` with ``bug`` whatever the
+    policy.
+    """
     checks[key] = value
-    if not (isinstance(value, (int, float)) and math.isfinite(value)) or (
-            limit is not None and value > limit):
+    if not finite_or_nan(value):
+        stage_failure(policy, message)
+    elif limit is not None and value > limit:
+        if bug is not None:
+            raise ConversionError(bug)
         stage_failure(policy, message)
 
 
 class ConversionOutput:
-    """The base of both converters' results (frozen dataclasses with ``name``, ``target``,
-    ``source_model``, ``files``, ``checks`` and ``quality`` fields, and a ``manifest()``).
+    """The base of both converters' results.
 
-    :meth:`save` writes ``files`` plus ``manifest.json`` and ``REPORT.txt`` all or nothing;
-    :meth:`report_tail` is the end of every report (checks, quality, files).
+    Each subclass is a frozen dataclass that declares the fields below (in its own order, as
+    its constructor takes them) and defines :meth:`report` and :meth:`manifest`. :meth:`save`
+    writes ``files`` plus ``manifest.json``, ``REPORT.txt`` and ``model.keras`` all or
+    nothing; :meth:`report_checks` and :meth:`report_files` are the lines every report shares.
+
+    Attributes:
+        name: the C identifier of the model (file and symbol names derive from it).
+        target: the board converted for.
+        source_model: the trained model, wrappers stripped (saved as ``model.keras``).
+        files: relative path → text or bytes of every file :meth:`save` writes.
+        checks: stage-against-stage figures (:func:`check_stage`).
+        class_names: names of the output classes (empty when not given).
+        quality: float against deployed accuracy and agreement (``None`` when not measured).
     """
+
+    # Declared here for readers and type checkers only: this class is no dataclass, so the
+    # subclasses' fields (and their order) are their own.
+    name: str
+    target: Board
+    source_model: keras.Model
+    files: dict[str, str | bytes]
+    checks: dict[str, float]
+    class_names: tuple[str, ...]
+    quality: QualityReport | None
 
     def manifest(self) -> dict[str, Any]:  # pragma: no cover - both subclasses define it
         raise NotImplementedError
@@ -71,6 +107,7 @@ class ConversionOutput:
         return lines
 
     def report_files(self) -> list[str]:
+        """The last lines of the report: the files :meth:`save` writes (besides its own)."""
         return ["", "files          " + ", ".join(sorted(self.files))]
 
     def save(self, path: str | os.PathLike, *, force: bool = False) -> Path:

@@ -5,6 +5,8 @@ A cell added to ``CELL_REGISTRY`` without an entry here fails ``test_every_cell_
 
 from __future__ import annotations
 
+import inspect
+
 from keras_rnnedge.cells import CELL_REGISTRY
 
 EXAMPLES: dict[str, list[dict]] = {
@@ -29,6 +31,11 @@ EXAMPLES: dict[str, list[dict]] = {
         {"units": 5, "rank": 2, "recurrent_rank": 3},
         {"units": 5, "recurrent_rank": 2, "reset_after": False},
     ],
+    "ProjectionLSTMCell": [
+        {"units": 6, "projection_units": 4},
+        {"units": 6, "projection_units": 4, "rank": 2, "projection_rank": 2},
+        {"units": 6, "projection_units": 3, "recurrent_rank": 2, "unit_forget_bias": False},
+    ],
 }
 
 
@@ -47,10 +54,13 @@ def cases():
     for name in sorted(CELL_REGISTRY):
         for i, config in enumerate(EXAMPLES.get(name, [])):
             out.append((f"{name}-{i}", name, config))
-        units = EXAMPLES[name][0]["units"] if name in EXAMPLES else 5
+        base = dict(EXAMPLES[name][0]) if name in EXAMPLES else {"units": 5}
+        structures = sorted({p for klass in CELL_REGISTRY[name].__mro__
+                             if "__init__" in vars(klass)
+                             for p in inspect.signature(klass.__init__).parameters
+                             if p.endswith("_structure")})
         for family, spec in FAMILY_EXAMPLES.items():
-            out.append((f"{name}-{family}", name, {"units": units, "kernel_structure": spec,
-                                                  "recurrent_structure": spec}))
+            out.append((f"{name}-{family}", name, {**base, **dict.fromkeys(structures, spec)}))
     return out
 
 

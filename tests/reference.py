@@ -98,6 +98,25 @@ def lstm(w, config, x):
     return np.stack(out, 1)
 
 
+def lstmp(w, config, x):
+    """LSTM with a recurrent projection: ``m = σ(o) φ(c)``, ``h = m P`` (Sak et al. 2014)."""
+    phi = ACTIVATIONS[config.get("activation", "tanh")]
+    gate = ACTIVATIONS[config.get("recurrent_activation", "sigmoid")]
+    W, U, P = _matrix(w, "kernel"), _matrix(w, "recurrent_kernel"), _matrix(w, "projection")
+    n, p = P.shape
+    b = w.get("bias", np.zeros(4 * n))
+    h = np.zeros((x.shape[0], p))
+    c = np.zeros((x.shape[0], n))
+    out = []
+    for t in range(x.shape[1]):
+        z = x[:, t] @ W + h @ U + b
+        i, f, g, o = (z[:, k * n:(k + 1) * n] for k in range(4))
+        c = gate(f) * c + gate(i) * phi(g)
+        h = (gate(o) * phi(c)) @ P
+        out.append(h)
+    return np.stack(out, 1)
+
+
 def gru(w, config, x):
     phi = ACTIVATIONS[config.get("activation", "tanh")]
     gate = ACTIVATIONS[config.get("recurrent_activation", "sigmoid")]
@@ -132,4 +151,5 @@ ORACLES = {
     "FastGRNNCell": fastgrnn,
     "LowRankLSTMCell": lstm,
     "LowRankGRUCell": gru,
+    "ProjectionLSTMCell": lstmp,
 }

@@ -18,7 +18,13 @@ import numpy as np
 import pytest
 
 from keras_rnnedge import keras
-from keras_rnnedge.cells import FastGRNNCell, FastRNNCell, LowRankGRUCell, LowRankLSTMCell
+from keras_rnnedge.cells import (
+    FastGRNNCell,
+    FastRNNCell,
+    LowRankGRUCell,
+    LowRankLSTMCell,
+    ProjectionLSTMCell,
+)
 from keras_rnnedge.cells.base import quantized_sigmoid, quantized_tanh
 from keras_rnnedge.converters.c.cgen import generate_c
 from keras_rnnedge.converters.c.intmodel import (
@@ -147,6 +153,11 @@ CONFIGS = {
     "gru_kronecker_reset_before_int16": (
         lambda: [LowRankGRUCell(H, kernel_structure=_TT2, recurrent_structure="kronecker",
                                 reset_after=False)], 16, 0.0, None),
+    # a state layout of two sizes (h: the projection, c: the units), stacked on an LSTM
+    "lstmp_kronecker_stacked_int8": (
+        lambda: [ProjectionLSTMCell(H, projection_units=4, kernel_structure="kronecker",
+                                    projection_rank=2),
+                 ProjectionLSTMCell(6, projection_units=3)], 8, 0.0, None),
     "simplernn_tanh_int8": (lambda: [functools.partial(keras.layers.SimpleRNN, H)], 8, 0.0, None),
     "simplernn_relu_stacked_int16": (
         lambda: [functools.partial(keras.layers.SimpleRNN, H, activation="relu"),

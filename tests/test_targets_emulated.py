@@ -107,6 +107,23 @@ def test_c_matches_oracle_bit_for_bit_on_target(name, config):
 
 @pytest.mark.toolchain
 @on_each_target
+def test_two_size_state_layout_on_target(name):
+    """A projection LSTM (h of 4 and 3 values, c of 8 and 6) stacked: the outputs h and the
+    scores bit for bit on the target (the trace prints each layer's h)."""
+    run = _toolchain(name)
+    _, im, data = _make("lstmp_kronecker_stacked_int8")
+    x_q = np.stack([im.quantize_input(s) for s in data[:2]])
+    got = parse_trace(_trace(im, x_q, run, progmem=name == "avr").stdout, len(im.state_sizes))
+    want = _oracle(im, x_q)
+    for g, w in zip(got, want, strict=True):
+        for gs, ws in zip(g["states"], w["states"], strict=True):
+            for layer, size in enumerate(im.state_sizes):
+                np.testing.assert_array_equal(gs[layer], ws[layer][:size])
+        np.testing.assert_array_equal(g["scores"], w["scores"])
+
+
+@pytest.mark.toolchain
+@on_each_target
 def test_flash_and_ram_figures(name):
     run = _toolchain(name)
     im, x_q = _fastgrnn(16)

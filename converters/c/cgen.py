@@ -727,7 +727,7 @@ def _bounds(layer: IntRecurrent) -> dict[int, tuple[int, int]]:
     """The range of every node's integer value in ``layer``'s step (interval arithmetic on the
     oracle's operations): where it proves that a ``sat32`` cannot act, or that a product fits
     ``int32``, the C code skips the saturation or the 64-bit product (the same integers)."""
-    fr, n = layer.node_fracs, layer.units
+    fr = layer.node_fracs
     out: dict[int, tuple[int, int]] = {}
     i16 = (INT16_MIN, INT16_MAX)
 
@@ -742,7 +742,8 @@ def _bounds(layer: IntRecurrent) -> dict[int, tuple[int, int]]:
         elif op == "product":
             v = (INT32_MIN, INT32_MAX)
         elif op == "bias":
-            values = layer.biases[node.key][node.gate * n:(node.gate + 1) * n]
+            w = node.width
+            values = layer.biases[node.key][node.gate * w:(node.gate + 1) * w]
             v = (int(values.min()), int(values.max())) if values.size else (0, 0)
         elif op == "scalar":
             v = (layer.scalars[node.key],) * 2
@@ -789,7 +790,7 @@ def _layer_step(em: _Emitter, layer: IntRecurrent, n: int, x: str, q: int) -> li
     ``[0, 2^15]`` times ``[-2^15, 2^15]`` product in Q15, the 16-bit multiplies where a factor
     is an int16, a 64-bit product only where ``int32`` may overflow.
     """
-    graph, fr, H, sym = layer.graph, layer.node_fracs, layer.units, f"l{n}"
+    graph, fr, sym = layer.graph, layer.node_fracs, f"l{n}"
     bounds = _bounds(layer)
     sched = schedule(graph, lambda matrix, src: len(layer.matrices[matrix].stages) == 1)
     names, taken = {}, set()
@@ -833,11 +834,11 @@ def _layer_step(em: _Emitter, layer: IntRecurrent, n: int, x: str, q: int) -> li
             return f"state->{node.key}{n}[i]"
         if op == "product":
             src = node.args[0]
-            row = "i" if node.gate == 0 else f"{node.gate * H} + i"
+            row = "i" if node.gate == 0 else f"{node.gate * node.width} + i"
             return _row(em, layer.matrices[node.key], symbol(node.key),
                         sources[(node.key, src.index)], row, fr[src.index], q)
         if op == "bias":
-            row = "i" if node.gate == 0 else f"{node.gate * H} + i"
+            row = "i" if node.gate == 0 else f"{node.gate * node.width} + i"
             return f"RE_RD_I32(&{bias[node.key]}[{row}])"
         if op in ("scalar", "one"):
             return _i32(bounds[node.index][0])
@@ -886,11 +887,10 @@ def _layer_step(em: _Emitter, layer: IntRecurrent, n: int, x: str, q: int) -> li
         return f"(int16_t){_paren(a[0])}" if op == "vector" else a[0]
 
     for index in sorted(sched.kept):
-        decls.append(f"int32_t {names[index]}[{H}];")
+        decls.append(f"int32_t {names[index]}[{graph.nodes[index].width}];")
     for node in graph.nodes:
         if node.op == "vector" and node.index in sched.used:
-            decls.append(f"int16_t {names[node.index]}[{H}];")
-    last = sched.phases - 1
+            decls.append(f"int16_t {names[node.index]}[{node.width}];")
     out_name = {}
     for vector in graph.state:
         if sched.inplace[vector.name]:
@@ -914,8 +914,8 @@ def _layer_step(em: _Emitter, layer: IntRecurrent, n: int, x: str, q: int) -> li
                 body.append(f"{names[node.index]}[i] = {value(node)};")
             else:
                 body.append(f"const int32_t {names[node.index]} = {value(node)};")
-        if p == last:
-            for vector in graph.state:
+        for vector in graph.state:
+            if vector.name in sched.writes[p]:
                 out = graph.outputs[vector.name]
                 v = _shift(expr(out), fr[out.index] - layer.formats[vector.name])
                 lo, hi = bounds[out.index]
@@ -925,12 +925,14 @@ def _layer_step(em: _Emitter, layer: IntRecurrent, n: int, x: str, q: int) -> li
                 else:
                     v = f"re_sat16({v})"
                 body.append(f"{out_name[vector.name]}[i] = {v};")
-        lines += [f"for (i = 0; i < {H}; ++i) {{", *("    " + s for s in body), "}"]
+        lines += [f"for (i = 0; i < {sched.widths[p]}; ++i) {{", *("    " + s for s in body),
+                  "}"]
     for vector in graph.state:
         if not sched.inplace[vector.name]:
             lines.append(f"for (i = 0; i < {vector.size}; ++i) state->{vector.name}{n}[i] = "
                          f"{vector.name}n[i];")
-    head = f"/* layer {comment_text(layer.name)}: {layer.kind}, {layer.input_dim} -> {H} */"
+    head = (f"/* layer {comment_text(layer.name)}: {layer.kind}, {layer.input_dim} -> "
+            f"{layer.output_size} */")
     return [head, "{"] + ["    " + s for s in decls + lines] + ["}"]
 
 

@@ -167,7 +167,6 @@ def layer_float_step(em: _Emitter, layer, n: int, x: str) -> tuple[list[str], li
     declared = step_of(cell)
     graph = declared.graph(cell)
     w = _weights(cell)
-    H = graph.units
     acts = {role: _act(layer, _act_name(getattr(cell, role)), allowed, role)
             for role, allowed in declared.activations.items()}
     biases = {k: em.array("float", f"l{n}_{k}", v, _f)
@@ -200,10 +199,10 @@ def layer_float_step(em: _Emitter, layer, n: int, x: str) -> tuple[list[str], li
             return f"state->{node.key}{n}[i]"
         if op == "product":
             array, first = arrays[(node.key, node.args[0].index)]
-            off = (node.gate - first) * H
+            off = (node.gate - first) * node.width
             return f"{array}[{off} + i]" if off else f"{array}[i]"
         if op == "bias":
-            return f"RF_RD(&{biases[node.key]}[{node.gate * H} + i])" if node.gate else \
+            return f"RF_RD(&{biases[node.key]}[{node.gate * node.width} + i])" if node.gate else \
                 f"RF_RD(&{biases[node.key]}[i])"
         if op == "scalar":
             return _f(scalars[node.key])
@@ -224,20 +223,20 @@ def layer_float_step(em: _Emitter, layer, n: int, x: str) -> tuple[list[str], li
         return a[0]  # rescale, sat16, vector: the identity in float
 
     for index in sorted(sched.kept):
-        decls.append(f"float {names[index]}[{H}];")
+        decls.append(f"float {names[index]}[{graph.nodes[index].width}];")
     for node in graph.nodes:
         if node.op == "vector" and node.index in sched.used:
-            decls.append(f"float {names[node.index]}[{H}];")
-    last = sched.phases - 1
+            decls.append(f"float {names[node.index]}[{node.width}];")
     for p in range(sched.phases):
         for k, (matrix, src) in enumerate(sched.sources[p]):
             gates = sorted({nd.gate for nd in graph.products() if nd.key == matrix
                             and nd.args[0] is src and nd.index in sched.used})
             dst = f"{sym}_{'w' if matrix == 'kernel' else 'u'}{p}{k}"
-            rows = (gates[0] * H, (gates[-1] + 1) * H)
+            gw = next(nd.width for nd in graph.products() if nd.key == matrix)
+            rows = (gates[0] * gw, (gates[-1] + 1) * gw)
             decls.append(f"float {dst}[{rows[1] - rows[0]}];")
             d, code = _linear(em, w, matrix, layer.name, sym, vec(src), dst,
-                              None if rows == (0, declared.gates[matrix] * H) else rows, cell)
+                              None if rows == (0, declared.gates[matrix] * gw) else rows, cell)
             decls += [s for s in d if s not in decls]  # a matrix's scratch, reused
             lines += code
             arrays[(matrix, src.index)] = (dst, gates[0])
@@ -249,11 +248,12 @@ def layer_float_step(em: _Emitter, layer, n: int, x: str) -> tuple[list[str], li
                 body.append(f"{names[node.index]}[i] = {value(node)};")
             else:
                 body.append(f"const float {names[node.index]} = {value(node)};")
-        if p == last:
-            for vector in graph.state:
+        for vector in graph.state:
+            if vector.name in sched.writes[p]:
                 out = graph.outputs[vector.name]
                 body.append(f"state->{vector.name}{n}[i] = {expr(out)};")
-        lines += [f"for (i = 0; i < {H}; ++i) {{", *("    " + s for s in body), "}"]
+        lines += [f"for (i = 0; i < {sched.widths[p]}; ++i) {{", *("    " + s for s in body),
+                  "}"]
     fields = [f"    float {v.name}{n}[{v.size}];" + (f" /* {v.doc} */" if v.doc else "")
               for v in graph.state]
     block = ["{", *("    " + d for d in decls), *("    " + s for s in lines), "}"]
@@ -285,7 +285,8 @@ def generate_float_c(model: keras.Model, name: str) -> dict[str, str]:
         x = f"state->h{n}"
     dense = head_layers(plan)
     predict = []
-    outputs = plan.recurrent[-1].cell.units if not dense else None
+    last_cell = plan.recurrent[-1].cell
+    outputs = step_of(last_cell).state(last_cell)[0].size if not dense else None
     if not dense:
         predict.append(f"for (i = 0; i < {outputs}; ++i) scores[i] = {x}[i];")
     for n, (layer, act) in enumerate(dense):

@@ -542,6 +542,11 @@ class IntRecurrent:
         return self.graph.state
 
     @property
+    def output_size(self) -> int:
+        """Values of the layer's output ``h`` (the first state vector)."""
+        return self.graph.state[0].size
+
+    @property
     def state_size(self) -> int:
         """``int16`` values of state: every vector of the layout, in order."""
         return sum(s.size for s in self.graph.state)
@@ -566,7 +571,7 @@ class IntRecurrent:
         """The new state (the layout's vectors, concatenated) from input ``x`` (``Q{in_frac}``).
 
         ``x`` and ``state`` may carry leading batch dimensions (the same arithmetic per row)."""
-        q, n, fr = self.frac, self.units, self.node_fracs
+        q, fr = self.frac, self.node_fracs
         states = self.split_state(np.asarray(state, np.int64))
         vals: dict[int, np.ndarray] = {}
         products: dict[tuple, np.ndarray] = {}
@@ -581,9 +586,11 @@ class IntRecurrent:
                 key = (node.key, src.index)
                 if key not in products:
                     products[key] = self.matrices[node.key].apply(a[0], fr[src.index], q)
-                v = products[key][..., node.gate * n:(node.gate + 1) * n]
+                w = node.width
+                v = products[key][..., node.gate * w:(node.gate + 1) * w]
             elif op == "bias":
-                v = self.biases[node.key][node.gate * n:(node.gate + 1) * n]
+                w = node.width
+                v = self.biases[node.key][node.gate * w:(node.gate + 1) * w]
             elif op == "scalar":
                 v = np.int64(self.scalars[node.key])
             elif op == "one":
@@ -651,7 +658,6 @@ def float_forward(graph: StepGraph, matrices: dict[str, np.ndarray], chains: dic
     """The float step of ``graph`` over sequences ``x`` ``(N, T, F)`` with the true activations
     (the calibration pass): the outputs ``h`` ``(N, T, H)``, the peak ``|.|`` of every node,
     and per matrix the peak of each intermediate of its float stages (``chains``)."""
-    n = graph.units
     state = {s.name: np.zeros((x.shape[0], s.size)) for s in graph.state}
     peaks = np.zeros(len(graph.nodes))
     chain_peaks = {m: [0.0] * (len(stages) - 1) for m, stages in chains.items()}
@@ -671,9 +677,11 @@ def float_forward(graph: StepGraph, matrices: dict[str, np.ndarray], chains: dic
                     products[key] = a[0] @ matrices[node.key]
                     chain_peaks[node.key] = [max(p, c) for p, c in zip(
                         chain_peaks[node.key], _chain_peaks(chains[node.key], a[0]))]
-                v = products[key][:, node.gate * n:(node.gate + 1) * n]
+                w = node.width
+                v = products[key][:, node.gate * w:(node.gate + 1) * w]
             elif op == "bias":
-                v = biases[node.key][node.gate * n:(node.gate + 1) * n]
+                w = node.width
+                v = biases[node.key][node.gate * w:(node.gate + 1) * w]
             elif op == "scalar":
                 v = np.float64(scalars[node.key])
             elif op == "one":
@@ -748,7 +756,7 @@ class IntModel:
     @property
     def state_sizes(self) -> list[int]:
         """Sizes of each recurrent layer's output ``h`` (the C struct's ``h<n>``)."""
-        return [layer.units for layer in self.recurrent]
+        return [layer.output_size for layer in self.recurrent]
 
     @property
     def state_layout(self) -> list[tuple[tuple[str, int], ...]]:
@@ -780,13 +788,13 @@ class IntModel:
         for layer, s in zip(self.recurrent, state):
             s = layer.step(x, s, self.frac_bits)
             new.append(s)
-            x = s[..., :layer.units]
+            x = s[..., :layer.output_size]
         return new
 
     def predict(self, state: list[np.ndarray]) -> np.ndarray:
         """The head on the last layer's output ``h``: ``int32``-valued scores in ``Q`` (batched
         like ``state``)."""
-        y = np.asarray(state[-1], np.int64)[..., :self.recurrent[-1].units]
+        y = np.asarray(state[-1], np.int64)[..., :self.recurrent[-1].output_size]
         for layer in self.head:
             y = layer.apply(y)
         return y
@@ -1160,7 +1168,7 @@ def quantize_model(model: keras.Model, representative_data, *, weight_bits: int 
             out_frac=out_frac, last=last))
         y_float = _FLOAT_ACT[act](pre)
         in_frac = out_frac
-    num_outputs = head[-1].kernel.u.shape[0] if head else recurrent[-1].units
+    num_outputs = head[-1].kernel.u.shape[0] if head else recurrent[-1].output_size
     return IntModel(name=plan.name, features=plan.features, num_outputs=num_outputs,
                     frac_bits=q, weight_bits=weight_bits, input_offset=input_offset,
                     input_scale=input_scale, recurrent=recurrent, head=head,

@@ -29,9 +29,14 @@ class Schedule:
         sources: per phase, the ``(matrix, source node)`` products whose rows it reads, in
             order of first use (what to prepare before that loop).
         kept: indices of the values computed in one loop and read in a later one (stored in a
-            vector of ``units`` values).
+            vector of the loop's width).
+        widths: per phase, the number of units its loop runs over.
+        writes: per phase, the state vectors whose new value it writes (at the end of unit
+            ``i``): the loop that computes the value, unless a later loop still reads the old
+            vector (then the last loop, the value kept until then).
         inplace: state vector name → whether its new value can be written over the old one at
-            the end of unit ``i`` (no product of the last loop reads that vector directly).
+            the end of unit ``i`` (no product of the loop that writes it reads that vector
+            directly).
     """
 
     phases: int
@@ -39,6 +44,8 @@ class Schedule:
     used: frozenset[int]
     sources: tuple[tuple[tuple[str, Node], ...], ...]
     kept: frozenset[int]
+    widths: tuple[int, ...]
+    writes: tuple[tuple[str, ...], ...]
     inplace: dict[str, bool]
 
     def nodes(self, graph: StepGraph, phase: int) -> list[Node]:
@@ -78,7 +85,6 @@ def schedule(graph: StepGraph, reads_directly=lambda matrix, source: True) -> Sc
             phase[node.index] = phase[src.index] + (1 if src.op == "vector" else 0)
         else:
             phase[node.index] = max((phase[a.index] for a in node.args), default=0)
-    outputs = [graph.outputs[s.name] for s in graph.state]
     phases = 1 + max(phase[n.index] for n in graph.nodes if n.index in used)
     sources: list[list[tuple[str, Node]]] = [[] for _ in range(phases)]
     kept: set[int] = set()
@@ -94,14 +100,39 @@ def schedule(graph: StepGraph, reads_directly=lambda matrix, source: True) -> Sc
                     and phase[a.index] < phase[node.index]):
                 kept.add(a.index)
     last = phases - 1
-    for out in outputs:  # the new state is written at the end of the last loop
-        if out.op not in _LEAVES and phase[out.index] < last:
-            kept.add(out.index)
-    inplace = {}
+    read_in: dict[str, set[int]] = {}  # state vector -> the loops that read its old value
+    for node in graph.nodes:
+        if node.index in used:
+            for a in node.args:
+                if a.op == "state":
+                    read_in.setdefault(a.key, set()).add(phase[node.index])
+    writes: list[list[str]] = [[] for _ in range(phases)]
     for vector in graph.state:
-        inplace[vector.name] = not any(
-            src.op == "state" and src.key == vector.name and reads_directly(matrix, src)
-            for matrix, src in sources[last])
+        out = graph.outputs[vector.name]
+        at = 0 if out.op in _LEAVES else phase[out.index]
+        if any(p > at for p in read_in.get(vector.name, ())):
+            at = last
+        if out.op not in _LEAVES and phase[out.index] < at:
+            kept.add(out.index)
+        writes[at].append(vector.name)
+    widths = []
+    for p in range(phases):
+        found = {n.width for n in graph.nodes if n.index in used and phase[n.index] == p
+                 and n.op not in _LEAVES and n.op != "product" and n.width}
+        found |= {graph.outputs[name].width or size for name, size in
+                  ((v.name, v.size) for v in graph.state) if name in writes[p]}
+        if len(found) != 1:
+            raise ValueError(f"Loop {p} of the step computes vectors of {sorted(found)} values; "
+                             "values of another width must go through a vector node and a "
+                             "matrix product.")
+        widths.append(found.pop())
+    inplace = {}
+    for p in range(phases):
+        for name in writes[p]:
+            inplace[name] = not any(
+                src.op == "state" and src.key == name and reads_directly(matrix, src)
+                for matrix, src in sources[p])
     return Schedule(phases=phases, phase=phase, used=frozenset(used),
                     sources=tuple(tuple(s) for s in sources), kept=frozenset(kept),
+                    widths=tuple(widths), writes=tuple(tuple(w) for w in writes),
                     inplace=inplace)

@@ -12,7 +12,7 @@ from keras_rnnedge.cells.base import (
 )
 from keras_rnnedge.cells.constraints import SupportMask
 from keras_rnnedge.cells.fastgrnn import FastGRNNCell, FastRNNCell
-from keras_rnnedge.cells.lowrank import LowRankGRUCell, LowRankLSTMCell
+from keras_rnnedge.cells.lowrank import LowRankGRUCell, LowRankLSTMCell, ProjectionLSTMCell
 
 __all__ = [
     "ACTIVATIONS",
@@ -23,6 +23,7 @@ __all__ = [
     "FastRNNCell",
     "LowRankGRUCell",
     "LowRankLSTMCell",
+    "ProjectionLSTMCell",
     "SupportMask",
     "get_activation",
     "quantized_sigmoid",

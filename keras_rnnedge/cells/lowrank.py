@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from keras_rnnedge._compat import keras, tf
 from keras_rnnedge.cells.base import (
     CellStats,
@@ -11,6 +13,7 @@ from keras_rnnedge.cells.base import (
     activation_name,
     add_matrix,
     check_bool,
+    check_positive_int,
     fresh,
     get_activation,
     matmul,
@@ -19,9 +22,9 @@ from keras_rnnedge.cells.base import (
     register_cell,
     structure_config,
 )
-from keras_rnnedge.cells.step import GRUStep, LSTMStep, register_step
+from keras_rnnedge.cells.step import GRUStep, LSTMStep, ProjectionLSTMStep, register_step
 
-__all__ = ["LowRankGRUCell", "LowRankLSTMCell"]
+__all__ = ["LowRankGRUCell", "LowRankLSTMCell", "ProjectionLSTMCell"]
 
 class _LowRankBase(CompressedCell):
     _gates = 1
@@ -244,3 +247,108 @@ class LowRankGRUCell(_LowRankBase):
 
 register_step(LowRankLSTMCell, LSTMStep())
 register_step(LowRankGRUCell, GRUStep())
+
+
+@register_cell
+class ProjectionLSTMCell(LowRankLSTMCell):
+    r"""LSTM with a recurrent projection layer (LSTMP, Sak, Senior, Beaufays, Interspeech 2014).
+
+    ``[i, f, c, o] = x_t W + h_{t-1} U + b``, ``c_t = σ(f) c_{t-1} + σ(i) φ(c)``,
+    ``m_t = σ(o) φ(c_t)``, ``h_t = m_t P``: the output and the recurrent input are the
+    ``projection_units``-wide projection of the ``units``-wide ``m_t``, so ``U`` is
+    ``projection_units x 4 units`` instead of ``units x 4 units``. Every matrix takes a
+    structure (``kernel_structure``, ``recurrent_structure``, ``projection_structure``; the rank
+    arguments are the low-rank short form), so a Kronecker or low-rank projection is a
+    composition. The state is ``[h, c]`` of sizes ``projection_units`` and ``units``.
+
+    Parameters: ``4 H (F + P) + H P + 4 H`` (dense matrices).
+
+    Example:
+        >>> import numpy as np
+        >>> from keras_rnnedge import keras
+        >>> from keras_rnnedge.cells import ProjectionLSTMCell
+        >>> keras.layers.RNN(ProjectionLSTMCell(64, projection_units=16))(
+        ...     np.zeros((1, 5, 9), "float32")).shape
+        TensorShape([1, 16])
+    """
+
+    def __init__(self, units: int, *, projection_units: int | None = None,
+                 projection_rank: int | None = None,
+                 projection_structure=None, projection_initializer="glorot_uniform",
+                 projection_regularizer=None, projection_constraint=None, **kwargs):
+        super().__init__(units, **kwargs)
+        self.projection_units = check_positive_int(projection_units, "projection_units")
+        self.set_structure("projection", projection_rank, "projection_rank",
+                           projection_structure, "projection_structure",
+                           limit=min(self.units, self.projection_units))
+        self.projection_initializer = keras.initializers.get(projection_initializer)
+        self.projection_regularizer = keras.regularizers.get(projection_regularizer)
+        self.projection_constraint = keras.constraints.get(projection_constraint)
+
+    @property
+    def state_size(self):
+        return [self.projection_units, self.units]
+
+    @property
+    def output_size(self):
+        return self.projection_units
+
+    def get_initial_state(self, inputs=None, batch_size=None, dtype=None):
+        dtype = dtype or self.compute_dtype or tf.float32
+        return [tf.zeros([batch_size, self.projection_units], dtype=dtype),
+                tf.zeros([batch_size, self.units], dtype=dtype)]
+
+    def _state_elements(self) -> int:
+        return self.projection_units + self.units
+
+    def build(self, input_shape):
+        input_dim = int(input_shape[-1])
+        self.input_dim = input_dim
+        width = self._gates * self.units
+        add_matrix(self, "kernel", (input_dim, width), self.kernel_initializer,
+                   self.kernel_regularizer, self.kernel_constraint)
+        add_matrix(self, "recurrent_kernel", (self.projection_units, width),
+                   self.recurrent_initializer, self.recurrent_regularizer,
+                   self.recurrent_constraint)
+        add_matrix(self, "projection", (self.units, self.projection_units),
+                   self.projection_initializer, self.projection_regularizer,
+                   self.projection_constraint)
+        self.bias = None
+        if self.use_bias:
+            self.bias = self.add_weight(name="bias", shape=self._bias_shape(),
+                                        initializer=self._bias_initializer(),
+                                        regularizer=self.bias_regularizer,
+                                        constraint=self.bias_constraint)
+        self.built = True
+
+    def compression_stats(self) -> CellStats:
+        stats = super().compression_stats()
+        f, h, p = self.input_dim, self.units, self.projection_units
+        width = self._gates * h
+        biases = width if self.use_bias else 0
+        return dataclasses.replace(stats, dense_params=(f + p) * width + h * p + biases)
+
+    def call(self, inputs, states, training=None):
+        h, c = states[0], states[1]
+        z = matmul(self, inputs, "kernel") + matmul(self, h, "recurrent_kernel")
+        if self.use_bias:
+            z = z + self.bias
+        i, f, g, o = tf.split(z, 4, axis=-1)
+        c_new = self.recurrent_activation(f) * c + self.recurrent_activation(i) * self.activation(g)
+        m = self.recurrent_activation(o) * self.activation(c_new)
+        h_new = matmul(self, m, "projection")
+        return h_new, [h_new, c_new]
+
+    def get_config(self):
+        ser = keras.initializers.serialize
+        return {**super().get_config(), "projection_units": self.projection_units,
+                "projection_rank": rank_of(self.structures["projection"]),
+                "projection_structure": structure_config(self.structures["projection"]),
+                "projection_initializer": ser(self.projection_initializer),
+                "projection_regularizer": keras.regularizers.serialize(
+                    self.projection_regularizer),
+                "projection_constraint": keras.constraints.serialize(
+                    self.projection_constraint)}
+
+
+register_step(ProjectionLSTMCell, ProjectionLSTMStep())

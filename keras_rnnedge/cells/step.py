@@ -22,7 +22,8 @@ Operations and their integer meaning (``Q``: the model's activation format; ever
 value is an ``int32`` with a power-of-two format; see :mod:`keras_rnnedge.converters.c.intmodel`):
 
 - ``input()``, ``state(name)``: the layer input and a state vector (``int16``, in their formats);
-- ``product(matrix, v, gate=g)``: rows ``g * units ... (g + 1) * units`` of ``v @ M``, in ``Q``;
+- ``product(matrix, v, gate=g)``: rows ``g * w ... (g + 1) * w`` of ``v @ M`` (``w`` the
+  matrix's gate width: ``units`` unless :meth:`CellStep.widths` says otherwise), in ``Q``;
 - ``bias(name, gate=g)``: a bias slice (``int32`` in ``Q``); ``scalar(name, like=s)``: a
   constant in the format of state ``s`` (in ``Q`` without ``like``); ``one()``: 1 in ``Q``;
 - ``add``/``sub``: ``sat32`` of the sum (both operands in one format);
@@ -139,6 +140,7 @@ class Node:
     like: str | None = None     # a state vector whose format the result takes
     clip: bool = False
     name: str | None = None     # a readable name for generated code
+    width: int | None = 0       # values per vector (0: a scalar; None: the input, read whole)
     index: int = -1             # position in the graph
 
     def __repr__(self) -> str:
@@ -170,8 +172,10 @@ class StepGraph:
 class StepBuilder:
     """Records the operations of :meth:`CellStep.equations` (see the module docstring)."""
 
-    def __init__(self, state: tuple[StateVector, ...], matrices: dict[str, int], units: int):
+    def __init__(self, state: tuple[StateVector, ...], matrices: dict[str, int], units: int,
+                 widths: dict[str, int] | None = None):
         self._nodes: list[Node] = []
+        self._widths = {m: int((widths or {}).get(m, units)) for m in matrices}
         self._state = {s.name: s for s in state}
         self._matrices = matrices
         self._units = units
@@ -186,6 +190,15 @@ class StepBuilder:
         if like is not None and like not in self._state:
             raise ValueError(f"Expected like to name a state vector ({', '.join(self._state)}), "
                              f"but got {like!r}.")
+        if "width" not in attrs:
+            widths = {a.width for a in args if a.width != 0}
+            if None in widths:
+                raise ValueError(f"{op!r} reads the layer input element by element; only a "
+                                 "matrix product can read the input.")
+            if len(widths) > 1:
+                raise ValueError(f"{op!r} combines vectors of {sorted(widths)} values; "
+                                 "element-wise operations need one width.")
+            attrs["width"] = widths.pop() if widths else 0
         node = Node(op, tuple(args), index=len(self._nodes), **attrs)
         self._nodes.append(node)
         return node
@@ -197,13 +210,13 @@ class StepBuilder:
         return self._leaves[key]
 
     def input(self) -> Node:
-        return self._leaf("input")
+        return self._leaf("input", width=None)
 
     def state(self, name: str) -> Node:
         if name not in self._state:
             raise ValueError(f"Expected a state vector name ({', '.join(self._state)}), but got "
                              f"{name!r}.")
-        return self._leaf("state", key=name)
+        return self._leaf("state", key=name, width=self._state[name].size)
 
     def product(self, matrix: str, v: Node, gate: int = 0) -> Node:
         if matrix not in self._matrices:
@@ -212,10 +225,12 @@ class StepBuilder:
         if not 0 <= gate < self._matrices[matrix]:
             raise ValueError(f"Matrix {matrix!r} has {self._matrices[matrix]} gates, but gate "
                              f"{gate} was read.")
-        return self._add("product", v, key=matrix, gate=gate)
+        return self._add("product", v, key=matrix, gate=gate, width=self._widths[matrix])
 
-    def bias(self, name: str, gate: int = 0) -> Node:
-        return self._leaf("bias", key=name, gate=gate)
+    def bias(self, name: str, gate: int = 0, width: int | None = None) -> Node:
+        """Slice ``gate`` (of ``width`` values, ``units`` by default) of bias ``name``."""
+        return self._leaf("bias", key=name, gate=gate,
+                          width=self._units if width is None else int(width))
 
     def scalar(self, name: str, like: str | None = None) -> Node:
         return self._leaf("scalar", key=name, like=like)
@@ -253,6 +268,10 @@ class StepBuilder:
             raise ValueError(f"The equations must give a new value of every state vector "
                              f"({', '.join(self._state)}), but the outputs are "
                              f"{', '.join(outputs) or 'none'}.")
+        for name, node in outputs.items():
+            if node.width not in (0, self._state[name].size):
+                raise ValueError(f"The new value of state vector {name!r} has {node.width} "
+                                 f"values, but the vector holds {self._state[name].size}.")
         return StepGraph(nodes=tuple(self._nodes), outputs=dict(outputs),
                          state=tuple(self._state.values()), units=self._units)
 
@@ -262,7 +281,8 @@ class CellStep:
 
     Attributes:
         name: the kind's name in reports and generated code (``"lstm"``...).
-        gates: matrix name → number of gate blocks of ``units`` outputs it has.
+        gates: matrix name → number of gate blocks of outputs it has (each ``units`` wide unless
+            :meth:`widths` says otherwise).
         activations: role → the activation names allowed there (those with an integer
             implementation that keep the step's formats valid); a role absent here is unused.
     """
@@ -273,6 +293,11 @@ class CellStep:
 
     def state(self, cell) -> tuple[StateVector, ...]:
         return (StateVector("h", int(cell.units)),)
+
+    def widths(self, cell) -> dict[str, int]:
+        """Matrix name → the width of its gate blocks, where it is not ``units`` (a projection
+        to ``projection_units``, a hidden layer of a gate)."""
+        return {}
 
     def biases(self, cell, weights: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, bool]]:
         """Bias name → ``(values, added to the input product)``: the second item says whether
@@ -293,7 +318,7 @@ class CellStep:
         if not state or state[0].name != "h":
             raise ValueError(f"{type(self).__name__}.state must start with the output vector "
                              f"'h', but got {[s.name for s in state]}.")
-        b = StepBuilder(state, dict(self.gates), int(cell.units))
+        b = StepBuilder(state, dict(self.gates), int(cell.units), self.widths(cell))
         return b.graph(self.equations(b, cell))
 
 
@@ -507,3 +532,26 @@ def _register_stock() -> None:
 
 
 _register_stock()
+
+
+class ProjectionLSTMStep(LSTMStep):
+    """LSTMP (Sak et al. 2014): the LSTM's gates read the projected ``h`` (``projection_units``
+    values); ``m = σ(o) φ(c')`` (``units`` values) then ``h' = m P``. ``h`` and ``c`` have
+    different sizes; ``h`` is calibrated (a projection of values in ``[-1, 1]`` may exceed 1)."""
+
+    name = "lstmp"
+    gates = {"kernel": 4, "recurrent_kernel": 4, "projection": 1}
+
+    def widths(self, cell):
+        return {"projection": int(cell.projection_units)}
+
+    def state(self, cell):
+        n, p = int(cell.units), int(cell.projection_units)
+        return (StateVector("h", p, calibrated=True, doc="projected output"),
+                StateVector("c", n, calibrated=True, max_frac=LSTM_CELL_FRAC,
+                            doc="LSTM cell state"))
+
+    def equations(self, b, cell):
+        new = super().equations(b, cell)
+        m = b.vector(new["h"], name="m")  # sigma(o) phi(c'), in [-1, 1]
+        return {"h": b.product("projection", m), "c": new["c"]}
