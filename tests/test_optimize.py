@@ -95,9 +95,11 @@ def short(variable) -> str:
     return variable.name.split(":")[0].split("/")[-1]
 
 
-def train_pruned(name, config, rng, sparsity=SPARSITY, steps=N // BATCH, run_eagerly=True,
+def train_pruned(name, config, rng, sparsity=None, steps=N // BATCH, run_eagerly=True,
                  **kwargs):
     model = case_model(name, config)
+    if sparsity is None:  # SPARSITY for the matrices this cell has
+        sparsity = {k: v for k, v in SPARSITY.items() if k in model.layers[0].cell.structures}
     pruned = optimize.prune_low_magnitude(model, sparsity, **kwargs)
     compile_model(pruned, run_eagerly=run_eagerly)
     x, y = data(rng, steps * BATCH)
@@ -231,7 +233,8 @@ def test_prunes_and_thresholds_under_mirrored_strategy(rng, mirrored_strategy):
     x, y = data(rng)
     with strategy.scope():
         pruned = optimize.prune_low_magnitude(case_model("FastGRNNCell", {"units": 6,
-                                                                          "u_rank": 3}), SPARSITY)
+                                                                          "u_rank": 3}),
+                                             {"kernel": 0.8, "recurrent_kernel": 0.7})
         compile_model(pruned)
         dense = case_model("FastGRNNCell", {"units": 6, "u_rank": 3})
         compile_model(dense)
@@ -240,7 +243,7 @@ def test_prunes_and_thresholds_under_mirrored_strategy(rng, mirrored_strategy):
         values = getattr(pruned.layers[0].layer.cell, weight_name).numpy()
         want = expected_nonzeros_pruned(values.size, SPARSITY[base(weight_name)])
         assert int(mask.numpy().sum()) == want == np.count_nonzero(values), weight_name
-    iht = optimize.HardThresholding(DENSITY, dense_epochs=0, iht_epochs=1)
+    iht = optimize.HardThresholding(density_of(dense), dense_epochs=0, iht_epochs=1)
     dense.fit(x, y, batch_size=BATCH, epochs=2, verbose=0, callbacks=[iht])
     for target in iht.targets:
         values = target.variable.numpy()
@@ -434,7 +437,8 @@ def test_hard_thresholding_a_qat_model(rng):
     # EdgeML's order is IHT then quantization; thresholding inside QAT works too: the callback
     # finds the variables behind the fake-quantized attributes through the wrapper.
     qat = optimize.quantize_model(case_model("FastGRNNCell", {"units": 6}))
-    iht = optimize.HardThresholding(DENSITY, dense_epochs=0, iht_epochs=1)
+    iht = optimize.HardThresholding({"kernel": 0.2, "recurrent_kernel": 0.3}, dense_epochs=0,
+                                    iht_epochs=1)
     fit_iht(qat, iht, rng, epochs=2, run_eagerly=True)
     assert sorted(t.weight for t in iht.targets) == ["kernel", "recurrent_kernel"]
     for target in iht.targets:
@@ -477,7 +481,7 @@ def test_hard_thresholding_rejects_bad_epochs_and_names(rng):
 def thresholded(name, config, rng, run_eagerly=False):
     """A model after the recipe (1 dense, 1 IHT, 1 sparse epoch): its support is frozen."""
     model = case_model(name, config)
-    iht = optimize.HardThresholding(DENSITY, dense_epochs=1, iht_epochs=1)
+    iht = optimize.HardThresholding(density_of(model), dense_epochs=1, iht_epochs=1)
     fit_iht(model, iht, rng, epochs=3, run_eagerly=run_eagerly)
     return model, {t.weight: t.variable.numpy().copy() for t in iht.targets}
 
@@ -545,7 +549,7 @@ def test_support_survives_resume_with_and_without_the_callback(suffix, rng, tmp_
     kept = np.flatnonzero(values)[-1]
     values.flat[kept] = 0.0
     variable.assign(values)
-    iht = optimize.HardThresholding(DENSITY, dense_epochs=1, iht_epochs=1)
+    iht = optimize.HardThresholding(density_of(loaded), dense_epochs=1, iht_epochs=1)
     resume(loaded, rng, callback=iht)
     assert iht.phase == "sparse"
     for weight, values in targeted(loaded, before).items():
@@ -564,7 +568,7 @@ def test_restarting_the_recipe_frees_the_saved_support(rng, tmp_path):
     assert isinstance(cell.kernel_constraint, optimize.SupportMask)
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
-    iht = optimize.HardThresholding(DENSITY, dense_epochs=1, iht_epochs=1)
+    iht = optimize.HardThresholding(density_of(loaded), dense_epochs=1, iht_epochs=1)
     resume(loaded, rng, callback=iht, initial_epoch=0)  # phase 1 again: dense training
     cell = loaded.layers[0].cell
     assert cell.kernel_constraint is None and cell.recurrent_constraint is None
