@@ -8,6 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from keras_rnnedge.matrices.hashed import hash_bucket_sign  # the one definition of the hash
+
+#: the constructor argument holding each matrix's structure
+STRUCTURE_ARGUMENT = {"kernel": "kernel_structure", "recurrent_kernel": "recurrent_structure",
+                      "projection": "projection_structure"}
+
 
 def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
@@ -24,11 +30,35 @@ ACTIVATIONS = {
 }
 
 
-def _matrix(w, name):
-    """The matrix ``name`` from its stored weights, computed here from the definitions of the
-    families: full, low rank ``U V``, Kronecker ``A_1 ⊗ A_2 ⊗ ...``, TT-matrix cores."""
+def _spec(config, name) -> dict:
+    spec = config.get(STRUCTURE_ARGUMENT[name]) or {}
+    return {"family": spec} if isinstance(spec, str) else dict(spec)
+
+
+def _matrix(w, name, config=None, rows=None, cols=None):
+    """The ``rows × cols`` matrix ``name`` from its stored weights, computed here from the
+    definitions of the families: full, low rank ``U V``, Kronecker ``A_1 ⊗ A_2 ⊗ ...``,
+    TT-matrix cores, block-circulant ``W[pk+a, qk+b] = c_pq[(a-b) mod k]``, Toeplitz
+    ``W[i, j] = t[i-j+cols-1]``, hashed ``W[i, j] = ξ(i,j) w[h(i,j)]``."""
     if name in w:
         return w[name]
+    if name + "_blocks" in w:  # (Q, P, k): block (p, q) is circulant
+        c = w[name + "_blocks"]
+        k = c.shape[2]
+        full = np.zeros((c.shape[1] * k, c.shape[0] * k))
+        for q in range(c.shape[0]):
+            for p in range(c.shape[1]):
+                for a in range(k):
+                    for b in range(k):
+                        full[p * k + a, q * k + b] = c[q, p, (a - b) % k]
+        return full[:rows, :cols]
+    if name + "_diagonals" in w:
+        t = w[name + "_diagonals"]
+        return np.array([[t[i - j + cols - 1] for j in range(cols)] for i in range(rows)])
+    if name + "_buckets" in w:
+        shared = w[name + "_buckets"]
+        bucket, sign = hash_bucket_sign(rows, cols, shared.size, _spec(config, name).get("seed", 0))
+        return sign * shared[bucket]
     if name + "_u" in w:
         return w[name + "_u"] @ w[name + "_v"]
     factors = [w[k] for k in sorted(w) if k.startswith(name + "_factor_")]
@@ -52,9 +82,15 @@ def _matrix(w, name):
     raise KeyError(f"no weights for matrix {name!r} in {sorted(w)}")
 
 
+def _pair(w, config, x, gates, units=None):
+    n = units or config["units"]
+    return (_matrix(w, "kernel", config, x.shape[-1], gates * config["units"]),
+            _matrix(w, "recurrent_kernel", config, n, gates * config["units"]))
+
+
 def fastrnn(w, config, x):
     phi = ACTIVATIONS[config.get("activation", "tanh")]
-    W, U = _matrix(w, "kernel"), _matrix(w, "recurrent_kernel")
+    W, U = _pair(w, config, x, 1)
     h = np.zeros((x.shape[0], U.shape[0]))
     out = []
     for t in range(x.shape[1]):
@@ -67,7 +103,7 @@ def fastrnn(w, config, x):
 def fastgrnn(w, config, x):
     phi = ACTIVATIONS[config.get("activation", "tanh")]
     gate = ACTIVATIONS[config.get("recurrent_activation", "sigmoid")]
-    W, U = _matrix(w, "kernel"), _matrix(w, "recurrent_kernel")
+    W, U = _pair(w, config, x, 1)
     h = np.zeros((x.shape[0], U.shape[0]))
     zeta, nu = sigmoid(w["zeta"][0]), sigmoid(w["nu"][0])
     out = []
@@ -83,7 +119,7 @@ def fastgrnn(w, config, x):
 def lstm(w, config, x):
     phi = ACTIVATIONS[config.get("activation", "tanh")]
     gate = ACTIVATIONS[config.get("recurrent_activation", "sigmoid")]
-    W, U = _matrix(w, "kernel"), _matrix(w, "recurrent_kernel")
+    W, U = _pair(w, config, x, 4)
     n = U.shape[0]
     b = w.get("bias", np.zeros(4 * n))
     h = np.zeros((x.shape[0], n))
@@ -102,7 +138,8 @@ def lstmp(w, config, x):
     """LSTM with a recurrent projection: ``m = σ(o) φ(c)``, ``h = m P`` (Sak et al. 2014)."""
     phi = ACTIVATIONS[config.get("activation", "tanh")]
     gate = ACTIVATIONS[config.get("recurrent_activation", "sigmoid")]
-    W, U, P = _matrix(w, "kernel"), _matrix(w, "recurrent_kernel"), _matrix(w, "projection")
+    W, U = _pair(w, config, x, 4, units=config["projection_units"])
+    P = _matrix(w, "projection", config, config["units"], config["projection_units"])
     n, p = P.shape
     b = w.get("bias", np.zeros(4 * n))
     h = np.zeros((x.shape[0], p))
@@ -121,7 +158,7 @@ def gru(w, config, x):
     phi = ACTIVATIONS[config.get("activation", "tanh")]
     gate = ACTIVATIONS[config.get("recurrent_activation", "sigmoid")]
     reset_after = config.get("reset_after", True)
-    W, U = _matrix(w, "kernel"), _matrix(w, "recurrent_kernel")
+    W, U = _pair(w, config, x, 3)
     n = U.shape[0]
     if "bias" in w:
         b_in, b_rec = (w["bias"][0], w["bias"][1]) if reset_after else (w["bias"], 0.0)

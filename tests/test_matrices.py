@@ -9,10 +9,13 @@ from keras_rnnedge._compat import keras, tf
 from keras_rnnedge.cells import FastGRNNCell, LowRankLSTMCell
 from keras_rnnedge.matrices import (
     MATRIX_FAMILIES,
+    BlockCirculant,
     Dense,
+    Hashed,
     Kronecker,
     LowRank,
     TensorTrain,
+    Toeplitz,
     factor_suffix,
     get_structure,
 )
@@ -28,6 +31,10 @@ EXAMPLES = [
     (Kronecker(factors=((2, 3), (5, 4))), 10, 12),
     (TensorTrain(ranks=3), 16, 24),
     (TensorTrain(ranks=(2, 3), in_modes=(2, 3, 2), out_modes=(3, 2, 4)), 12, 24),
+    (BlockCirculant(4), 8, 12),
+    (BlockCirculant(4), 9, 10),  # padded: the corner of a 12x12 block-circulant matrix
+    (Toeplitz(), 7, 12),
+    (Hashed(compression=4, seed=7), 9, 16),
 ]
 
 
@@ -89,6 +96,38 @@ def test_costs_counted_by_hand():
     assert tt.cost(64, 256).params == 1 * 4 * 8 * 4 + 4 * 4 * 4 * 4 + 4 * 4 * 8 * 1 == 512
     assert tt.cost(64, 256).macs == 16 * 4 * 4 * 8 + 4 * 8 * 16 * 16 + 32 * 16 * 8
     assert LowRank(5).cost(9, 80) == Dense().cost(5, 89)  # 5 * (9 + 80) both
+    # block-circulant 9x10 in 4x4 blocks: padded to 12x12, 3x3 blocks of 4 values
+    assert BlockCirculant(4).cost(9, 10).params == 3 * 3 * 4
+    assert Toeplitz().cost(9, 10).params == 18  # one value per diagonal
+    assert Hashed(compression=8).resolve(32, 128, "x").cost(32, 128).params == 512
+
+
+def test_compact_families_follow_their_papers_definitions(rng):
+    # block-circulant (C-LSTM): each k x k block is circulant, its first column the vector
+    s = BlockCirculant(3).resolve(6, 9, "x")
+    c = rng.normal(size=(3, 2, 3))
+    w = s.to_dense([c])
+    for p in range(2):
+        for q in range(3):
+            block = w[3 * p:3 * p + 3, 3 * q:3 * q + 3]
+            for shift in range(3):  # every column is the first one rotated down
+                np.testing.assert_array_equal(block[:, shift], np.roll(block[:, 0], shift))
+            np.testing.assert_array_equal(block[:, 0], c[q, p])
+    # Toeplitz: constant along every diagonal
+    t = Toeplitz().resolve(5, 7, "x").to_dense([rng.normal(size=11)])
+    for i in range(1, 5):
+        np.testing.assert_array_equal(t[i, 1:], t[i - 1, :-1])
+    # hashed: every entry is ± one of the K shared weights; the signs are balanced and every
+    # weight is used (64 x 64 entries over 512 weights)
+    h = Hashed(buckets=512).resolve(64, 64, "x")
+    shared = rng.normal(size=512)
+    dense = h.to_dense([shared])
+    assert set(np.round(np.abs(dense).ravel(), 12)) <= set(np.round(np.abs(shared), 12))
+    bucket, sign = h.stages([shared])[0].compact.index_sign()
+    assert len(np.unique(bucket)) == 512 and abs(sign.mean()) < 0.05
+    # another seed, another pattern
+    other = Hashed(buckets=512, seed=1).resolve(64, 64, "x").stages([shared])[0].compact
+    assert np.mean(other.index_sign()[0] == bucket) < 0.05
 
 
 def test_automatic_kronecker_factors_keep_the_rank():
@@ -103,7 +142,10 @@ def test_automatic_kronecker_factors_keep_the_rank():
 
 
 @pytest.mark.parametrize("structure,rows,cols", [(Kronecker(), 64, 96),
-                                                  (TensorTrain(ranks=4), 64, 96)])
+                                                  (TensorTrain(ranks=4), 64, 96),
+                                                  (BlockCirculant(8), 64, 96),
+                                                  (Toeplitz(), 64, 96),
+                                                  (Hashed(), 64, 96)])
 def test_initialization_has_glorot_variance(structure, rows, cols):
     keras.utils.set_random_seed(0)
     s = structure.resolve(rows, cols, "kernel_structure")
@@ -126,6 +168,11 @@ def test_initialization_has_glorot_variance(structure, rows, cols):
     ({"family": "tensor_train", "in_modes": [2, 2]}, r"one is None"),
     ({"family": "kronecker", "size": 3}, r"unexpected keyword argument 'size'"),
     (3, r"expected None, one of"),
+    ({"family": "block_circulant", "block": 0}, r"argument block, expected a positive integer"),
+    ({"family": "hashed", "buckets": 70000}, r"buckets=70000, expected at most 65536"),
+    ({"family": "hashed", "compression": 0.5}, r"argument compression.*number >= 1"),
+    ({"family": "hashed", "seed": -1}, r"argument seed.*\[0, 2\*\*32\)"),
+    ({"family": "toeplitz", "shape": [3]}, r"argument shape.*\(rows, cols\)"),
 ])
 def test_bad_structure_arguments(spec, match):
     with pytest.raises(ValueError, match=match):
@@ -139,6 +186,7 @@ def test_bad_structure_arguments(spec, match):
     (TensorTrain(ranks=50, in_modes=(3, 3), out_modes=(4, 4)),
      r"TT rank r_1 = 50 exceeds 12"),
     (LowRank(10), r"integer in \[1, 9\].*got 10"),
+    (Toeplitz(shape=(4, 4)), r"resolved for a 4x4 matrix\), expected one for the 9x16"),
 ])
 def test_structures_that_do_not_fit_the_matrix(structure, match):
     with pytest.raises(ValueError, match=rf"argument kernel_structure.*{match}"):

@@ -368,10 +368,12 @@ class _Emitter:
                                    f"(bound {bound}); please report it")
         self.rows_fast += int(fits.sum())
         self.rows_sat += rows - int(fits.sum())
-        fast = "short" if m.nnz < 4 * rows else "nosat"
+        fast = "short" if m.nnz < 4 * rows and m.compact is None else "nosat"
         info: dict = {"m": m, "modes": [fast] if fits.all() else ["sat"] if not fits.any()
                       else [fast, "sat"]}
-        if not m.sparse:
+        if m.compact is not None:  # the family's own form: its parameters and row kernel
+            info.update(storage="compact", arr=self.array(ct, symbol, m.compact.params))
+        elif not m.sparse:
             info.update(storage="dense", arr=self.array(ct, symbol, m.values), cols=cols)
         else:
             vals, cols_idx, ptr = m.csr()
@@ -399,6 +401,17 @@ class _Emitter:
         info = self.matrix(m, symbol)
         calls = []
         for mode in info["modes"]:
+            if info["storage"] == "compact":
+                dense, code = _kernel_code("dense", m.bits, m.col_bits, mode)
+                fn, own = m.compact.c_kernel(m.bits, mode, dense)
+                if fn == dense or dense in own:  # the family's kernel calls the dense one
+                    self.kernels.setdefault(dense, code)
+                    self.avr_only.discard(dense)
+                if own:
+                    self.kernels.setdefault(fn, own)
+                    self.avr_only.discard(fn)
+                calls.append(m.compact.c_call(fn, info["arr"], row, x))
+                continue
             if mode == "short" and (info["storage"] in ("csr8", "csr8o") or m.bits == 8):
                 # on the AVR the short kernel calls the non-saturating one: defined first
                 dep, code = _kernel_code(info["storage"], m.bits, m.col_bits, "nosat")

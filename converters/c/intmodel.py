@@ -137,6 +137,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 from keras_rnnedge._compat import keras, np
 from keras_rnnedge.cells.base import activation_name
@@ -338,6 +339,8 @@ class IntMatrix:
         frac: the scale is ``2**-frac``.
         bits: 8 or 16.
         float_range: ``(min, max)`` of the float weights quantized.
+        compact: the integer parameters ``values`` expands from, when the C stores the matrix
+            in a family's compact form (:class:`keras_rnnedge.matrices.base.CompactMatrix`).
     """
 
     name: str
@@ -345,6 +348,7 @@ class IntMatrix:
     frac: int
     bits: int
     float_range: tuple[float, float]
+    compact: Any = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -369,12 +373,17 @@ class IntMatrix:
 
     @property
     def sparse(self) -> bool:
-        """Stored as CSR: smaller than dense, and the indices fit ``uint16``."""
+        """Stored as CSR: smaller than dense, and the indices fit ``uint16`` (never for a
+        compact matrix)."""
+        if self.compact is not None:
+            return False
         size = self.csr_bytes()
         return size is not None and size < self.dense_bytes()
 
     @property
     def nbytes(self) -> int:
+        if self.compact is not None:
+            return int(np.size(self.compact.params)) * self.bits // 8
         return self.csr_bytes() if self.sparse else self.dense_bytes()
 
     def csr(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -871,16 +880,25 @@ def _weight_frac(values: np.ndarray, bits: int, name: str, factor: float = 1.0) 
     return frac
 
 
-def _matrix(values: np.ndarray, bits: int, name: str, factor: float = 1.0) -> IntMatrix:
-    """``values * factor`` quantized (``factor``: a state scale folded into the weight)."""
+def _matrix(values: np.ndarray, bits: int, name: str, factor: float = 1.0,
+            compact=None) -> IntMatrix:
+    """``values * factor`` quantized (``factor``: a state scale folded into the weight);
+    ``compact`` (:class:`~keras_rnnedge.matrices.base.CompactMatrix`): ``values`` is its
+    expansion, and its parameters are quantized with the same scale."""
     frac = _weight_frac(np.asarray(values, np.float64), bits, name, factor)
     values = np.asarray(values, np.float64) * factor
     rows = np.abs(values.T)
     while frac > 0 and rows.size and np.round(rows * 2.0**frac).sum(axis=1).max() > ROW_L1_MAX:
         frac -= 1
     q = np.round(values.T * 2.0**frac).astype(np.int64)
+    if compact is not None:
+        params = np.round(np.asarray(compact.params, np.float64) * factor * 2.0**frac)
+        compact = compact.with_params(params.astype(np.int64))
+        if not np.array_equal(compact.expand().T, q):  # rounding is odd-symmetric: never
+            raise RuntimeError(f"internal error: the compact form of {name} does not expand to "
+                               "its quantized matrix; please report it")
     return IntMatrix(name=name, values=q, frac=frac, bits=bits,
-                     float_range=(float(values.min()), float(values.max())))
+                     float_range=(float(values.min()), float(values.max())), compact=compact)
 
 
 def _bias(values: np.ndarray, frac: int, name: str) -> np.ndarray:
@@ -1066,9 +1084,10 @@ def quantize_model(model: keras.Model, representative_data, *, weight_bits: int 
     half = np.where(hi > lo, (hi - lo) / 2.0, 1.0)
     first = plan.recurrent[0].cell
     first_stage = _float_stages(first, _weights(first), "kernel")[0][0]  # (W_u for low rank)
-    if first_stage.blocks > 1:
-        # a per-feature scale folds into the input matrix only when its first stage reads the
-        # whole input (dense, low rank); a Kronecker/TT kernel reads it in blocks: one scale
+    if not first_stage.plain:
+        # a per-feature scale folds into the input matrix only when its first stage is a plain
+        # matrix reading the whole input (dense, low rank); a Kronecker/TT kernel reads it in
+        # blocks and a compact one (circulant...) shares entries across rows: one scale
         half = np.full_like(half, half.max())
     input_scale = (2.0**q / half).astype(np.float32)
     input_offset = offset.astype(np.float32)
@@ -1103,9 +1122,7 @@ def quantize_model(model: keras.Model, representative_data, *, weight_bits: int 
                         biases[k] = biases[k] + shift_in
                 dense[base] = half[:, None] * dense[base]
                 stage0 = chains[base][0][0]
-                scaled0 = (half[:, None] * stage0.matrix if stage0.blocks == 1
-                           else half[0] * stage0.matrix)
-                chains[base][0][0] = dataclasses.replace(stage0, matrix=scaled0)
+                chains[base][0][0] = stage0.scaled(half if stage0.plain else half[0])
             x_in = (x_float - offset) / half
         else:
             x_in = x_float
@@ -1138,7 +1155,8 @@ def quantize_model(model: keras.Model, representative_data, *, weight_bits: int 
 
         def linear(base, chains=chains, chain_peaks=chain_peaks, layer=layer):
             stages, names = chains[base]
-            int_stages = [IntStage(_matrix(st.matrix, weight_bits, f"{layer.name}/{name}"),
+            int_stages = [IntStage(_matrix(st.matrix, weight_bits, f"{layer.name}/{name}",
+                                           compact=st.compact),
                                    blocks=st.blocks, inner=st.inner)
                           for st, name in zip(stages, names)]
             return IntLinear.chain(int_stages, [_act_frac(p) for p in chain_peaks[base]])

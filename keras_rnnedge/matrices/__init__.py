@@ -17,19 +17,25 @@ import re
 from typing import Any
 
 from keras_rnnedge.matrices.base import MatrixCost, MatrixStructure
+from keras_rnnedge.matrices.block_circulant import BlockCirculant
 from keras_rnnedge.matrices.dense import Dense
+from keras_rnnedge.matrices.hashed import Hashed
 from keras_rnnedge.matrices.kronecker import Kronecker
 from keras_rnnedge.matrices.low_rank import LowRank
 from keras_rnnedge.matrices.tensor_train import TensorTrain
+from keras_rnnedge.matrices.toeplitz import Toeplitz
 
 __all__ = [
     "MATRIX_FAMILIES",
+    "BlockCirculant",
     "Dense",
+    "Hashed",
     "Kronecker",
     "LowRank",
     "MatrixCost",
     "MatrixStructure",
     "TensorTrain",
+    "Toeplitz",
     "factor_suffix",
     "get_structure",
     "register_family",
@@ -48,7 +54,7 @@ def register_family(cls: type[MatrixStructure]) -> type[MatrixStructure]:
     return cls
 
 
-for _cls in (Dense, LowRank, Kronecker, TensorTrain):
+for _cls in (Dense, LowRank, Kronecker, TensorTrain, BlockCirculant, Toeplitz, Hashed):
     register_family(_cls)
 
 

@@ -25,10 +25,64 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from keras_rnnedge._compat import keras, np
+from keras_rnnedge._compat import keras, np, tf
 
-__all__ = ["MatrixCost", "MatrixStructure", "Stage", "check_int_list", "check_positive", "fresh",
-           "run_stages"]
+__all__ = ["CompactMatrix", "MatrixCost", "MatrixStructure", "Stage", "check_int_list",
+           "check_positive", "fresh", "gathered_matmul", "run_stages"]
+
+
+def gathered_matmul(x, params, index: np.ndarray, sign: np.ndarray | None):
+    """``x @ W`` with ``W[i, j] = sign[i, j] * params.flat[index[i, j]]`` (the compact
+    families in Keras: a gather of constants, which the TFLite converter folds into a dense
+    matrix)."""
+    w = tf.gather(tf.reshape(params, [-1]), tf.constant(index, tf.int32))
+    if sign is not None:
+        w = w * tf.constant(sign, w.dtype)
+    return tf.matmul(x, w)
+
+
+class CompactMatrix:
+    """A stage matrix that the C reads in a compact form: every entry is a signed copy of one
+    of a few parameters, ``W[i, j] = sign[i, j] * params[index[i, j]]`` (block-circulant,
+    Toeplitz, hashed), so flash holds ``params`` and a row kernel finds the entries.
+
+    A family whose stage is compact returns ``Stage(matrix, compact=...)`` with ``matrix`` the
+    expanded ``m × n`` matrix (what the oracle multiplies) and the subclass declaring:
+
+    * ``params``: the 1-D parameter vector (float64 in a :class:`Stage`, integers once quantized:
+      :meth:`with_params`);
+    * :meth:`index_sign`: the ``(index, sign)`` arrays of the ``m × n`` matrix;
+    * :meth:`c_kernel` / :meth:`c_call`: the C row kernel, bit for bit the oracle's
+      ``sat32`` accumulation over the inputs in increasing order.
+    """
+
+    params: np.ndarray
+
+    def index_sign(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(index, sign)``, each ``m × n`` (int64, and ±1)."""
+        raise NotImplementedError
+
+    def with_params(self, params: np.ndarray) -> CompactMatrix:
+        return dataclasses.replace(self, params=np.asarray(params))
+
+    def expand(self, params: np.ndarray | None = None) -> np.ndarray:
+        """The ``m × n`` matrix of ``params`` (default: this one's)."""
+        index, sign = self.index_sign()
+        p = np.asarray(self.params if params is None else params)
+        return sign * p[index]
+
+    def c_kernel(self, bits: int, mode: str, dense_kernel: str) -> tuple[str, str]:
+        """``(function name, C definition)`` of the row kernel for ``int<bits>_t`` parameters
+        (``mode``: ``sat`` or ``nosat``); ``dense_kernel`` names the dense row kernel of that
+        mode, ``int32_t f(const int<bits>_t *w, uint16_t n, const int16_t *x)`` (reading
+        ``w`` with ``RE_RD_I<bits>``), which a family may call on contiguous runs. An empty
+        definition means the dense kernel itself."""
+        raise NotImplementedError
+
+    def c_call(self, fn: str, array: str, row: str, x: str) -> str:
+        """A C expression: row ``row`` (of the transposed ``n × m`` matrix, a C expression)
+        times the int16 vector ``x``, with the parameters in ``array``."""
+        raise NotImplementedError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,12 +104,31 @@ class Stage:
         inner: the size of the innermost output index (a TT rank; 1 otherwise).
         source: the index (in :meth:`MatrixStructure.weight_names` order) of the weight the
             stage's matrix is made from.
+        compact: how the C stores and reads ``matrix`` when it is not a plain array
+            (:class:`CompactMatrix`, with ``blocks == inner == 1``); ``None``: dense or CSR.
     """
 
     matrix: np.ndarray
     blocks: int = 1
     inner: int = 1
     source: int = 0
+    compact: CompactMatrix | None = None
+
+    def scaled(self, factor) -> Stage:
+        """The stage with its matrix's rows multiplied by ``factor`` (a scalar, or one value
+        per row for a plain stage reading the whole input)."""
+        factor = np.asarray(factor, np.float64)
+        if factor.ndim and (self.blocks > 1 or self.compact is not None):
+            raise ValueError("a per-row scale only folds into a plain dense stage")
+        matrix = factor[:, None] * self.matrix if factor.ndim else factor * self.matrix
+        compact = (None if self.compact is None
+                   else self.compact.with_params(factor * self.compact.params))
+        return dataclasses.replace(self, matrix=matrix, compact=compact)
+
+    @property
+    def plain(self) -> bool:
+        """A single dense matrix over the whole input (a per-row scale folds into it)."""
+        return self.blocks == 1 and self.compact is None
 
     def apply(self, v: np.ndarray) -> np.ndarray:
         """The stage on float vectors ``v`` (..., blocks * m) (the reference of the integer
@@ -191,6 +264,27 @@ def check_int_list(value, argument: str, length: int | None = None) -> tuple[int
         raise ValueError(f"Received an invalid value for argument {argument}, expected "
                          f"{length} values, got {len(out)}: {value!r}.")
     return out
+
+
+def check_shape(shape) -> tuple[int, int] | None:
+    """The ``shape`` field of a family that records its matrix's shape when resolved."""
+    if shape is None:
+        return None
+    if (isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence) or len(shape) != 2
+            or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0
+                       for v in shape)):
+        raise ValueError(f"Received an invalid value for argument shape: {shape!r}; expected "
+                         "None (set when the matrix is built) or (rows, cols).")
+    return (int(shape[0]), int(shape[1]))
+
+
+def check_resolved_shape(structure, rows: int, cols: int, argument: str) -> None:
+    """A structure resolved for another shape cannot be reused for this matrix."""
+    if structure.shape not in (None, (rows, cols)):
+        raise ValueError(f"Received an invalid value for argument {argument}: "
+                         f"{structure.get_config()} (resolved for a "
+                         f"{structure.shape[0]}x{structure.shape[1]} matrix), expected one for "
+                         f"the {rows}x{cols} matrix; leave shape unset.")
 
 
 def divisor_splits(n: int, parts: int) -> list[tuple[int, ...]]:
