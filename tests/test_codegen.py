@@ -1066,9 +1066,30 @@ def _syn_matrix(rng, name: str, rows: int, cols: int, bits: int, density: float,
                      float_range=(-1.0, 1.0))
 
 
-def _syn_linear(rng, name, rows, cols, bits, density, rank=None, big_rows=0):
+def _syn_compact(rng, name: str, rows: int, cols: int, bits: int, family: str, big: bool):
+    """A matrix in a family's compact form (``rows`` outputs × ``cols`` inputs, transposed):
+    random integer parameters, the values their expansion."""
+    from keras_rnnedge.converters.c.intmodel import IntMatrix
+    from keras_rnnedge.matrices import get_structure
+
+    s = get_structure(family).resolve(cols, rows, "syn")
+    shapes = s.weight_shapes("w", cols, rows)
+    compact = s.stages([np.zeros(shape) for shape in shapes.values()])[0].compact
+    lim = 127 if bits == 8 else 32767
+    params = rng.integers(-lim, lim + 1, size=np.size(compact.params))
+    if bits == 16 and not big:
+        params //= 64
+    compact = compact.with_params(params.astype(np.int64))
+    return IntMatrix(name=name, values=compact.expand().T.astype(np.int64),
+                     frac=7 if bits == 8 else 14, bits=bits, float_range=(-1.0, 1.0),
+                     compact=compact)
+
+
+def _syn_linear(rng, name, rows, cols, bits, density, rank=None, big_rows=0, family=None):
     from keras_rnnedge.converters.c.intmodel import IntLinear
 
+    if family is not None:
+        return IntLinear(_syn_compact(rng, name, rows, cols, bits, family, big_rows > 0))
     if rank is None:
         return IntLinear(_syn_matrix(rng, name, rows, cols, bits, density, big_rows))
     return IntLinear(_syn_matrix(rng, f"{name}_u", rank, cols, bits, density, big_rows),
@@ -1078,15 +1099,18 @@ def _syn_linear(rng, name, rows, cols, bits, density, rank=None, big_rows=0):
 def synthetic_model(kind: str, *, features: int, units: int, bits: int = 8,
                     w_density: float = 1.0, u_density: float = 1.0, w_rank=None, u_rank=None,
                     big_rows: int = 0, reset_after: bool = False, activation: str = "tanh",
-                    recurrent_activation: str = "sigmoid", scalars=(26000, 16929), seed: int = 0):
+                    recurrent_activation: str = "sigmoid", scalars=(26000, 16929), seed: int = 0,
+                    w_family=None, u_family=None):
     """A one-layer integer model with a Dense head, all weights random (see above)."""
     from keras_rnnedge.cells.step import FastGRNNStep, FastRNNStep, GRUStep, LSTMStep, SimpleRNNStep
     from keras_rnnedge.converters.c.intmodel import IntDense, IntLinear, IntModel, IntRecurrent
 
     rng = np.random.default_rng(seed)
     width = {"lstm": 4, "gru": 3}.get(kind, 1) * units
-    kernel = _syn_linear(rng, "syn/kernel", width, features, bits, w_density, w_rank, big_rows)
-    recurrent = _syn_linear(rng, "syn/recurrent_kernel", width, units, bits, u_density, u_rank)
+    kernel = _syn_linear(rng, "syn/kernel", width, features, bits, w_density, w_rank, big_rows,
+                         family=w_family)
+    recurrent = _syn_linear(rng, "syn/recurrent_kernel", width, units, bits, u_density, u_rank,
+                            family=u_family, big_rows=big_rows if u_family else 0)
 
     def bias(n):
         return rng.integers(-40000, 40000, size=n).astype(np.int64)
@@ -1161,6 +1185,32 @@ SYNTHETIC = {
     "fastgrnn_relu_lowrank": (dict(kind="fastgrnn", features=6, units=9, u_rank=4,
                                    activation="saturating_relu", scalars=(30000, 2000)),
                               ["re_clip32("]),
+    # compact families: block-circulant with padded blocks (10 inputs and 13 units in blocks of
+    # 4), Toeplitz rows from offset pointers, hashed rows with the hash walked in C
+    "fastgrnn_circulant_padded": (dict(kind="fastgrnn", features=10, units=13,
+                                       w_family={"family": "block_circulant", "block": 4},
+                                       u_family={"family": "block_circulant", "block": 4}),
+                                  ["re_mv_circ_i8_nosat", "re_mv_dense_i8_nosat"]),
+    "gru_hashed_toeplitz": (dict(kind="gru", features=7, units=9, reset_after=True,
+                                 w_family={"family": "hashed", "compression": 3, "seed": 5},
+                                 u_family="toeplitz"),
+                            ["re_mv_hash_i8_nosat", "re_mv_dense_i8_nosat"]),
+    "lstm_compact_i16": (dict(kind="lstm", features=6, units=8, bits=16,
+                              w_family={"family": "block_circulant", "block": 3},
+                              u_family={"family": "hashed", "compression": 2},
+                              recurrent_activation="hard_sigmoid"),
+                         ["re_mv_circ_i16_nosat", "re_mv_hash_i16_nosat"]),
+    # 16-bit parameters over the whole range: every row may overflow, the saturating forms
+    "fastrnn_compact_i16_saturating": (dict(kind="fastrnn", features=8, units=6, bits=16,
+                                            big_rows=1, scalars=(32768, 12000),
+                                            activation="quantized_tanh",
+                                            w_family={"family": "hashed", "buckets": 11},
+                                            u_family={"family": "block_circulant", "block": 3}),
+                                       ["re_mv_hash_i16_sat", "re_mv_circ_i16_sat"]),
+    "simplernn_toeplitz_i16_saturating": (dict(kind="simplernn", features=9, units=7, bits=16,
+                                               big_rows=1, activation="hard_sigmoid",
+                                               w_family="toeplitz", u_family="toeplitz"),
+                                          ["re_mv_dense_i16_sat"]),
 }
 
 

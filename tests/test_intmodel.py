@@ -153,6 +153,19 @@ CONFIGS = {
     "gru_kronecker_reset_before_int16": (
         lambda: [LowRankGRUCell(H, kernel_structure=_TT2, recurrent_structure="kronecker",
                                 reset_after=False)], 16, 0.0, None),
+    # compact families: the C stores their parameters and finds the entries
+    "fastgrnn_circulant_toeplitz_int8": (
+        lambda: [FastGRNNCell(H, kernel_structure="toeplitz",
+                              recurrent_structure={"family": "block_circulant", "block": 4})],
+        8, 0.0, None),
+    "lstm_hashed_circulant_int16": (
+        lambda: [LowRankLSTMCell(H, kernel_structure={"family": "block_circulant", "block": 3},
+                                 recurrent_structure={"family": "hashed", "compression": 4,
+                                                      "seed": 3})], 16, 0.0, 4),
+    "gru_hashed_reset_before_int8": (
+        lambda: [LowRankGRUCell(H, kernel_structure={"family": "hashed", "compression": 2},
+                                recurrent_structure="toeplitz", reset_after=False)],
+        8, 0.5, None),
     # a state layout of two sizes (h: the projection, c: the units), stacked on an LSTM
     "lstmp_kronecker_stacked_int8": (
         lambda: [ProjectionLSTMCell(H, projection_units=4, kernel_structure="kronecker",
