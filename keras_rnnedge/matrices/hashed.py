@@ -38,8 +38,9 @@ def hash_bucket_sign(rows: int, cols: int, buckets: int, seed: int
     the order the C reads). This is the one definition of the hash; Keras, the integer oracle
     and the C (:class:`HashedRows`) all follow it.
     """
-    position = np.arange(cols, dtype=np.uint64)[None, :] * rows + np.arange(rows,
-                                                                             dtype=np.uint64)[:, None]
+    i = np.arange(rows, dtype=np.uint64)[:, None]
+    j = np.arange(cols, dtype=np.uint64)[None, :]
+    position = j * np.uint64(rows) + i
     h = (np.uint64(HASH_MULTIPLIER) * (position + np.uint64(seed))) & np.uint64(0xFFFFFFFF)
     bucket = ((h >> np.uint64(16)) * np.uint64(buckets)) >> np.uint64(16)
     sign = np.where(h & np.uint64(0x8000), -1, 1)
