@@ -301,7 +301,9 @@ def check_inputs(model: keras.Model, representative_data=None, *, mode: str,
 def _fold_or_keep(cell) -> tuple[dict, dict[str, np.ndarray], list[str]]:
     """Config and weights of a copy of ``cell`` with each structured matrix folded into one
     dense matrix when that has no more non-zeros than its factors (sparse low-rank factors
-    usually stay factored, Kronecker factors and TT cores almost always do)."""
+    usually stay factored, Kronecker factors and TT cores almost always do), or when TFLite
+    has no builtin for the family's structure (``tflite_dense``: block-circulant, Toeplitz,
+    hashed; the flatbuffer holds the dense matrix, the report says so)."""
     config = cell.get_config()
     weights = {w.name.split("/")[-1].split(":")[0]: w.numpy() for w in cell.weights}
     folded = []
@@ -311,12 +313,15 @@ def _fold_or_keep(cell) -> tuple[dict, dict[str, np.ndarray], list[str]]:
         names = structure.weight_names(base)
         parts = [weights[n] for n in names]
         product = structure.to_dense(parts).astype(np.float32)
-        if np.count_nonzero(product) <= sum(np.count_nonzero(p) for p in parts):
+        if (structure.tflite_dense
+                or np.count_nonzero(product) <= sum(np.count_nonzero(p) for p in parts)):
             for n in names:
                 del weights[n]
             weights[base] = product
             config = cell.dense_config(config, base)
-            folded.append(base)
+            folded.append(f"{base} ({structure.family}: no TFLite builtin, stored dense; the "
+                          "standalone C keeps the structure)" if structure.tflite_dense
+                          else base)
     return config, weights, folded
 
 

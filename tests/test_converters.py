@@ -216,6 +216,23 @@ def test_sparse_low_rank_factors_stay_factored():
     assert lower(dense).folded == ("rnn/recurrent_kernel",)
 
 
+def test_compact_families_are_dense_in_tflite_and_compact_in_c():
+    """TFLite has no builtin for a block-circulant, Toeplitz or hashed matrix: the step model
+    holds the dense matrix and the report says so; the standalone C stores the parameters."""
+    from keras_rnnedge.converters.c.intmodel import quantize_model
+
+    model = build_model("FastGRNNCell", {"units": 8, "kernel_structure": "toeplitz",
+                                         "recurrent_structure": {"family": "hashed",
+                                                                 "buckets": 16}})
+    folded = lower(model).folded
+    assert [f.split(" ")[0] for f in folded] == ["rnn/kernel", "rnn/recurrent_kernel"]
+    assert "hashed: no TFLite builtin, stored dense" in folded[1]
+    im = quantize_model(model, np.random.default_rng(0).normal(size=(4, 5, 3)).astype("float32"))
+    stored = {m.name: m.nbytes for m in im.recurrent[0].kernel.matrices()
+              + im.recurrent[0].recurrent.matrices()}
+    assert stored == {"rnn/kernel_diagonals": 3 + 8 - 1, "rnn/recurrent_kernel_buckets": 16}
+
+
 def _per_op_outputs(flatbuffer: bytes, inputs: list[np.ndarray]):
     """Every operator output of one invoke in LiteRT (reference kernels) and TFLite Micro."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType

@@ -168,6 +168,10 @@ class MatrixStructure:
     """
 
     family: ClassVar[str] = ""
+    #: The TFLite model holds this family's matrix as one dense matrix: there is no builtin for
+    #: its structure (a gather of shared values, which the converter folds), so the lowering
+    #: folds it and reports it; the C keeps the structure.
+    tflite_dense: ClassVar[bool] = False
     #: Weight-name suffixes the family uses (regular expression alternatives), for the pruning
     #: and QAT look-ups that map a base name (``"kernel"``) to its factors.
     suffix_pattern: ClassVar[str] = ""

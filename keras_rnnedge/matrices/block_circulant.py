@@ -49,6 +49,7 @@ class BlockCirculant(MatrixStructure):
 
     block: int = 4
     shape: tuple[int, int] | None = None
+    tflite_dense = True
     family = "block_circulant"
     suffix_pattern = "blocks"
 

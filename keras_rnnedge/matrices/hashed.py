@@ -72,6 +72,7 @@ class Hashed(MatrixStructure):
     compression: float = 8.0
     seed: int = 0
     shape: tuple[int, int] | None = None
+    tflite_dense = True
     family = "hashed"
     suffix_pattern = "buckets"
 

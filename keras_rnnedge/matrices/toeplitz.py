@@ -42,6 +42,7 @@ class Toeplitz(MatrixStructure):
     """
 
     shape: tuple[int, int] | None = None
+    tflite_dense = True
     family = "toeplitz"
     suffix_pattern = "diagonals"
 
