@@ -18,6 +18,7 @@ __all__ = [
     "FastGRNNCell",
     "FastRNNCell",
     "LowRankGRUCell",
+    "LowRankSimpleRNNCell",
     "LowRankLSTMCell",
     "ModelSummary",
     "keras",
@@ -34,6 +35,7 @@ _LAZY = {
     "FastGRNNCell": "keras_rnnedge.cells",
     "FastRNNCell": "keras_rnnedge.cells",
     "LowRankGRUCell": "keras_rnnedge.cells",
+    "LowRankSimpleRNNCell": "keras_rnnedge.cells",
     "LowRankLSTMCell": "keras_rnnedge.cells",
     "ModelSummary": "keras_rnnedge.summary",
 }

@@ -31,6 +31,11 @@ EXAMPLES: dict[str, list[dict]] = {
         {"units": 5, "rank": 2, "recurrent_rank": 3},
         {"units": 5, "recurrent_rank": 2, "reset_after": False},
     ],
+    "LowRankSimpleRNNCell": [
+        {"units": 6},
+        {"units": 8, "rank": 2, "recurrent_rank": 3},
+        {"units": 4, "recurrent_rank": 2, "activation": "hard_sigmoid", "use_bias": False},
+    ],
     "ProjectionLSTMCell": [
         {"units": 6, "projection_units": 4},
         {"units": 6, "projection_units": 4, "rank": 2, "projection_rank": 2},

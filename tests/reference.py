@@ -183,10 +183,24 @@ def gru(w, config, x):
     return np.stack(out, 1)
 
 
+def simplernn(w, config, x):
+    """Elman: ``h = φ(x W + h U + b)``."""
+    phi = ACTIVATIONS[config.get("activation", "tanh")]
+    W, U = _pair(w, config, x, 1)
+    b = w.get("bias", 0.0)
+    h = np.zeros((x.shape[0], U.shape[0]))
+    out = []
+    for t in range(x.shape[1]):
+        h = phi(x[:, t] @ W + h @ U + b)
+        out.append(h)
+    return np.stack(out, 1)
+
+
 ORACLES = {
     "FastRNNCell": fastrnn,
     "FastGRNNCell": fastgrnn,
     "LowRankLSTMCell": lstm,
     "LowRankGRUCell": gru,
     "ProjectionLSTMCell": lstmp,
+    "LowRankSimpleRNNCell": simplernn,
 }

@@ -106,7 +106,9 @@ def test_int8_step_litert_and_tflm_agree_step_by_step(case_id, name, config):
                                    next(o for o in tfl.outputs if o.name == f"{s.name}_out"))
                       for s in states_in]
     chained = config.get("recurrent_activation") == "hard_sigmoid"
+    elman = name in ("LowRankSimpleRNNCell", "SimpleRNN")
     assert worst <= (tolerances.INT8_LITERT_VS_TFLM_CHAINED_LSB if chained
+                     else tolerances.INT8_LITERT_VS_TFLM_ELMAN_LSB if elman
                      else tolerances.INT8_LITERT_VS_TFLM_LSB)
 
 
@@ -118,6 +120,9 @@ def test_int8_step_model_tracks_keras(case_id, name, config):
     want = model.predict(x, verbose=0)
     got = emulate(_Result(lowered, tfl), x, runtime="tflm").outputs
     y = next(t for t in tfl.outputs if t.name == "y")
+    # an int8 output holds the range calibrated on the representative data (other windows than
+    # these): a score beyond it is clipped to its end, by design
+    want = np.clip(want, (-128 - y.zero_point) * y.scale, (127 - y.zero_point) * y.scale)
     # error in units of the output scale
     assert np.max(np.abs(got - want)) / y.scale <= tolerances.INT8_VS_FLOAT_OUTPUT_LSB
 

@@ -30,6 +30,12 @@ INT8_LITERT_VS_TFLM_LSB = 1
 # the bound is the measured one, kept so that a regression beyond it fails.
 INT8_LITERT_VS_TFLM_CHAINED_LSB = 2
 
+# The same comparison for an Elman cell (h = tanh(x W + b + h U)): the state is the TANH of the
+# sum of two FULLY_CONNECTED outputs with no gate in between, so a 1-LSB requantization
+# difference of the sum reaches the state through TANH's steepest part (its output scale is
+# finer than its input's): measured 2 LSB on the hashed example.
+INT8_LITERT_VS_TFLM_ELMAN_LSB = 2
+
 # int8 model rolled out over 6 steps against float Keras, in output LSBs: each step rounds the
 # input, the state and every intermediate to 8 bits, and the state error feeds the next step.
 INT8_VS_FLOAT_OUTPUT_LSB = 8

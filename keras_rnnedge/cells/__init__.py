@@ -12,7 +12,12 @@ from keras_rnnedge.cells.base import (
 )
 from keras_rnnedge.cells.constraints import SupportMask
 from keras_rnnedge.cells.fastgrnn import FastGRNNCell, FastRNNCell
-from keras_rnnedge.cells.lowrank import LowRankGRUCell, LowRankLSTMCell, ProjectionLSTMCell
+from keras_rnnedge.cells.lowrank import (
+    LowRankGRUCell,
+    LowRankLSTMCell,
+    LowRankSimpleRNNCell,
+    ProjectionLSTMCell,
+)
 
 __all__ = [
     "ACTIVATIONS",
@@ -23,6 +28,7 @@ __all__ = [
     "FastRNNCell",
     "LowRankGRUCell",
     "LowRankLSTMCell",
+    "LowRankSimpleRNNCell",
     "ProjectionLSTMCell",
     "SupportMask",
     "get_activation",

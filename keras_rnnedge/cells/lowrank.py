@@ -22,9 +22,15 @@ from keras_rnnedge.cells.base import (
     register_cell,
     structure_config,
 )
-from keras_rnnedge.cells.step import GRUStep, LSTMStep, ProjectionLSTMStep, register_step
+from keras_rnnedge.cells.step import (
+    GRUStep,
+    LSTMStep,
+    ProjectionLSTMStep,
+    SimpleRNNStep,
+    register_step,
+)
 
-__all__ = ["LowRankGRUCell", "LowRankLSTMCell", "ProjectionLSTMCell"]
+__all__ = ["LowRankGRUCell", "LowRankLSTMCell", "LowRankSimpleRNNCell", "ProjectionLSTMCell"]
 
 class _LowRankBase(CompressedCell):
     _gates = 1
@@ -245,8 +251,37 @@ class LowRankGRUCell(_LowRankBase):
         return {**super().get_config(), "reset_after": self.reset_after}
 
 
+@register_cell
+class LowRankSimpleRNNCell(_LowRankBase):
+    r"""Elman RNN cell with structured input and recurrent matrices:
+    ``h_t = φ(x_t W + h_{t-1} U + b)``. With both ranks ``None`` (and no structures) it computes
+    exactly ``keras.layers.SimpleRNNCell`` given the same weights; it is what
+    :func:`keras_rnnedge.optimize.compress` turns a trained ``SimpleRNN`` into.
+
+    Parameters: ``r (F + H) + r_U (H + H) + H`` (``F*H``/``H*H`` for a full matrix). The
+    ``recurrent_activation`` argument is accepted for a uniform signature and unused.
+
+    Example:
+        >>> import numpy as np
+        >>> from keras_rnnedge._compat import keras
+        >>> from keras_rnnedge.cells import LowRankSimpleRNNCell
+        >>> rnn = keras.layers.RNN(LowRankSimpleRNNCell(16, rank=2, recurrent_rank=4))
+        >>> rnn(np.zeros((1, 5, 3), "float32")).shape
+        TensorShape([1, 16])
+    """
+
+    def call(self, inputs, states, training=None):
+        h = states[0] if isinstance(states, (list, tuple)) else states
+        z = matmul(self, inputs, "kernel")
+        if self.use_bias:  # next to its product: TFLite fuses it into the FULLY_CONNECTED
+            z = z + self.bias
+        h_new = self.activation(z + matmul(self, h, "recurrent_kernel"))
+        return h_new, [h_new]
+
+
 register_step(LowRankLSTMCell, LSTMStep())
 register_step(LowRankGRUCell, GRUStep())
+register_step(LowRankSimpleRNNCell, SimpleRNNStep())
 
 
 @register_cell
