@@ -7,6 +7,9 @@
   a Keras callback, with exact non-zero counts.
 * :func:`quantize_model` makes a quantization-aware copy of a model with recurrent layers, which
   tfmot's own ``quantize_model`` refuses; :class:`CellQuantizeConfig` says what is quantized.
+* :func:`compress` refits the matrices of a trained model (stock LSTM/GRU/SimpleRNN or our
+  cells) in a structured family (SVD by rank or kept energy, nearest Kronecker, TT-SVD...),
+  ready to fine-tune.
 * :func:`load_model` loads ``.keras`` and ``.h5`` files with cells, pruning and QAT wrappers
   (working around tfmot 0.8.1's ``.keras`` loading bug for QAT models); :func:`save_model` saves
   them all or nothing.
@@ -14,6 +17,7 @@
   on, through nested models and tfmot wrappers.
 """
 
+from keras_rnnedge.optimize.compress import CompressedMatrix, compress, energy_rank
 from keras_rnnedge.optimize.pruning import (
     PerWeightPruning,
     PruneLowMagnitudePerWeight,
@@ -47,11 +51,14 @@ from keras_rnnedge.optimize.thresholding import HardThresholding, SupportMask, h
 __all__ = [
     "STOCK_CELL_WEIGHTS",
     "CellQuantizeConfig",
+    "CompressedMatrix",
     "HardThresholding",
     "PerWeightPruning",
     "PruneLowMagnitudePerWeight",
     "SupportMask",
     "UpdatePruningStep",
+    "compress",
+    "energy_rank",
     "hard_threshold_mask",
     "is_quantize_input",
     "is_quantize_wrapper",
