@@ -67,12 +67,21 @@ from benchmarks.train_quality import (  # noqa: E402
 from keras_rnnedge._compat import keras, np  # noqa: E402
 from keras_rnnedge.cells import LowRankGRUCell, LowRankLSTMCell  # noqa: E402
 from keras_rnnedge.converters import convert_c  # noqa: E402
-from keras_rnnedge.matrices import Dense, Kronecker, LowRank, TensorTrain  # noqa: E402
+from keras_rnnedge.matrices import (  # noqa: E402
+    BlockCirculant,
+    Dense,
+    Hashed,
+    Kronecker,
+    LowRank,
+    TensorTrain,
+    Toeplitz,
+)
 from keras_rnnedge.matrices.base import divisor_splits  # noqa: E402
 from keras_rnnedge.micro_targets.crun import run_c  # noqa: E402
 from keras_rnnedge.micro_targets.harness import CompileError  # noqa: E402
 from keras_rnnedge.optimize import (  # noqa: E402
     UpdatePruningStep,
+    compress,
     prune_low_magnitude,
     strip_pruning,
 )
@@ -87,9 +96,15 @@ PATIENCE = {"kws12": 10, "har6": 4}
 RATIO = 15.0  # matrix parameters of the stock cell / of the compressed cell
 BASES = ("lstm", "gru")
 GATES = {"lstm": 4, "gru": 3}
-FAMILIES = ("stock", "pruning", "low_rank", "kronecker", "tensor_train")
+FAMILIES = ("stock", "svd", "pruning", "low_rank", "kronecker", "tensor_train",
+            "block_circulant", "toeplitz", "hashed")
 FAMILY_TITLES = {"stock": "stock", "pruning": "magnitude pruning", "low_rank": "low rank",
-                 "kronecker": "Kronecker", "tensor_train": "tensor train"}
+                 "svd": "SVD of the stock + fine-tuning", "kronecker": "Kronecker",
+                 "tensor_train": "tensor train", "block_circulant": "block-circulant",
+                 "toeplitz": "Toeplitz", "hashed": "hashed"}
+STRUCTURED = ("kronecker", "tensor_train", "block_circulant", "toeplitz", "hashed")
+SVD_EPOCHS = 0.5  # fine-tuning epochs of the SVD rows, as a fraction of the task's budget
+CIRCULANT_BLOCKS = (2, 4, 8, 16, 32)
 TT_CORES = 3
 TT_MAX_RANK = 32
 MAX_GAP_POINTS = 1.5
@@ -145,7 +160,27 @@ def _tensor_train(rows: int, cols: int, target: float):
     return _closest(cands, target)
 
 
-CHOOSERS = {"kronecker": _kronecker, "tensor_train": _tensor_train}
+def _block_circulant(rows: int, cols: int, target: float):
+    cands = []
+    for k in CIRCULANT_BLOCKS:
+        bc = BlockCirculant(k).resolve(rows, cols, "structure")
+        cands.append((k, bc, bc.cost(rows, cols).params))
+    return _closest(cands, target)
+
+
+def _hashed(rows: int, cols: int, target: float):
+    h = Hashed(buckets=max(1, min(round(target), rows * cols))).resolve(rows, cols, "structure")
+    return (h.buckets, h, h.cost(rows, cols).params)
+
+
+def _toeplitz(rows: int, cols: int, target: float):
+    # one configuration: rows + cols - 1 diagonals (far below the budget at these sizes)
+    t = Toeplitz().resolve(rows, cols, "structure")
+    return (None, t, t.cost(rows, cols).params)
+
+
+CHOOSERS = {"kronecker": _kronecker, "tensor_train": _tensor_train,
+            "block_circulant": _block_circulant, "toeplitz": _toeplitz, "hashed": _hashed}
 
 
 def matched_config(family: str, features: int, units: int, gates: int) -> dict:
@@ -163,7 +198,7 @@ def matched_config(family: str, features: int, units: int, gates: int) -> dict:
         keep = {k: max(1, round(v / RATIO)) for k, v in dense.items()}
         return {"sparsity": {k: 1.0 - keep[k] / dense[k] for k in dense}, "params": keep,
                 "budget": budget}
-    if family == "low_rank":
+    if family in ("low_rank", "svd"):
         # One rank for both matrices (EdgeML's LR-LSTM/LR-GRU): the input matrix's own share
         # would be rank 1 (a one-dimensional bottleneck on the input).
         shape_list = list(shapes.values())
@@ -191,17 +226,20 @@ def describe_config(family: str, config: dict) -> str:
 
 
 def build_model(base: str, family: str, config: dict, units: int, data: dict, lr: float,
-                decay_steps: int, prune_steps: tuple[int, int]):
+                decay_steps: int, prune_steps: tuple[int, int], start=None):
     inputs = keras.Input(data["input_shape"])
-    if family in ("stock", "pruning"):
+    if family == "svd":  # the trained stock model, its matrices factorized
+        model = compress(start, structure=config["structures"])
+    elif family in ("stock", "pruning"):
         rnn = (keras.layers.LSTM if base == "lstm" else keras.layers.GRU)(units, name="rnn")
     else:
         cell = (LowRankLSTMCell if base == "lstm" else LowRankGRUCell)(
             units, kernel_structure=config["structures"]["kernel"],
             recurrent_structure=config["structures"]["recurrent_kernel"])
         rnn = keras.layers.RNN(cell, name="rnn")
-    outputs = keras.layers.Dense(data["num_classes"], name="classifier")(rnn(inputs))
-    model = keras.Model(inputs, outputs, name=f"{base}_{family}")
+    if family != "svd":
+        outputs = keras.layers.Dense(data["num_classes"], name="classifier")(rnn(inputs))
+        model = keras.Model(inputs, outputs, name=f"{base}_{family}")
     if family == "pruning":
         model = prune_low_magnitude(model, config["sparsity"], schedule="polynomial",
                                     begin_step=prune_steps[0], end_step=prune_steps[1])
@@ -215,16 +253,29 @@ def build_model(base: str, family: str, config: dict, units: int, data: dict, lr
     return model
 
 
-def train(task, base: str, family: str, config: dict, data: dict, epochs: int, patience: int):
-    keras.backend.clear_session()
+def train(task, base: str, family: str, config: dict, data: dict, epochs: int, patience: int,
+          start=None):
+    if start is None:
+        keras.backend.clear_session()
     keras.utils.set_random_seed(SEED)
     units = HIDDEN[task.name]
     steps = -(-len(data["train"][1]) // task.batch_size)
     begin = max(0, round(PRUNE_BEGIN * epochs)) * steps
     end_epoch = max(1, round(PRUNE_END * epochs))
     prune_steps = (begin, max(begin + 1, end_epoch * steps))
-    model = build_model(base, family, config, units, data, task.lr_stock, epochs * steps,
-                        prune_steps)
+    lr = task.lr_stock
+    if family == "svd":  # fine-tuning: a shorter schedule from a tenth of the learning rate
+        epochs = max(2, round(SVD_EPOCHS * epochs))
+        lr = task.lr_stock / 10
+    model = build_model(base, family, config, units, data, lr, epochs * steps,
+                        prune_steps, start=start)
+    before = None
+    if family == "svd":
+        x_test, y_test = data["test"]
+        pred = np.argmax(model.predict(x_test, batch_size=256, verbose=0), axis=1)
+        before = float(np.mean(pred == y_test))
+        print(f"  SVD of the stock model before fine-tuning: float {100 * before:.2f} %",
+              flush=True)
     timer = EpochTimer()
     stopper = keras.callbacks.EarlyStopping(
         monitor="val_accuracy", mode="max", patience=patience, restore_best_weights=True,
@@ -242,10 +293,12 @@ def train(task, base: str, family: str, config: dict, data: dict, epochs: int, p
         model = strip_pruning(model)
     info = {"epochs_max": epochs, "epochs_run": len(timer.seconds),
             "best_epoch": stopper.best_epoch + 1, "patience": patience,
-            "learning_rate": task.lr_stock, "train_seconds": round(wall, 1),
+            "learning_rate": lr, "train_seconds": round(wall, 1),
             "seconds_per_epoch": float(np.median(timer.seconds[1:] or timer.seconds))}
     if family == "pruning":
         info["prune_steps"] = list(prune_steps)
+    if before is not None:
+        info["float_accuracy_before_fine_tuning"] = before
     return model, info
 
 
@@ -359,8 +412,8 @@ def evaluate_targets(rows: list[dict]) -> list[dict]:
         if "stock" not in got:
             continue
         stock = got["stock"]
-        structured = [got[f] for f in ("kronecker", "tensor_train") if f in got]
-        others = [got[f] for f in ("pruning", "low_rank") if f in got]
+        structured = [got[f] for f in STRUCTURED if f in got]
+        others = [got[f] for f in ("pruning", "low_rank", "svd") if f in got]
         if not structured:
             continue
         best = max(structured, key=lambda r: r["int8_accuracy"])
@@ -368,7 +421,7 @@ def evaluate_targets(rows: list[dict]) -> list[dict]:
         ok_size = best["memory_savings_matrices"] >= RATIO
         targets.append({
             "task": task,
-            "target": f"Kronecker or TT LSTM within {MAX_GAP_POINTS} points of the stock LSTM "
+            "target": f"a structured LSTM within {MAX_GAP_POINTS} points of the stock LSTM "
                       f"(int8 C accuracy) at >= {RATIO:g}x smaller int8 recurrent matrices",
             "passed": gap <= MAX_GAP_POINTS and ok_size,
             "text": f"best {FAMILY_TITLES[best['family']]} {100 * best['int8_accuracy']:.2f} % vs "
@@ -390,8 +443,8 @@ def evaluate_targets(rows: list[dict]) -> list[dict]:
             lead = 100 * (best["int8_accuracy"] - rival["int8_accuracy"])
             targets.append({
                 "task": task,
-                "target": "Kronecker or TT LSTM ahead of pruning and low rank at the same "
-                          "parameter budget (int8 C accuracy)",
+                "target": "a structured LSTM ahead of pruning, low rank and SVD at the "
+                          "same parameter budget (int8 C accuracy)",
                 "passed": lead > 0,
                 "text": f"{FAMILY_TITLES[best['family']]} {100 * best['int8_accuracy']:.2f} % "
                         f"vs best of the others {FAMILY_TITLES[rival['family']]} "
@@ -418,10 +471,14 @@ def section(r: dict) -> str:
         "The keyword-spotting comparison of the survey \"RNNs for Edge Intelligence\" (Table 8, "
         "after Thakker et al.) on our data: the stock LSTM and GRU, and each compressed to "
         f"about {RATIO:g}x fewer matrix parameters than the stock cell at the same hidden size "
+        "by SVD of the trained stock cell (`keras_rnnedge.optimize.compress`, one rank for both "
+        "matrices, then fine-tuning from a tenth of the learning rate), "
         "by magnitude pruning (stock layer, `prune_low_magnitude` with per-weight targets, "
         "dense for the first sixth of the epochs, then a polynomial ramp to the target until "
         "two thirds, then fine-tuning; `strip_pruning`), low rank, Kronecker (two factors) "
-        "and tensor train (three cores) "
+        "tensor train (three cores), block-circulant (block size from "
+        f"{list(CIRCULANT_BLOCKS)}), Toeplitz (one configuration: rows + cols - 1 diagonals, "
+        "far below the budget) and hashed (buckets = the budget's share) "
         "(`LowRankLSTMCell` / `LowRankGRUCell` with `kernel_structure` / "
         "`recurrent_structure`). Configurations from the families' `cost()`, against a budget "
         f"of 1/{RATIO:g} of the stock matrix parameters: Kronecker and TT give the input "
@@ -501,6 +558,15 @@ def section(r: dict) -> str:
             lines.append(f"Failed run, {FAMILY_TITLES[x['family']]} on {t}: "
                          f"`{d['error'].splitlines()[0]}`")
         lines.append("")
+    lines += ["### Which family wins where", "",
+              f"![int8 accuracy against int8 bytes, every family]({PLOT.name})", "",
+              *(f"- {w}" for w in winners(r)),
+              "- The survey's conclusions: low rank with sparsity (IHT) and quantization is the "
+              "best trade-off on HAR and KWS, and Kronecker products keep the most accuracy at "
+              "the largest compression ratios (Thakker et al.: 15-38x). The compact families "
+              "(block-circulant, Toeplitz, hashed) are stored dense in a TFLite flatbuffer "
+              "(no builtin for their structure): their savings hold for the standalone C only.",
+              ""]
     lines += [
         "### The survey's rows (Table 8, Thakker et al., Google Speech Commands), for "
         "reference", "",
@@ -514,6 +580,62 @@ def section(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+PLOT = REPO / "docs" / "families.png"
+
+
+def plot(r: dict, path: Path = PLOT) -> None:
+    """int8 C accuracy against the C's constant bytes, every family, one panel per task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = [t for t in TASK_ORDER if any(x["task"] == t for x in r["rows"])]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4.6), squeeze=False)
+    markers = dict(zip(FAMILIES, "o*sDv^<>Ph"))
+    for ax, task in zip(axes[0], tasks):
+        for x in (x for x in r["rows"] if x["task"] == task):
+            ax.scatter(x["c_weight_bytes"], 100 * x["int8_accuracy"], s=60,
+                       marker=markers.get(x["family"], "o"),
+                       label=f"{x['base'].upper()} {FAMILY_TITLES[x['family']]}")
+        ax.set_xscale("log")
+        ax.set_xlabel("int8 model bytes (the C's constant data)")
+        ax.set_ylabel("int8 accuracy % (the C on every test window)")
+        ax.set_title(f"{TASKS[task].title}, hidden {HIDDEN[task]}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def winners(r: dict) -> list[str]:
+    """Per task: the most accurate compressed row, and the smallest within MAX_GAP_POINTS."""
+    out = []
+    for task in TASK_ORDER:
+        rows = [x for x in r["rows"] if x["task"] == task and x["family"] != "stock"]
+        stock = [x for x in r["rows"] if x["task"] == task and x["family"] == "stock"]
+        if not rows or not stock:
+            continue
+        best = max(rows, key=lambda x: x["int8_accuracy"])
+        near = [x for x in rows
+                if 100 * (stock[0]["int8_accuracy"] - x["int8_accuracy"]) <= MAX_GAP_POINTS]
+        line = (f"{TASKS[task].title}: the most accurate compressed model is "
+                f"{best['base'].upper()} {FAMILY_TITLES[best['family']]} "
+                f"({100 * best['int8_accuracy']:.2f} %, {best['memory_savings_c']:.1f}x smaller)")
+        if near:
+            small = max(near, key=lambda x: x["memory_savings_c"])
+            line += (f"; the smallest within {MAX_GAP_POINTS} points of the stock cell is "
+                     f"{small['base'].upper()} {FAMILY_TITLES[small['family']]} "
+                     f"({100 * small['int8_accuracy']:.2f} %, {small['memory_savings_c']:.1f}x "
+                     "smaller)")
+        else:
+            line += f"; no compressed model is within {MAX_GAP_POINTS} points of the stock cell"
+        out.append(line + ".")
+    return out
+
+
 # -- main ------------------------------------------------------------------------------------
 
 
@@ -525,10 +647,15 @@ def parse_args(argv=None):
     ap.add_argument("--epochs", type=int, default=None,
                     help="epochs per model for every task (default per task: "
                     + ", ".join(f"{k} {v}" for k, v in EPOCHS.items()) + ")")
+    ap.add_argument("--bases", nargs="+", choices=BASES, default=list(BASES))
+    ap.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES),
+                    help="rows to run (stock first: the ratios and the SVD rows need it)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke test: tiny subsets, 2 epochs (writes neither the JSON nor the doc)")
     ap.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
     args = ap.parse_args(argv)
+    if args.families[0] != "stock":
+        ap.error("--families: expected 'stock' first (every ratio is against it)")
     if args.epochs is not None and args.epochs < 2:
         ap.error(f"--epochs: expected an integer >= 2, got {args.epochs}")
     return args
@@ -547,14 +674,22 @@ def main(argv=None) -> int:
         epochs = args.epochs or (2 if args.quick else EPOCHS[name])
         patience = 1 if args.quick else PATIENCE[name]
         features = d["input_shape"][-1]
-        for base in BASES:
-            for family in FAMILIES:
+        for base in args.bases:
+            stock = None
+            for family in args.families:
                 config = matched_config(family, features, HIDDEN[name], GATES[base])
-                model, training = train(task, base, family, config, d, epochs, patience)
+                model, training = train(task, base, family, config, d, epochs, patience,
+                                        start=stock if family == "svd" else None)
+                if family == "stock":
+                    stock = model
+                text = describe_config(family, config)
+                if family == "svd":
+                    text += (" (float "
+                             f"{100 * training['float_accuracy_before_fine_tuning']:.2f} % "
+                             "before fine-tuning)")
                 record = evaluate(task, base, family, model, d)
                 rows.append({"task": name, "base": base, "family": family,
-                             "units": HIDDEN[name], "config_text": describe_config(family,
-                                                                                   config),
+                             "units": HIDDEN[name], "config_text": text,
                              "config": {k: (v.get_config() if hasattr(v, "get_config") else v)
                                         for k, v in (config.get("structures") or {}).items()}
                              or config.get("sparsity"),
@@ -581,6 +716,7 @@ def main(argv=None) -> int:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     if not args.no_doc:
+        plot(result)
         write_section(NAME, section(result))
     return 0
 
