@@ -49,6 +49,7 @@ EXAMPLES: dict[str, list[dict]] = {
 FAMILY_EXAMPLES: dict[str, dict] = {
     "kronecker": {"family": "kronecker"},
     "tensor_train": {"family": "tensor_train", "ranks": 2, "num_cores": 2},
+    "tensor_ring": {"family": "tensor_ring", "ranks": [2, 1, 1]},
     "block_circulant": {"family": "block_circulant", "block": 2},
     "toeplitz": {"family": "toeplitz"},
     "hashed": {"family": "hashed", "compression": 3},

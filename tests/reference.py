@@ -42,6 +42,18 @@ def _matrix(w, name, config=None, rows=None, cols=None):
     ``W[i, j] = t[i-j+cols-1]``, hashed ``W[i, j] = ξ(i,j) w[h(i,j)]``."""
     if name in w:
         return w[name]
+    ring = [w[f"{name}_ring_{k}"] for k in range(len(w)) if f"{name}_ring_{k}" in w]
+    if ring:  # W[(i_1..i_d), (j_1..j_d)] = trace(G_1[., i_1, j_1, .] ... G_d[., i_d, j_d, .])
+        letters = "abcdefghijklmnopqrstuvwxyz"
+        ranks, rows_, cols_, terms = letters[:len(ring)] + letters[0], [], [], []
+        for k in range(len(ring)):
+            i, j = letters[10 + 2 * k].upper(), letters[11 + 2 * k].upper()
+            terms.append(ranks[k] + i + j + ranks[k + 1])
+            rows_.append(i)
+            cols_.append(j)
+        full = np.einsum(",".join(terms) + "->" + "".join(rows_ + cols_), *ring)
+        m = int(np.prod([c.shape[1] for c in ring]))
+        return full.reshape(m, -1)
     if name + "_blocks" in w:  # (Q, P, k): block (p, q) is circulant
         c = w[name + "_blocks"]
         k = c.shape[2]

@@ -153,6 +153,10 @@ CONFIGS = {
     "gru_kronecker_reset_before_int16": (
         lambda: [LowRankGRUCell(H, kernel_structure=_TT2, recurrent_structure="kronecker",
                                 reset_after=False)], 16, 0.0, None),
+    "fastgrnn_tensor_ring_int8": (
+        lambda: [FastGRNNCell(H, kernel_structure={"family": "tensor_ring", "ranks": 2},
+                              recurrent_structure={"family": "tensor_ring", "ranks": 2})],
+        8, 0.0, None),
     # compact families: the C stores their parameters and finds the entries
     "fastgrnn_circulant_toeplitz_int8": (
         lambda: [FastGRNNCell(H, kernel_structure="toeplitz",

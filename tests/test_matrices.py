@@ -14,6 +14,7 @@ from keras_rnnedge.matrices import (
     Hashed,
     Kronecker,
     LowRank,
+    TensorRing,
     TensorTrain,
     Toeplitz,
     factor_suffix,
@@ -31,6 +32,9 @@ EXAMPLES = [
     (Kronecker(factors=((2, 3), (5, 4))), 10, 12),
     (TensorTrain(ranks=3), 16, 24),
     (TensorTrain(ranks=(2, 3), in_modes=(2, 3, 2), out_modes=(3, 2, 4)), 12, 24),
+    # ranks that reach every 12x24 matrix: the ring's SVD fit is exact (see below)
+    (TensorRing(ranks=(2, 3, 12), in_modes=(2, 2, 3), out_modes=(3, 4, 2)), 12, 24),
+    (TensorRing(ranks=2, num_cores=2), 6, 20),
     (BlockCirculant(4), 8, 12),
     (BlockCirculant(4), 9, 10),  # padded: the corner of a 12x12 block-circulant matrix
     (Toeplitz(), 7, 12),
@@ -102,6 +106,32 @@ def test_costs_counted_by_hand():
     assert Hashed(compression=8).resolve(32, 128, "x").cost(32, 128).params == 512
 
 
+def test_tensor_ring_is_the_trace_of_its_cores(rng):
+    """Every entry of W is trace(G_1[i_1, j_1] ... G_d[i_d, j_d]) (Zhao et al.), computed here
+    entry by entry; a ring with r_0 = 1 is a tensor train."""
+    s = TensorRing(ranks=(2, 3, 2)).resolve(12, 24, "x")
+    cores = _random_weights(s, 12, 24, rng)
+    w = s.to_dense(cores)
+    for row in range(12):
+        for col in range(24):
+            i = np.unravel_index(row, s.in_modes)
+            j = np.unravel_index(col, s.out_modes)
+            prod = np.eye(2)
+            for k, core in enumerate(cores):
+                prod = prod @ core[:, i[k], j[k], :].astype(np.float64)
+            assert w[row, col] == pytest.approx(np.trace(prod), abs=1e-9)
+    tt = TensorTrain(ranks=(3, 2), in_modes=s.in_modes, out_modes=s.out_modes)
+    ring = TensorRing(ranks=(1, 3, 2), in_modes=s.in_modes, out_modes=s.out_modes)
+    tt_cores = _random_weights(tt, 12, 24, rng)
+    np.testing.assert_allclose(ring.to_dense(tt_cores), tt.to_dense(tt_cores), atol=1e-12)
+    # the fit of a random dense matrix with ranks that reach it is exact; smaller ranks are not
+    dense = rng.normal(size=(12, 24))
+    full = TensorRing(ranks=(2, 3, 12), in_modes=(2, 2, 3), out_modes=(3, 4, 2))
+    np.testing.assert_allclose(full.to_dense(full.from_dense(dense)), dense, atol=1e-9)
+    small = s.to_dense(s.from_dense(dense))
+    assert 0.3 < np.linalg.norm(small - dense) / np.linalg.norm(dense) < 1.0
+
+
 def test_compact_families_follow_their_papers_definitions(rng):
     # block-circulant (C-LSTM): each k x k block is circulant, its first column the vector
     s = BlockCirculant(3).resolve(6, 9, "x")
@@ -143,6 +173,7 @@ def test_automatic_kronecker_factors_keep_the_rank():
 
 @pytest.mark.parametrize("structure,rows,cols", [(Kronecker(), 64, 96),
                                                   (TensorTrain(ranks=4), 64, 96),
+                                                  (TensorRing(ranks=3), 64, 96),
                                                   (BlockCirculant(8), 64, 96),
                                                   (Toeplitz(), 64, 96),
                                                   (Hashed(), 64, 96)])

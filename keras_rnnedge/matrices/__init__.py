@@ -22,6 +22,7 @@ from keras_rnnedge.matrices.dense import Dense
 from keras_rnnedge.matrices.hashed import Hashed
 from keras_rnnedge.matrices.kronecker import Kronecker
 from keras_rnnedge.matrices.low_rank import LowRank
+from keras_rnnedge.matrices.tensor_ring import TensorRing
 from keras_rnnedge.matrices.tensor_train import TensorTrain
 from keras_rnnedge.matrices.toeplitz import Toeplitz
 
@@ -34,6 +35,7 @@ __all__ = [
     "LowRank",
     "MatrixCost",
     "MatrixStructure",
+    "TensorRing",
     "TensorTrain",
     "Toeplitz",
     "factor_suffix",
@@ -54,7 +56,8 @@ def register_family(cls: type[MatrixStructure]) -> type[MatrixStructure]:
     return cls
 
 
-for _cls in (Dense, LowRank, Kronecker, TensorTrain, BlockCirculant, Toeplitz, Hashed):
+for _cls in (Dense, LowRank, Kronecker, TensorTrain, TensorRing, BlockCirculant, Toeplitz,
+             Hashed):
     register_family(_cls)
 
 
@@ -99,7 +102,8 @@ def get_structure(spec: Any, argument: str = "structure") -> MatrixStructure:
 def _example(family: str) -> str:
     return {"low_rank": "{'family': 'low_rank', 'rank': 4}",
             "kronecker": "{'family': 'kronecker', 'factors': [[3, 8], [3, 10]]}",
-            "tensor_train": "{'family': 'tensor_train', 'ranks': 4}"}.get(
+            "tensor_train": "{'family': 'tensor_train', 'ranks': 4}",
+            "tensor_ring": "{'family': 'tensor_ring', 'ranks': 2}"}.get(
         family, f"{{'family': {family!r}}}")
 
 
