@@ -73,6 +73,7 @@ from keras_rnnedge.matrices import (  # noqa: E402
     Hashed,
     Kronecker,
     LowRank,
+    TensorRing,
     TensorTrain,
     Toeplitz,
 )
@@ -96,13 +97,15 @@ PATIENCE = {"kws12": 10, "har6": 4}
 RATIO = 15.0  # matrix parameters of the stock cell / of the compressed cell
 BASES = ("lstm", "gru")
 GATES = {"lstm": 4, "gru": 3}
-FAMILIES = ("stock", "svd", "pruning", "low_rank", "kronecker", "tensor_train",
+FAMILIES = ("stock", "svd", "pruning", "low_rank", "kronecker", "tensor_train", "tensor_ring",
             "block_circulant", "toeplitz", "hashed")
 FAMILY_TITLES = {"stock": "stock", "pruning": "magnitude pruning", "low_rank": "low rank",
                  "svd": "SVD of the stock + fine-tuning", "kronecker": "Kronecker",
-                 "tensor_train": "tensor train", "block_circulant": "block-circulant",
+                 "tensor_train": "tensor train", "tensor_ring": "tensor ring",
+                 "block_circulant": "block-circulant",
                  "toeplitz": "Toeplitz", "hashed": "hashed"}
-STRUCTURED = ("kronecker", "tensor_train", "block_circulant", "toeplitz", "hashed")
+STRUCTURED = ("kronecker", "tensor_train", "tensor_ring", "block_circulant", "toeplitz",
+              "hashed")
 SVD_EPOCHS = 0.5  # fine-tuning epochs of the SVD rows, as a fraction of the task's budget
 CIRCULANT_BLOCKS = (2, 4, 8, 16, 32)
 TT_CORES = 3
@@ -160,6 +163,14 @@ def _tensor_train(rows: int, cols: int, target: float):
     return _closest(cands, target)
 
 
+def _tensor_ring(rows: int, cols: int, target: float):
+    cands = []
+    for r in range(1, TT_MAX_RANK + 1):
+        tr = TensorRing(ranks=r, num_cores=TT_CORES).resolve(rows, cols, "structure")
+        cands.append((r, tr, tr.cost(rows, cols).params))
+    return _closest(cands, target)
+
+
 def _block_circulant(rows: int, cols: int, target: float):
     cands = []
     for k in CIRCULANT_BLOCKS:
@@ -179,7 +190,7 @@ def _toeplitz(rows: int, cols: int, target: float):
     return (None, t, t.cost(rows, cols).params)
 
 
-CHOOSERS = {"kronecker": _kronecker, "tensor_train": _tensor_train,
+CHOOSERS = {"kronecker": _kronecker, "tensor_train": _tensor_train, "tensor_ring": _tensor_ring,
             "block_circulant": _block_circulant, "toeplitz": _toeplitz, "hashed": _hashed}
 
 
@@ -476,7 +487,7 @@ def section(r: dict) -> str:
         "by magnitude pruning (stock layer, `prune_low_magnitude` with per-weight targets, "
         "dense for the first sixth of the epochs, then a polynomial ramp to the target until "
         "two thirds, then fine-tuning; `strip_pruning`), low rank, Kronecker (two factors) "
-        "tensor train (three cores), block-circulant (block size from "
+        "tensor train and tensor ring (three cores), block-circulant (block size from "
         f"{list(CIRCULANT_BLOCKS)}), Toeplitz (one configuration: rows + cols - 1 diagonals, "
         "far below the budget) and hashed (buckets = the budget's share) "
         "(`LowRankLSTMCell` / `LowRankGRUCell` with `kernel_structure` / "
@@ -592,7 +603,7 @@ def plot(r: dict, path: Path = PLOT) -> None:
 
     tasks = [t for t in TASK_ORDER if any(x["task"] == t for x in r["rows"])]
     fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4.6), squeeze=False)
-    markers = dict(zip(FAMILIES, "o*sDv^<>Ph"))
+    markers = dict(zip(FAMILIES, "o*sDv^<>PhX"))
     for ax, task in zip(axes[0], tasks):
         for x in (x for x in r["rows"] if x["task"] == task):
             ax.scatter(x["c_weight_bytes"], 100 * x["int8_accuracy"], s=60,
