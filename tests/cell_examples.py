@@ -40,6 +40,9 @@ EXAMPLES: dict[str, list[dict]] = {
         {"units": 6, "projection_units": 4},
         {"units": 6, "projection_units": 4, "rank": 2, "projection_rank": 2},
         {"units": 6, "projection_units": 3, "recurrent_rank": 2, "unit_forget_bias": False},
+        # LGP-Shuffle: a localized group projection with a channel shuffle
+        {"units": 8, "projection_units": 4,
+         "projection_structure": {"family": "group_shuffle", "groups": 2}},
     ],
 }
 
@@ -53,6 +56,7 @@ FAMILY_EXAMPLES: dict[str, dict] = {
     "block_circulant": {"family": "block_circulant", "block": 2},
     "toeplitz": {"family": "toeplitz"},
     "hashed": {"family": "hashed", "compression": 3},
+    "group_shuffle": {"family": "group_shuffle", "groups": None},
 }
 
 

@@ -54,6 +54,15 @@ def _matrix(w, name, config=None, rows=None, cols=None):
         full = np.einsum(",".join(terms) + "->" + "".join(rows_ + cols_), *ring)
         m = int(np.prod([c.shape[1] for c in ring]))
         return full.reshape(m, -1)
+    if name + "_groups" in w:  # block-diagonal over the groups, outputs shuffled across them
+        blocks = w[name + "_groups"]
+        g, m, n = blocks.shape
+        plain = np.zeros((g * m, g * n))
+        for k in range(g):
+            plain[k * m:(k + 1) * m, k * n:(k + 1) * n] = blocks[k]
+        shuffle = _spec(config, name).get("shuffle", True)
+        return plain.reshape(g * m, g, n).transpose(0, 2, 1).reshape(g * m, -1) if shuffle \
+            else plain
     if name + "_blocks" in w:  # (Q, P, k): block (p, q) is circulant
         c = w[name + "_blocks"]
         k = c.shape[2]

@@ -1200,6 +1200,11 @@ SYNTHETIC = {
                               u_family={"family": "hashed", "compression": 2},
                               recurrent_activation="hard_sigmoid"),
                          ["re_mv_circ_i16_nosat", "re_mv_hash_i16_nosat"]),
+    # groups with a shuffle: each output row the dense kernel over its group's inputs
+    "gru_group_shuffle": (dict(kind="gru", features=6, units=8, reset_after=False,
+                               w_family={"family": "group_shuffle", "groups": 3},
+                               u_family={"family": "group_shuffle", "groups": 4,
+                                         "shuffle": False}), ["re_mv_dense_i8"]),
     # 16-bit parameters over the whole range: every row may overflow, the saturating forms
     "fastrnn_compact_i16_saturating": (dict(kind="fastrnn", features=8, units=6, bits=16,
                                             big_rows=1, scalars=(32768, 12000),

@@ -170,6 +170,11 @@ CONFIGS = {
         lambda: [LowRankGRUCell(H, kernel_structure={"family": "hashed", "compression": 2},
                                 recurrent_structure="toeplitz", reset_after=False)],
         8, 0.5, None),
+    # LGP-Shuffle: the projection in groups with a channel shuffle (a compact stage)
+    "lstmp_group_shuffle_int8": (
+        lambda: [ProjectionLSTMCell(8, projection_units=4,
+                                    projection_structure={"family": "group_shuffle",
+                                                          "groups": 2})], 8, 0.0, None),
     # a state layout of two sizes (h: the projection, c: the units), stacked on an LSTM
     "lstmp_kronecker_stacked_int8": (
         lambda: [ProjectionLSTMCell(H, projection_units=4, kernel_structure="kronecker",

@@ -11,6 +11,7 @@ from keras_rnnedge.matrices import (
     MATRIX_FAMILIES,
     BlockCirculant,
     Dense,
+    GroupShuffle,
     Hashed,
     Kronecker,
     LowRank,
@@ -39,6 +40,8 @@ EXAMPLES = [
     (BlockCirculant(4), 9, 10),  # padded: the corner of a 12x12 block-circulant matrix
     (Toeplitz(), 7, 12),
     (Hashed(compression=4, seed=7), 9, 16),
+    (GroupShuffle(3), 6, 12),
+    (GroupShuffle(2, shuffle=False), 8, 10),
 ]
 
 
@@ -85,7 +88,10 @@ def test_stages_compute_the_product(structure, rows, cols, rng):
     stages = s.stages(weights)
     np.testing.assert_allclose(run_stages(stages, x), x @ s.to_dense(weights),
                                atol=tolerances.STAGES_ATOL)
-    assert sum(st.blocks * st.matrix.size for st in stages) == s.cost(rows, cols).macs
+    # a compact stage multiplies the entries its form holds (a group matrix: not its zeros)
+    assert sum(st.blocks * (st.matrix.size if st.compact is None
+                            else np.count_nonzero(st.compact.index_sign()[1]))
+               for st in stages) == s.cost(rows, cols).macs
 
 
 def test_costs_counted_by_hand():
@@ -130,6 +136,23 @@ def test_tensor_ring_is_the_trace_of_its_cores(rng):
     np.testing.assert_allclose(full.to_dense(full.from_dense(dense)), dense, atol=1e-9)
     small = s.to_dense(s.from_dense(dense))
     assert 0.3 < np.linalg.norm(small - dense) / np.linalg.norm(dense) < 1.0
+
+
+def test_group_shuffle_is_block_diagonal_then_shuffled(rng):
+    """Output j of the shuffled matrix is output (j mod G) n + j // G of the block-diagonal
+    one (ShuffleNet's channel shuffle: reshape (G, n), transpose, flatten)."""
+    s = GroupShuffle(3).resolve(6, 12, "x")
+    blocks = rng.normal(size=(3, 2, 4))
+    plain = np.zeros((6, 12))
+    for g in range(3):
+        plain[2 * g:2 * g + 2, 4 * g:4 * g + 4] = blocks[g]
+    shuffled = plain.reshape(6, 3, 4).transpose(0, 2, 1).reshape(6, 12)
+    np.testing.assert_allclose(s.to_dense([blocks]), shuffled)
+    np.testing.assert_allclose(GroupShuffle(3, shuffle=False).resolve(6, 12, "x")
+                               .to_dense([blocks]), plain)
+    with pytest.raises(ValueError, match=r"groups=4 does not divide the 6x12 matrix.*\[1, 2, 3, "
+                                         r"6\]"):
+        GroupShuffle(4).resolve(6, 12, "kernel_structure")
 
 
 def test_compact_families_follow_their_papers_definitions(rng):

@@ -82,7 +82,7 @@ def case_model(name, config):
 
 def base(name: str) -> str:
     """``kernel_u`` / ``kernel_factor_1`` / ``kernel_core_0`` → ``kernel``."""
-    return re.sub(r"_(u|v|factor_\d+|core_\d+|blocks|diagonals|buckets|ring_\d+)$", "", name)
+    return re.sub(r"_(u|v|factor_\d+|core_\d+|blocks|diagonals|buckets|ring_\d+|groups)$", "", name)
 
 
 def expected_nonzeros_pruned(size: int, sparsity: float) -> int:

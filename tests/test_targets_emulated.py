@@ -97,7 +97,7 @@ def _macs(im) -> int:
                                     "fastgrnn_quantized_stacked",
                                     # one model per further matrix family
                                     "fastgrnn_kronecker_int8", "fastrnn_tt_int16",
-                                    "fastgrnn_tensor_ring_int8",
+                                    "fastgrnn_tensor_ring_int8", "lstmp_group_shuffle_int8",
                                     "fastgrnn_circulant_toeplitz_int8",
                                     "lstm_hashed_circulant_int16"])
 def test_c_matches_oracle_bit_for_bit_on_target(name, config):

@@ -19,6 +19,7 @@ from typing import Any
 from keras_rnnedge.matrices.base import MatrixCost, MatrixStructure
 from keras_rnnedge.matrices.block_circulant import BlockCirculant
 from keras_rnnedge.matrices.dense import Dense
+from keras_rnnedge.matrices.group_shuffle import GroupShuffle
 from keras_rnnedge.matrices.hashed import Hashed
 from keras_rnnedge.matrices.kronecker import Kronecker
 from keras_rnnedge.matrices.low_rank import LowRank
@@ -30,6 +31,7 @@ __all__ = [
     "MATRIX_FAMILIES",
     "BlockCirculant",
     "Dense",
+    "GroupShuffle",
     "Hashed",
     "Kronecker",
     "LowRank",
@@ -57,7 +59,7 @@ def register_family(cls: type[MatrixStructure]) -> type[MatrixStructure]:
 
 
 for _cls in (Dense, LowRank, Kronecker, TensorTrain, TensorRing, BlockCirculant, Toeplitz,
-             Hashed):
+             Hashed, GroupShuffle):
     register_family(_cls)
 
 
