@@ -66,7 +66,7 @@ from benchmarks.train_quality import (  # noqa: E402
 )
 from keras_rnnedge._compat import keras, np  # noqa: E402
 from keras_rnnedge.cells import LowRankGRUCell, LowRankLSTMCell  # noqa: E402
-from keras_rnnedge.converters import convert_c  # noqa: E402
+from keras_rnnedge.converters import convert, convert_c  # noqa: E402
 from keras_rnnedge.matrices import (  # noqa: E402
     BlockCirculant,
     Dense,
@@ -365,6 +365,7 @@ def evaluate(task, base: str, family: str, model, data: dict) -> dict:
         "host_seconds_per_step": host.per_step,
         **size_record(model, im),
     }
+    record.update(tflm_costs(model, x_train, f"{task.name}_{base}_{family}"))
     if task.name == DEVICE_TASK and base == DEVICE_BASE:
         record["devices"] = device_costs(conv, x_q[:1, :DEVICE_STEPS], host.scores[:1])
     print(f"  {task.name} {base} {family}: float {100 * float_acc:.2f} %, C int8 "
@@ -372,6 +373,18 @@ def evaluate(task, base: str, family: str, model, data: dict) -> dict:
           f"{record['macs_per_step']:,} MACs/step; C == oracle on "
           f"{len(y_test) - mismatched}/{len(y_test)})", flush=True)
     return record
+
+
+def tflm_costs(model, x_train: np.ndarray, name: str) -> dict:
+    """The int8 TFLite step model: flatbuffer bytes and the TFLite Micro arena measured on the
+    host (``convert(..., target="nano33ble")``'s audit)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = convert(model, target="nano33ble", quantization="int8",
+                         representative_data=x_train, name=name, checks="warn", progress=False)
+    return {"tflite_bytes": len(result.flatbuffer),
+            "tflm_arena_bytes": None if result.audit is None else result.audit.arena_bytes,
+            "tflite_folded": list(result.lowered.folded)}
 
 
 def device_costs(conv, window: np.ndarray, _host_scores) -> dict:
@@ -512,7 +525,10 @@ def section(r: dict) -> str:
         "for pruning the C executes only the non-zero ones, in parentheses); *rel. perf.* = "
         "int8 accuracy / the stock cell's (the survey's relative performance); *savings* = "
         "stock C bytes / C bytes (the survey's memory savings), and in brackets the same for "
-        "the recurrent matrices alone.", "",
+        "the recurrent matrices alone; *TFLite B* = the int8 step flatbuffer "
+        "(`convert(..., quantization=\"int8\")`; *dense*: its matrices are folded, no TFLite "
+        "builtin for the family) and *TFLM arena B* its TensorFlow Lite Micro arena measured on "
+        "the host.", "",
     ]
     for task in TASK_ORDER:
         rows = [x for x in r["rows"] if x["task"] == task]
@@ -526,8 +542,8 @@ def section(r: dict) -> str:
                   "",
                   "| cell | family | configuration | matrix params | float acc % | int8 C acc % "
                   "| rel. perf. | C bytes | summary bytes | savings [matrices] | MACs/step | "
-                  "epochs |",
-                  "|:--|:--|:--|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+                  "TFLite B | TFLM arena B | epochs |",
+                  "|:--|:--|:--|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
         for x in rows:
             macs = f"{x['macs_per_step']:,}"
             if x["family"] == "pruning":
@@ -538,6 +554,8 @@ def section(r: dict) -> str:
                 f"{100 * x['int8_accuracy']:.2f} | {x['relative_performance_int8']:.3f} | "
                 f"{x['c_weight_bytes']:,} | {x['summary_bytes_int8']:,} | "
                 f"{x['memory_savings_c']:.1f}x [{x['memory_savings_matrices']:.1f}x] | {macs} | "
+                f"{x['tflite_bytes']:,}{' (dense)' if x['tflite_folded'] else ''} | "
+                f"{x['tflm_arena_bytes'] or 0:,} | "
                 f"{x['training']['best_epoch']}/{x['training']['epochs_run']} |")
         lines.append("")
     dev = [x for x in r["rows"] if "devices" in x]

@@ -133,8 +133,11 @@ class TensorRing(MatrixStructure):
             elif k == d - 1:  # G'[(a, ρ), m, n, 0] = G[a, m, n, ρ]
                 out.append(ops.reshape(ops.transpose(g, (0, 3, 1, 2)), (a * r0, m, n, 1)))
             else:         # G'[(a, ρ), m, n, (b, ρ')] = G[a, m, n, b] δ(ρ, ρ')
-                eye = ops.eye(r0, dtype=g.dtype)
-                block = ops.einsum("amnb,pq->apmnbq", g, eye)
+                # a broadcast product, a transpose and a reshape of constants: the TFLite
+                # converter folds them (an einsum here lowers to a BatchMatMul it rejects)
+                eye = ops.reshape(ops.eye(r0, dtype=g.dtype), (1, 1, 1, 1, r0, r0))
+                block = ops.transpose(ops.reshape(g, (a, m, n, b, 1, 1)) * eye,
+                                      (0, 4, 1, 2, 3, 5))
                 out.append(ops.reshape(block, (a * r0, m, n, b * r0)))
         return out
 
@@ -184,7 +187,15 @@ class TensorRing(MatrixStructure):
         r = self.full_ranks
         params = sum(r[k] * m * n * r[k + 1]
                      for k, (m, n) in enumerate(zip(self.in_modes, self.out_modes)))
-        return MatrixCost(params=params, macs=self._train().cost(rows, cols).macs)
+        # the equivalent TT's products, less the zeros of its block-diagonal middle cores
+        # (r_0 - 1 of every r_0 entries; the C stores them CSR and skips them)
+        train, r0 = self._train(), self.ranks[0]
+        macs = 0
+        for k, stage in zip(reversed(range(self.num_cores)), train.stages(
+                [np.ones(s) for s in train.weight_shapes("w", rows, cols).values()])):
+            dense = stage.blocks * stage.matrix.size
+            macs += dense if k in (0, self.num_cores - 1) else dense // r0
+        return MatrixCost(params=params, macs=macs)
 
     def stages(self, weights: Sequence[np.ndarray]) -> list[Stage]:
         cores = self._train_cores([np.asarray(w, np.float64) for w in weights], np)
@@ -202,7 +213,6 @@ class _TF:
 
     reshape = staticmethod(tf.reshape)
     transpose = staticmethod(tf.transpose)
-    einsum = staticmethod(tf.einsum)
 
     @staticmethod
     def eye(n, dtype):
