@@ -77,5 +77,17 @@ def cases():
     return out
 
 
+def representative_cases():
+    """Every example of every cell, and each matrix family once, on one cell (the cells taken
+    in turn): the slow tests (TFLite conversions, training with tfmot) run these; the full
+    cross product of :func:`cases` runs in the fast Keras/NumPy tests."""
+    names = sorted(CELL_REGISTRY)
+    out = [c for c in cases() if not any(c[0].endswith(f"-{f}") for f in FAMILY_EXAMPLES)]
+    for i, family in enumerate(FAMILY_EXAMPLES):
+        name = names[i % len(names)]
+        out.append(next(c for c in cases() if c[0] == f"{name}-{family}"))
+    return out
+
+
 def make(name: str, config: dict):
     return CELL_REGISTRY[name](**config)

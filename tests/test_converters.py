@@ -17,10 +17,10 @@ from keras_rnnedge.converters import (
 )
 from keras_rnnedge.micro_targets.emulate import emulate, open_runtime
 from tests import tolerances
-from tests.cell_examples import cases, make
+from tests.cell_examples import make, representative_cases
 
 T, F, CLASSES = 6, 3, 3
-CELL_CASES = cases()
+CELL_CASES = representative_cases()  # conversions are slow: each family once
 STOCK = {"SimpleRNN": keras.layers.SimpleRNN, "GRU": keras.layers.GRU, "LSTM": keras.layers.LSTM}
 ALL_CASES = [(cid, name, cfg) for cid, name, cfg in CELL_CASES] + [
     (f"stock-{n}", n, {"units": 5}) for n in STOCK]

@@ -18,9 +18,9 @@ from keras_rnnedge.cells import FastGRNNCell, LowRankLSTMCell
 from keras_rnnedge.optimize import _tfmot
 from keras_rnnedge.optimize.recurrent import cell_variable
 from tests import tolerances
-from tests.cell_examples import cases, make
+from tests.cell_examples import make, representative_cases
 
-CASES = cases()
+CASES = representative_cases()  # the slow tests: each family once (cell_examples)
 IDS = [c[0] for c in CASES]
 STOCK = {"LSTM": keras.layers.LSTM, "GRU": keras.layers.GRU, "SimpleRNN": keras.layers.SimpleRNN}
 T, F, N, BATCH, OUT = 5, 3, 32, 8, 2
