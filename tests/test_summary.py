@@ -393,3 +393,20 @@ def test_matrix_families_with_their_true_costs():
     text = s.to_text()
     assert "rnn/kernel            kronecker 3x4⊗3x8: 36 of 9x32 = 288, 168 MACs" in text
     assert s.to_dict()["layers"][0]["matrices"][1]["shape"] == [32, 32]
+
+
+def test_compact_families_count_their_shared_values():
+    """Block-circulant (9x32 padded to 12x32 in blocks of 4: 3 x 8 vectors of 4), Toeplitz
+    (one value per diagonal) and hashed (K shared values): parameters and int8 bytes are the
+    stored values; MACs are the dense matrix's (the C multiplies every entry)."""
+    cell = FastGRNNCell(32, kernel_structure={"family": "block_circulant", "block": 4},
+                        recurrent_structure={"family": "hashed", "buckets": 100})
+    model = keras.Sequential([keras.Input((5, 9)), keras.layers.RNN(cell, name="rnn")])
+    kernel, recurrent = summary(model).layers[0].matrices
+    assert (kernel.params, kernel.macs) == (3 * 8 * 4, 9 * 32)
+    assert (recurrent.params, recurrent.macs) == (100, 32 * 32)
+    toeplitz = FastGRNNCell(32, kernel_structure="toeplitz")
+    model = keras.Sequential([keras.Input((5, 9)), keras.layers.RNN(toeplitz, name="rnn")])
+    s = summary(model)
+    assert s.layers[0].matrices[0].params == 9 + 32 - 1
+    assert s.layers[0].params == (9 + 32 - 1) + 32 * 32 + 2 * 32 + 2
