@@ -159,15 +159,18 @@ class HashedRows(CompactMatrix):
         return hash_bucket_sign(self.rows, self.cols, self.buckets, self.seed)
 
     def c_kernel(self, bits: int, mode: str, dense_kernel: str) -> tuple[str, str]:
+        # the weights are symmetric (|q| <= 2^(bits-1) - 1): negating one stays in its type,
+        # and the product goes through the runtime's multiply-accumulate (8x16 bits on the AVR)
         t, ct = f"I{bits}", f"int{bits}_t"
         name = f"re_mv_hash_i{bits}_{mode}"
-        add = ("acc = re_sat_add32(acc, (h & 0x8000u) ? -p : p);" if mode == "sat"
-               else "acc += (h & 0x8000u) ? -p : p;")
+        add = ("acc = re_sat_add32(acc, (int32_t)v * (int32_t)*x++);" if mode == "sat"
+               else f"RE_MAC_{t}(acc, v, *x++);")
         return name, (
             f"RE_KERNEL int32_t {name}(const {ct} *w, uint16_t k, uint32_t h, uint16_t n, "
             "const int16_t *x) {\n    int32_t acc = 0;\n    while (n--) {\n"
-            f"        int32_t p = (int32_t)RE_RD_{t}(w + (uint16_t)(((uint32_t)(uint16_t)(h >> 16) "
-            "* k) >> 16)) * (int32_t)*x++;\n"
+            f"        {ct} v = RE_RD_{t}(w + (uint16_t)(((uint32_t)(uint16_t)(h >> 16) * k) "
+            ">> 16));\n"
+            f"        if (h & 0x8000u) v = ({ct})-v;\n"
             f"        {add}\n        h += UINT32_C({HASH_MULTIPLIER:#x});\n    }}\n"
             "    return acc;\n}\n")
 
