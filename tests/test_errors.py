@@ -446,11 +446,12 @@ def _clipped_relu_states(model, x):
     """The float FastRNN of tests/reference.py with relu clipped at 1, and with plain relu."""
     w = {v.name.split("/")[-1].split(":")[0]: v.numpy().astype(np.float64)
          for v in model.layers[0].cell.weights}
-    plain = reference.fastrnn(w, {"activation": "relu"}, x.astype(np.float64))
+    config = {"activation": "relu", "units": model.layers[0].cell.units}
+    plain = reference.fastrnn(w, config, x.astype(np.float64))
     saved = reference.ACTIVATIONS["relu"]
     reference.ACTIVATIONS["relu"] = lambda v: np.clip(v, 0.0, 1.0)
     try:
-        clipped = reference.fastrnn(w, {"activation": "relu"}, x.astype(np.float64))
+        clipped = reference.fastrnn(w, config, x.astype(np.float64))
     finally:
         reference.ACTIVATIONS["relu"] = saved
     return clipped, plain
