@@ -35,6 +35,21 @@ def _spec(config, name) -> dict:
     return {"family": spec} if isinstance(spec, str) else dict(spec)
 
 
+def _contract_cores(cores, ring: bool):
+    """The matrix of TT cores ``(r_{k-1}, m_k, n_k, r_k)`` by one einsum over every rank index
+    (``ring``: the last rank index is the first one, which takes the trace)."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    ranks = letters[:len(cores)] + letters[0] if ring else letters[:len(cores) + 1]
+    rows, cols, terms = [], [], []
+    for k in range(len(cores)):
+        i, j = letters[10 + 2 * k].upper(), letters[11 + 2 * k].upper()
+        terms.append(ranks[k] + i + j + ranks[k + 1])
+        rows.append(i)
+        cols.append(j)
+    full = np.einsum(",".join(terms) + "->" + "".join(rows + cols), *cores)
+    return full.reshape(int(np.prod([c.shape[1] for c in cores])), -1)
+
+
 def _matrix(w, name, config=None, rows=None, cols=None):
     """The ``rows × cols`` matrix ``name`` from its stored weights, computed here from the
     definitions of the families: full, low rank ``U V``, Kronecker ``A_1 ⊗ A_2 ⊗ ...``,
@@ -44,16 +59,7 @@ def _matrix(w, name, config=None, rows=None, cols=None):
         return w[name]
     ring = [w[f"{name}_ring_{k}"] for k in range(len(w)) if f"{name}_ring_{k}" in w]
     if ring:  # W[(i_1..i_d), (j_1..j_d)] = trace(G_1[., i_1, j_1, .] ... G_d[., i_d, j_d, .])
-        letters = "abcdefghijklmnopqrstuvwxyz"
-        ranks, rows_, cols_, terms = letters[:len(ring)] + letters[0], [], [], []
-        for k in range(len(ring)):
-            i, j = letters[10 + 2 * k].upper(), letters[11 + 2 * k].upper()
-            terms.append(ranks[k] + i + j + ranks[k + 1])
-            rows_.append(i)
-            cols_.append(j)
-        full = np.einsum(",".join(terms) + "->" + "".join(rows_ + cols_), *ring)
-        m = int(np.prod([c.shape[1] for c in ring]))
-        return full.reshape(m, -1)
+        return _contract_cores(ring, ring=True)
     if name + "_groups" in w:  # block-diagonal over the groups, outputs shuffled across them
         blocks = w[name + "_groups"]
         g, m, n = blocks.shape
@@ -90,16 +96,7 @@ def _matrix(w, name, config=None, rows=None, cols=None):
         return out
     cores = [w[f"{name}_core_{k}"] for k in range(len(w)) if f"{name}_core_{k}" in w]
     if cores:  # W[(i_1..i_d), (j_1..j_d)] = sum over ranks of G_1[., i_1, j_1, .] ... G_d[...]
-        letters = "abcdefghijklmnopqrstuvwxyz"
-        ranks, rows, cols, terms = letters[:len(cores) + 1], [], [], []
-        for k in range(len(cores)):
-            i, j = letters[10 + 2 * k].upper(), letters[11 + 2 * k].upper()
-            terms.append(ranks[k] + i + j + ranks[k + 1])
-            rows.append(i)
-            cols.append(j)
-        full = np.einsum(",".join(terms) + "->" + "".join(rows + cols), *cores)
-        m = int(np.prod([c.shape[1] for c in cores]))
-        return full.reshape(m, -1)
+        return _contract_cores(cores, ring=False)
     raise KeyError(f"no weights for matrix {name!r} in {sorted(w)}")
 
 

@@ -91,6 +91,16 @@ def _macs(im) -> int:
                for m in layer.kernel.matrices() + layer.recurrent.matrices())
 
 
+def _assert_outputs_bit_exact(got, want, state_sizes):
+    """The trace prints each layer's output ``h`` (the first ``size`` values of its state
+    vector, then ``c``... for longer states) and the scores: all equal the oracle's."""
+    for g, w in zip(got, want, strict=True):
+        for gs, ws in zip(g["states"], w["states"], strict=True):
+            for layer, size in enumerate(state_sizes):
+                np.testing.assert_array_equal(gs[layer], ws[layer][:size])
+        np.testing.assert_array_equal(g["scores"], w["scores"])
+
+
 @pytest.mark.toolchain
 @on_each_target
 @pytest.mark.parametrize("config", ["fastgrnn_full_int8", "fastgrnn_lowrank_sparse_int8",
@@ -107,11 +117,7 @@ def test_c_matches_oracle_bit_for_bit_on_target(name, config):
     result = _trace(im, x_q, run, progmem=name == "avr")
     got = parse_trace(result.stdout, len(im.state_sizes))
     want = _oracle(im, x_q)
-    for g, w in zip(got, want, strict=True):  # the trace prints each layer's h (then c...)
-        for gs, ws in zip(g["states"], w["states"], strict=True):
-            for layer, size in enumerate(im.state_sizes):
-                np.testing.assert_array_equal(gs[layer], ws[layer][:size])
-        np.testing.assert_array_equal(g["scores"], w["scores"])
+    _assert_outputs_bit_exact(got, want, im.state_sizes)
 
 
 @pytest.mark.toolchain
@@ -124,11 +130,7 @@ def test_two_size_state_layout_on_target(name):
     x_q = np.stack([im.quantize_input(s) for s in data[:2]])
     got = parse_trace(_trace(im, x_q, run, progmem=name == "avr").stdout, len(im.state_sizes))
     want = _oracle(im, x_q)
-    for g, w in zip(got, want, strict=True):
-        for gs, ws in zip(g["states"], w["states"], strict=True):
-            for layer, size in enumerate(im.state_sizes):
-                np.testing.assert_array_equal(gs[layer], ws[layer][:size])
-        np.testing.assert_array_equal(g["scores"], w["scores"])
+    _assert_outputs_bit_exact(got, want, im.state_sizes)
 
 
 @pytest.mark.toolchain

@@ -177,14 +177,17 @@ class LowRankLSTMCell(_LowRankBase):
 
         return initializer
 
-    def call(self, inputs, states, training=None):
-        h, c = states[0], states[1]
+    def _lstm(self, inputs, h, c):
+        """``(σ(o) φ(c'), c')``: the LSTM equations over the gates of ``x W + h U + b``."""
         z = matmul(self, inputs, "kernel") + matmul(self, h, "recurrent_kernel")
         if self.use_bias:
             z = z + self.bias
         i, f, g, o = tf.split(z, 4, axis=-1)
         c_new = self.recurrent_activation(f) * c + self.recurrent_activation(i) * self.activation(g)
-        h_new = self.recurrent_activation(o) * self.activation(c_new)
+        return self.recurrent_activation(o) * self.activation(c_new), c_new
+
+    def call(self, inputs, states, training=None):
+        h_new, c_new = self._lstm(inputs, states[0], states[1])
         return h_new, [h_new, c_new]
 
     def get_config(self):
@@ -364,13 +367,7 @@ class ProjectionLSTMCell(LowRankLSTMCell):
         return dataclasses.replace(stats, dense_params=(f + p) * width + h * p + biases)
 
     def call(self, inputs, states, training=None):
-        h, c = states[0], states[1]
-        z = matmul(self, inputs, "kernel") + matmul(self, h, "recurrent_kernel")
-        if self.use_bias:
-            z = z + self.bias
-        i, f, g, o = tf.split(z, 4, axis=-1)
-        c_new = self.recurrent_activation(f) * c + self.recurrent_activation(i) * self.activation(g)
-        m = self.recurrent_activation(o) * self.activation(c_new)
+        m, c_new = self._lstm(inputs, states[0], states[1])
         h_new = matmul(self, m, "projection")
         return h_new, [h_new, c_new]
 

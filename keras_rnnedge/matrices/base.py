@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 from keras_rnnedge._compat import keras, np, tf
 
 __all__ = ["CompactMatrix", "MatrixCost", "MatrixStructure", "Stage", "check_int_list",
-           "check_positive", "fresh", "gathered_matmul", "run_stages"]
+           "check_positive", "fresh", "gathered_matmul", "glorot_entries", "run_stages"]
 
 
 def gathered_matmul(x, params, index: np.ndarray, sign: np.ndarray | None):
@@ -300,6 +300,13 @@ def divisor_splits(n: int, parts: int) -> list[tuple[int, ...]]:
         if n % d == 0:
             out += [(d, *rest) for rest in divisor_splits(n // d, parts - 1)]
     return out
+
+
+def glorot_entries(fan_in: float, fan_out: float):
+    """Uniform entries with the Glorot limit ``sqrt(6 / (fan_in + fan_out))``: for a family
+    whose every matrix entry is one parameter (block-circulant, Toeplitz, hashed, groups)."""
+    limit = (6.0 / (fan_in + fan_out)) ** 0.5
+    return keras.initializers.RandomUniform(-limit, limit)
 
 
 def fresh(initializer):

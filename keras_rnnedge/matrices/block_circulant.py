@@ -4,10 +4,9 @@ vector of ``k`` values (C-LSTM, Wang et al., FPGA 2018; CirCNN, Ding et al., MIC
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 
-from keras_rnnedge._compat import keras, np
+from keras_rnnedge._compat import np
 from keras_rnnedge.matrices.base import (
     CompactMatrix,
     MatrixCost,
@@ -17,6 +16,7 @@ from keras_rnnedge.matrices.base import (
     check_resolved_shape,
     check_shape,
     gathered_matmul,
+    glorot_entries,
 )
 
 __all__ = ["BlockCirculant", "CirculantRows"]
@@ -69,8 +69,7 @@ class BlockCirculant(MatrixStructure):
         return {f"{base}_blocks": (-(-cols // k), -(-rows // k), k)}
 
     def initializers(self, initializer, rows: int, cols: int) -> list:
-        limit = math.sqrt(6.0 / (rows + cols))
-        return [keras.initializers.RandomUniform(-limit, limit)]
+        return [glorot_entries(rows, cols)]
 
     def matmul(self, x, weights: Sequence):
         q, p, k = (int(d) for d in weights[0].shape)

@@ -8,7 +8,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 
-from keras_rnnedge._compat import keras, np, tf
+from keras_rnnedge._compat import np, tf
 from keras_rnnedge.matrices.base import (
     CompactMatrix,
     MatrixCost,
@@ -17,6 +17,7 @@ from keras_rnnedge.matrices.base import (
     check_positive,
     check_resolved_shape,
     check_shape,
+    glorot_entries,
 )
 
 __all__ = ["GroupShuffle", "GroupRows"]
@@ -91,9 +92,7 @@ class GroupShuffle(MatrixStructure):
         return {f"{base}_groups": (g, rows // g, cols // g)}
 
     def initializers(self, initializer, rows: int, cols: int) -> list:
-        g = self.groups
-        limit = math.sqrt(6.0 / (rows / g + cols / g))
-        return [keras.initializers.RandomUniform(-limit, limit)]
+        return [glorot_entries(rows / self.groups, cols / self.groups)]
 
     def matmul(self, x, weights: Sequence):
         g, m, n = (int(d) for d in weights[0].shape)

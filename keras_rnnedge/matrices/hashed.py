@@ -7,7 +7,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 
-from keras_rnnedge._compat import keras, np
+from keras_rnnedge._compat import np
 from keras_rnnedge.matrices.base import (
     CompactMatrix,
     MatrixCost,
@@ -17,6 +17,7 @@ from keras_rnnedge.matrices.base import (
     check_resolved_shape,
     check_shape,
     gathered_matmul,
+    glorot_entries,
 )
 
 __all__ = ["HASH_MULTIPLIER", "Hashed", "HashedRows", "hash_bucket_sign"]
@@ -108,8 +109,7 @@ class Hashed(MatrixStructure):
         return {f"{base}_buckets": (self.buckets,)}
 
     def initializers(self, initializer, rows: int, cols: int) -> list:
-        limit = math.sqrt(6.0 / (rows + cols))
-        return [keras.initializers.RandomUniform(-limit, limit)]
+        return [glorot_entries(rows, cols)]
 
     def _hash(self):
         return hash_bucket_sign(*self.shape, self.buckets, self.seed)

@@ -12,10 +12,8 @@ from keras_rnnedge.matrices.base import (
     MatrixCost,
     MatrixStructure,
     Stage,
-    check_int_list,
-    check_positive,
 )
-from keras_rnnedge.matrices.tensor_train import TensorTrain
+from keras_rnnedge.matrices.tensor_train import TensorTrain, check_cores
 
 __all__ = ["TensorRing"]
 
@@ -63,27 +61,7 @@ class TensorRing(MatrixStructure):
     suffix_pattern = r"ring_\d+"
 
     def __post_init__(self):
-        if (self.in_modes is None) != (self.out_modes is None):
-            raise ValueError("Received in_modes and out_modes where one is None; expected both "
-                             f"lists or both None, got in_modes={self.in_modes!r}, "
-                             f"out_modes={self.out_modes!r}.")
-        d = self.num_cores
-        if self.in_modes is not None:
-            ins = check_int_list(self.in_modes, "in_modes")
-            outs = check_int_list(self.out_modes, "out_modes", length=len(ins))
-            object.__setattr__(self, "in_modes", ins)
-            object.__setattr__(self, "out_modes", outs)
-            d = len(ins)
-        d = check_positive(d, "num_cores", "an integer >= 2")
-        if d < 2:
-            raise ValueError("Received an invalid value for argument num_cores (or the length "
-                             f"of in_modes), expected an integer >= 2, got {d}.")
-        object.__setattr__(self, "num_cores", d)
-        if isinstance(self.ranks, (int, np.integer)) and not isinstance(self.ranks, bool):
-            ranks = (check_positive(self.ranks, "ranks"),) * d
-        else:
-            ranks = check_int_list(self.ranks, "ranks", length=d)
-        object.__setattr__(self, "ranks", ranks)
+        check_cores(self, ring=True)
 
     @property
     def full_ranks(self) -> tuple[int, ...]:

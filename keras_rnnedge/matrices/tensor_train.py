@@ -69,28 +69,7 @@ class TensorTrain(MatrixStructure):
     suffix_pattern = r"core_\d+"
 
     def __post_init__(self):
-        modes = [self.in_modes, self.out_modes]
-        if (modes[0] is None) != (modes[1] is None):
-            raise ValueError("Received in_modes and out_modes where one is None; expected both "
-                             f"lists or both None, got in_modes={self.in_modes!r}, "
-                             f"out_modes={self.out_modes!r}.")
-        d = self.num_cores
-        if modes[0] is not None:
-            ins = check_int_list(self.in_modes, "in_modes")
-            outs = check_int_list(self.out_modes, "out_modes", length=len(ins))
-            object.__setattr__(self, "in_modes", ins)
-            object.__setattr__(self, "out_modes", outs)
-            d = len(ins)
-        d = check_positive(d, "num_cores", "an integer >= 2")
-        if d < 2:
-            raise ValueError("Received an invalid value for argument num_cores (or the length "
-                             f"of in_modes), expected an integer >= 2, got {d}.")
-        object.__setattr__(self, "num_cores", d)
-        if isinstance(self.ranks, (int, np.integer)) and not isinstance(self.ranks, bool):
-            ranks = (check_positive(self.ranks, "ranks"),) * (d - 1)
-        else:
-            ranks = check_int_list(self.ranks, "ranks", length=d - 1)
-        object.__setattr__(self, "ranks", ranks)
+        check_cores(self, ring=False)
 
     @property
     def full_ranks(self) -> tuple[int, ...]:
@@ -202,6 +181,33 @@ class TensorTrain(MatrixStructure):
             return f"tensor train ({self.num_cores} cores, ranks {list(self.ranks)})"
         return (f"tensor train {'x'.join(map(str, self.in_modes))} -> "
                 f"{'x'.join(map(str, self.out_modes))}, ranks {list(self.ranks)}")
+
+
+def check_cores(structure, ring: bool) -> None:
+    """Validate and normalize ``in_modes``/``out_modes``/``num_cores``/``ranks`` of a tensor
+    train (``num_cores - 1`` ranks) or a tensor ring (``ring``: ``num_cores`` ranks)."""
+    if (structure.in_modes is None) != (structure.out_modes is None):
+        raise ValueError("Received in_modes and out_modes where one is None; expected both "
+                         f"lists or both None, got in_modes={structure.in_modes!r}, "
+                         f"out_modes={structure.out_modes!r}.")
+    d = structure.num_cores
+    if structure.in_modes is not None:
+        ins = check_int_list(structure.in_modes, "in_modes")
+        outs = check_int_list(structure.out_modes, "out_modes", length=len(ins))
+        object.__setattr__(structure, "in_modes", ins)
+        object.__setattr__(structure, "out_modes", outs)
+        d = len(ins)
+    d = check_positive(d, "num_cores", "an integer >= 2")
+    if d < 2:
+        raise ValueError("Received an invalid value for argument num_cores (or the length "
+                         f"of in_modes), expected an integer >= 2, got {d}.")
+    object.__setattr__(structure, "num_cores", d)
+    count = d if ring else d - 1
+    if isinstance(structure.ranks, (int, np.integer)) and not isinstance(structure.ranks, bool):
+        ranks = (check_positive(structure.ranks, "ranks"),) * count
+    else:
+        ranks = check_int_list(structure.ranks, "ranks", length=count)
+    object.__setattr__(structure, "ranks", ranks)
 
 
 def _rank_limits(ins, outs) -> tuple[int, ...]:

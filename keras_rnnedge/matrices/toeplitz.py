@@ -4,10 +4,9 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 
-from keras_rnnedge._compat import keras, np
+from keras_rnnedge._compat import np
 from keras_rnnedge.matrices.base import (
     CompactMatrix,
     MatrixCost,
@@ -16,6 +15,7 @@ from keras_rnnedge.matrices.base import (
     check_resolved_shape,
     check_shape,
     gathered_matmul,
+    glorot_entries,
 )
 
 __all__ = ["Toeplitz", "ToeplitzRows"]
@@ -60,8 +60,7 @@ class Toeplitz(MatrixStructure):
         return {f"{base}_diagonals": (rows + cols - 1,)}
 
     def initializers(self, initializer, rows: int, cols: int) -> list:
-        limit = math.sqrt(6.0 / (rows + cols))
-        return [keras.initializers.RandomUniform(-limit, limit)]
+        return [glorot_entries(rows, cols)]
 
     def matmul(self, x, weights: Sequence):
         rows = int(x.shape[-1])
