@@ -26,6 +26,12 @@ EXAMPLES: dict[str, list[dict]] = {
         {"units": 5, "recurrent_rank": 2, "unit_forget_bias": False,
          "recurrent_activation": "hard_sigmoid"},
     ],
+    "HLSTMCell": [
+        {"units": 5, "hidden_units": 3},
+        {"units": 5},  # no hidden layer: the LSTM
+        {"units": 4, "hidden_units": 4, "rank": 2, "gate_rank": 2,
+         "hidden_activation": "tanh"},
+    ],
     "LowRankGRUCell": [
         {"units": 5},
         {"units": 5, "rank": 2, "recurrent_rank": 3},

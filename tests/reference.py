@@ -12,7 +12,7 @@ from keras_rnnedge.matrices.hashed import hash_bucket_sign  # the one definition
 
 #: the constructor argument holding each matrix's structure
 STRUCTURE_ARGUMENT = {"kernel": "kernel_structure", "recurrent_kernel": "recurrent_structure",
-                      "projection": "projection_structure"}
+                      "projection": "projection_structure", "gate_kernel": "gate_structure"}
 
 
 def sigmoid(x):
@@ -172,6 +172,33 @@ def lstmp(w, config, x):
     return np.stack(out, 1)
 
 
+def hlstm(w, config, x):
+    """H-LSTM (Dai, Yin, Jha 2020): each gate ``k`` is ``ψ(x W_k + h U_k + b_k) V_k + d_k``
+    (one hidden layer), then the LSTM; without ``hidden_units`` it is the LSTM."""
+    if config.get("hidden_units") is None:
+        return lstm(w, config, x)
+    phi = ACTIVATIONS[config.get("activation", "tanh")]
+    gate = ACTIVATIONS[config.get("recurrent_activation", "sigmoid")]
+    psi = ACTIVATIONS[config.get("hidden_activation", "relu")]
+    n, m = config["units"], config["hidden_units"]
+    W = _matrix(w, "kernel", config, x.shape[-1], 4 * m)
+    U = _matrix(w, "recurrent_kernel", config, n, 4 * m)
+    V = _matrix(w, "gate_kernel", config, m, 4 * n)
+    b = w.get("hidden_bias", np.zeros(4 * m))
+    d = w.get("bias", np.zeros(4 * n))
+    h = np.zeros((x.shape[0], n))
+    c = np.zeros_like(h)
+    out = []
+    for t in range(x.shape[1]):
+        hidden = psi(x[:, t] @ W + h @ U + b)
+        i, f, g, o = (hidden[:, k * m:(k + 1) * m] @ V[:, k * n:(k + 1) * n] + d[k * n:(k + 1) * n]
+                      for k in range(4))
+        c = gate(f) * c + gate(i) * phi(g)
+        h = gate(o) * phi(c)
+        out.append(h)
+    return np.stack(out, 1)
+
+
 def gru(w, config, x):
     phi = ACTIVATIONS[config.get("activation", "tanh")]
     gate = ACTIVATIONS[config.get("recurrent_activation", "sigmoid")]
@@ -218,6 +245,7 @@ ORACLES = {
     "FastRNNCell": fastrnn,
     "FastGRNNCell": fastgrnn,
     "LowRankLSTMCell": lstm,
+    "HLSTMCell": hlstm,
     "LowRankGRUCell": gru,
     "ProjectionLSTMCell": lstmp,
     "LowRankSimpleRNNCell": simplernn,

@@ -174,7 +174,9 @@ def test_mirrored_strategy_matches_one_replica(case_id, name, config, rng, mirro
 
 
 @pytest.mark.parametrize("stock,ours", [(keras.layers.LSTMCell, kr.LowRankLSTMCell),
-                                        (keras.layers.GRUCell, kr.LowRankGRUCell)])
+                                        (keras.layers.LSTMCell, kr.HLSTMCell),
+                                        (keras.layers.GRUCell, kr.LowRankGRUCell)],
+                         ids=["lstm", "hlstm_without_hidden_layers", "gru"])
 @pytest.mark.parametrize("extra", [{}, {"use_bias": False}, {"reset_after": False}])
 def test_full_rank_equals_stock_cell(stock, ours, extra, rng):
     if "reset_after" in extra and stock is keras.layers.LSTMCell:

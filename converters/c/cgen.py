@@ -893,8 +893,12 @@ def _layer_step(em: _Emitter, layer: IntRecurrent, n: int, x: str, q: int) -> li
             return _act(layer.act_name(node), a[0], _i32(1 << fr[node.index]))
         if op == "rescale":
             return _shift(a[0], fr[args[0].index] - fr[node.index])
-        # sat16, vector
+        # sat16, vector (a calibrated vector first rescaled to its format)
         lo, hi = bounds[args[0].index]
+        s = fr[args[0].index] - fr[node.index]
+        if s:
+            a[0] = _shift(a[0], s)
+            lo, hi = int(shift(lo, s)), int(shift(hi, s))
         if not (INT16_MIN <= lo and hi <= INT16_MAX):
             return f"re_sat16({a[0]})"
         return f"(int16_t){_paren(a[0])}" if op == "vector" else a[0]

@@ -235,8 +235,9 @@ def layer_float_step(em: _Emitter, layer, n: int, x: str) -> tuple[list[str], li
             gw = next(nd.width for nd in graph.products() if nd.key == matrix)
             rows = (gates[0] * gw, (gates[-1] + 1) * gw)
             decls.append(f"float {dst}[{rows[1] - rows[0]}];")
+            whole = rows == (0, declared.matrices(cell)[matrix] * gw)
             d, code = _linear(em, w, matrix, layer.name, sym, vec(src), dst,
-                              None if rows == (0, declared.gates[matrix] * gw) else rows, cell)
+                              None if whole else rows, cell)
             decls += [s for s in d if s not in decls]  # a matrix's scratch, reused
             lines += code
             arrays[(matrix, src.index)] = (dst, gates[0])

@@ -509,7 +509,8 @@ class IntRecurrent:
         biases: ``int32`` in ``Q``, by the names of the declaration.
         scalars: constants by name, in the format the declaration gives them.
         activations: role (``activation``, ``recurrent_activation``) → activation name.
-        formats: state vector name → its format (``Q`` unless the declaration calibrates it).
+        formats: state vector name → its format (``Q`` unless the declaration calibrates it);
+            also the format of each calibrated ``vector`` node, by the node's name.
     """
 
     name: str
@@ -613,8 +614,9 @@ class IntRecurrent:
                                 - fr[node.index]))
             elif op == "act":
                 v = activate(a[0], self.act_name(node), fr[node.index])
-            elif op == "rescale":
+            elif op == "rescale" or (op == "vector" and node.calibrated):
                 v = shift(a[0], fr[node.args[0].index] - fr[node.index])
+                v = sat16(v) if op == "vector" else v
             else:  # sat16, vector
                 v = sat16(a[0])
             vals[node.index] = v
@@ -655,6 +657,8 @@ def step_formats(graph: StepGraph, q: int, formats: dict[str, int], in_frac: int
             f = a[0] + a[1] - q if like is None else like
         elif node.op == "rescale":
             f = q if like is None else like
+        elif node.op == "vector" and node.calibrated:
+            f = formats[node.name]
         else:  # act, sat16, vector
             f = a[0]
         fr[node.index] = f
@@ -1102,8 +1106,8 @@ def quantize_model(model: keras.Model, representative_data, *, weight_bits: int 
         declared = step_of(cell)
         graph = declared.graph(cell)
         w = _weights(cell)
-        chains = {base: _float_stages(cell, w, base) for base in declared.gates}
-        dense = {base: _dense(w, base) for base in declared.gates}
+        chains = {base: _float_stages(cell, w, base) for base in declared.matrices(cell)}
+        dense = {base: _dense(w, base) for base in declared.matrices(cell)}
         acts = {role: _act(layer, _act_name(getattr(cell, role)), allowed, role)
                 for role, allowed in declared.activations.items()}
         last_no_head = index == len(plan.recurrent) - 1 and not plan.head
@@ -1152,6 +1156,8 @@ def quantize_model(model: keras.Model, representative_data, *, weight_bits: int 
             else:
                 formats[vector.name] = min(q, vector.max_frac if vector.max_frac is not None
                                            else q, _act_frac(peak))
+        for node in graph.calibrated_vectors():  # (a gate's ReLU hidden layer)
+            formats[node.name] = min(q, _act_frac(peaks[node.index]))
 
         def linear(base, chains=chains, chain_peaks=chain_peaks, layer=layer):
             stages, names = chains[base]
@@ -1164,7 +1170,7 @@ def quantize_model(model: keras.Model, representative_data, *, weight_bits: int 
         recurrent.append(IntRecurrent(
             name=layer.name, kind=declared.name, graph=graph, units=int(cell.units),
             input_dim=int(dense["kernel"].shape[0]), in_frac=in_frac, frac=q,
-            matrices={base: linear(base) for base in declared.gates},
+            matrices={base: linear(base) for base in declared.matrices(cell)},
             biases={k: _bias(v, q, f"{layer.name}/{k}") for k, v in biases.items()},
             scalars={k: _scalar(v, graph, k, formats, q, f"{layer.name}/{k}")
                      for k, v in scalars.items()},

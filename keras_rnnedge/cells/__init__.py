@@ -12,6 +12,7 @@ from keras_rnnedge.cells.base import (
 )
 from keras_rnnedge.cells.constraints import SupportMask
 from keras_rnnedge.cells.fastgrnn import FastGRNNCell, FastRNNCell
+from keras_rnnedge.cells.hlstm import HLSTMCell
 from keras_rnnedge.cells.lowrank import (
     LowRankGRUCell,
     LowRankLSTMCell,
@@ -26,6 +27,7 @@ __all__ = [
     "CompressedCell",
     "FastGRNNCell",
     "FastRNNCell",
+    "HLSTMCell",
     "LowRankGRUCell",
     "LowRankLSTMCell",
     "LowRankSimpleRNNCell",

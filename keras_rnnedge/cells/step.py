@@ -33,7 +33,10 @@ value is an ``int32`` with a power-of-two format; see :mod:`keras_rnnedge.conver
   format of ``v``; with ``clip``, a ReLU is clipped at 1 (FastGRNN's candidate);
 - ``rescale(v, like=s)``: ``v`` converted to the format of state ``s`` (``Q`` without ``like``);
 - ``sat16(v)``: saturated to ``int16``; ``vector(v)``: saturated to ``int16`` and kept as a
-  whole vector, so that a later ``product`` can read it (GRU's ``r * h``).
+  whole vector, so that a later ``product`` can read it (GRU's ``r * h``);
+  ``vector(v, name=n, calibrated=True)``: the same in its own format, chosen from the float
+  forward pass like a calibrated state vector (the ReLU hidden layer of an H-LSTM gate, whose
+  values exceed 1); ``v`` is rescaled to that format before the saturation.
 
 The new value of each state vector is converted to its format and saturated to ``int16``. In
 float arithmetic every operation is the exact one (``rescale``, ``sat16``, ``vector`` are the
@@ -60,6 +63,9 @@ __all__ = [
     "register_step",
     "step_of",
 ]
+
+#: The activation roles a step may use: the attribute of the cell holding each activation.
+ACTIVATION_ROLES = ("activation", "recurrent_activation", "hidden_activation")
 
 #: Operations of a step graph and their argument kinds.
 OPS = ("input", "state", "product", "bias", "scalar", "one", "add", "sub", "mul", "act",
@@ -139,6 +145,7 @@ class Node:
     gate: int = 0
     like: str | None = None     # a state vector whose format the result takes
     clip: bool = False
+    calibrated: bool = False    # a vector node with its own calibrated format (keyed by name)
     name: str | None = None     # a readable name for generated code
     width: int | None = 0       # values per vector (0: a scalar; None: the input, read whole)
     index: int = -1             # position in the graph
@@ -167,6 +174,10 @@ class StepGraph:
 
     def products(self) -> list[Node]:
         return [n for n in self.nodes if n.op == "product"]
+
+    def calibrated_vectors(self) -> list[Node]:
+        """The ``vector`` nodes with a calibrated format of their own (keyed by name)."""
+        return [n for n in self.nodes if n.op == "vector" and n.calibrated]
 
 
 class StepBuilder:
@@ -248,9 +259,9 @@ class StepBuilder:
         return self._add("mul", a, b, like=like, name=name)
 
     def act(self, role: str, v: Node, clip: bool = False, name: str | None = None) -> Node:
-        if role not in ("activation", "recurrent_activation"):
-            raise ValueError(f"Expected role 'activation' or 'recurrent_activation', but got "
-                             f"{role!r}.")
+        if role not in ACTIVATION_ROLES:
+            raise ValueError(f"Expected an activation role ({', '.join(ACTIVATION_ROLES)}), "
+                             f"but got {role!r}.")
         return self._add("act", v, key=role, clip=clip, name=name)
 
     def rescale(self, v: Node, like: str | None = None) -> Node:
@@ -259,8 +270,15 @@ class StepBuilder:
     def sat16(self, v: Node, name: str | None = None) -> Node:
         return self._add("sat16", v, name=name)
 
-    def vector(self, v: Node, name: str | None = None) -> Node:
-        return self._add("vector", v, name=name)
+    def vector(self, v: Node, name: str | None = None, calibrated: bool = False) -> Node:
+        if calibrated:
+            taken = {n.name for n in self._nodes if n.calibrated}
+            if not name or name in self._state or name in taken:
+                raise ValueError(f"A calibrated vector needs a name of its own (its format is "
+                                 f"keyed by it), not a state vector's or another calibrated "
+                                 f"vector's ({', '.join(sorted(taken | set(self._state)))}); "
+                                 f"got {name!r}.")
+        return self._add("vector", v, name=name, calibrated=bool(calibrated))
 
     def graph(self, outputs: dict[str, Node]) -> StepGraph:
         missing = set(self._state) ^ set(outputs)
@@ -294,6 +312,11 @@ class CellStep:
     def state(self, cell) -> tuple[StateVector, ...]:
         return (StateVector("h", int(cell.units)),)
 
+    def matrices(self, cell) -> dict[str, int]:
+        """The matrices of ``cell`` and their gate blocks: :attr:`gates`, unless an instance
+        has fewer (an H-LSTM without hidden layers has no ``gate_kernel``)."""
+        return dict(self.gates)
+
     def widths(self, cell) -> dict[str, int]:
         """Matrix name → the width of its gate blocks, where it is not ``units`` (a projection
         to ``projection_units``, a hidden layer of a gate)."""
@@ -318,7 +341,7 @@ class CellStep:
         if not state or state[0].name != "h":
             raise ValueError(f"{type(self).__name__}.state must start with the output vector "
                              f"'h', but got {[s.name for s in state]}.")
-        b = StepBuilder(state, dict(self.gates), int(cell.units), self.widths(cell))
+        b = StepBuilder(state, self.matrices(cell), int(cell.units), self.widths(cell))
         return b.graph(self.equations(b, cell))
 
 
