@@ -21,6 +21,7 @@ from keras_rnnedge import keras
 from keras_rnnedge.cells import (
     FastGRNNCell,
     FastRNNCell,
+    HLSTMCell,
     LowRankGRUCell,
     LowRankLSTMCell,
     ProjectionLSTMCell,
@@ -180,6 +181,12 @@ CONFIGS = {
         lambda: [ProjectionLSTMCell(H, projection_units=4, kernel_structure="kronecker",
                                     projection_rank=2),
                  ProjectionLSTMCell(6, projection_units=3)], 8, 0.0, None),
+    # H-LSTM: each gate's ReLU hidden layer is a vector in a calibrated format; a sparse
+    # (grow-and-prune) hidden layer is stored CSR
+    "hlstm_int8": (lambda: [HLSTMCell(H, hidden_units=4)], 8, 0.0, None),
+    "hlstm_sparse_lowrank_stacked_int16": (
+        lambda: [HLSTMCell(H, hidden_units=6, gate_rank=2),
+                 HLSTMCell(5, hidden_units=3, hidden_activation="tanh")], 16, 0.6, 4),
     "simplernn_tanh_int8": (lambda: [functools.partial(keras.layers.SimpleRNN, H)], 8, 0.0, None),
     "simplernn_relu_stacked_int16": (
         lambda: [functools.partial(keras.layers.SimpleRNN, H, activation="relu"),
@@ -558,7 +565,8 @@ def test_bad_options_are_quoted(kwargs, match):
     lambda: keras.layers.LSTM(16),
     lambda: keras.layers.GRU(16),
     lambda: keras.layers.RNN(LowRankLSTMCell(16, rank=2, recurrent_rank=4)),
-], ids=["lstm", "gru", "lowrank_lstm"])
+    lambda: keras.layers.RNN(HLSTMCell(16, hidden_units=8)),
+], ids=["lstm", "gru", "lowrank_lstm", "hlstm"])
 def test_lstm_gru_track_trained_float_model(make_layer):
     rng = np.random.default_rng(0)
     x_train, y_train = _toy_task(rng, 400)

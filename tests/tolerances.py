@@ -42,6 +42,12 @@ INT8_LITERT_VS_TFLM_ELMAN_LSB = 2
 # example (4 inputs per output), 2 on a dense projection.
 INT8_LITERT_VS_TFLM_PROJECTED_LSB = 3
 
+# The same comparison for an H-LSTM: each gate's ReLU hidden layer is requantized to int8 before
+# the gate's FULLY_CONNECTED, a second requantization whose 1-LSB difference the gate's output
+# (scale finer than the hidden layer's) amplifies, as in the projection: measured 2 LSB on the
+# hidden_units=3 example.
+INT8_LITERT_VS_TFLM_HIDDEN_LAYER_LSB = 2
+
 # int8 model rolled out over 6 steps against float Keras, in output LSBs: each step rounds the
 # input, the state and every intermediate to 8 bits, and the state error feeds the next step.
 INT8_VS_FLOAT_OUTPUT_LSB = 8

@@ -18,6 +18,7 @@
 """
 
 from keras_rnnedge.optimize.compress import CompressedMatrix, compress, energy_rank
+from keras_rnnedge.optimize.grow_prune import GrowAndPrune, grow_mask, prune_mask
 from keras_rnnedge.optimize.pruning import (
     PerWeightPruning,
     PruneLowMagnitudePerWeight,
@@ -52,6 +53,7 @@ __all__ = [
     "STOCK_CELL_WEIGHTS",
     "CellQuantizeConfig",
     "CompressedMatrix",
+    "GrowAndPrune",
     "HardThresholding",
     "PerWeightPruning",
     "PruneLowMagnitudePerWeight",
@@ -59,6 +61,7 @@ __all__ = [
     "UpdatePruningStep",
     "compress",
     "energy_rank",
+    "grow_mask",
     "hard_threshold_mask",
     "is_quantize_input",
     "is_quantize_wrapper",
@@ -67,6 +70,7 @@ __all__ = [
     "load_model",
     "optimize_scope",
     "prune_low_magnitude",
+    "prune_mask",
     "prune_scope",
     "quantize_annotate",
     "quantize_apply",
