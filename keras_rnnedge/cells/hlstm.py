@@ -30,6 +30,7 @@ from keras_rnnedge.cells.lowrank import LowRankLSTMCell
 from keras_rnnedge.cells.step import (
     BOUNDED_ACTIVATIONS,
     LSTMStep,
+    _bias,
     register_step,
 )
 
@@ -197,13 +198,9 @@ class HLSTMStep(LSTMStep):
     def biases(self, cell, weights):
         if cell.hidden_units is None:
             return super().biases(cell, weights)
-        import numpy as np
-
         n, hid = int(cell.units), int(cell.hidden_units)
-        get = (lambda k, w: np.asarray(weights[k], np.float64).copy() if k in weights
-               else np.zeros(w))
-        return {"hidden_bias": (get("hidden_bias", 4 * hid), True),
-                "bias": (get("bias", 4 * n), False)}
+        return {"hidden_bias": (_bias(weights, "hidden_bias", 4 * hid), True),
+                "bias": (_bias(weights, "bias", 4 * n), False)}
 
     def matrices(self, cell):
         if cell.hidden_units is None:

@@ -78,8 +78,8 @@ def _schedule(schedule) -> tuple[tuple[str, int], ...]:
         items = [(str(p), e) for p, e in schedule]
     except (TypeError, ValueError):
         items = None
-    if not items or any(p not in PHASES or isinstance(e, bool) or not isinstance(e, numbers.Integral)
-                        or e < 1 for p, e in items):
+    if not items or any(p not in PHASES or isinstance(e, bool)
+                        or not isinstance(e, numbers.Integral) or e < 1 for p, e in items):
         raise ValueError(f"Received schedule={schedule!r}, expected a non-empty list of "
                          f"(phase, epochs) pairs with phase in {PHASES} and epochs >= 1, e.g. "
                          "[('grow', 2), ('prune', 4), ('train', 2)].")
