@@ -5,7 +5,7 @@ and CSR storage, int8 and int16 weights, 8- and 16-bit columns, short, unrolled 
 rows, factored matrices; FastGRNN, FastRNN, LSTM, GRU in both reset modes, SimpleRNN), in RAM
 and in flash (``progmem``); the Keras models of tests/test_intmodel.py through
 ``quantize_model`` (FastGRNN/FastRNN low rank and sparse, low-rank LSTM/GRU, stock SimpleRNN,
-GRU and LSTM, int8 and int16, stacked, Dense heads), also at other state formats; and the float
+GRU and LSTM, the H-LSTM, int8 and int16, stacked, Dense heads), also at other state formats; and the float
 build of the same Keras models. Each is compiled with gcc, clang, arm-none-eabi-gcc (Cortex-M4F)
 and avr-gcc (ATmega328P) at ``-std=c99 -Wall -Wextra -Werror -pedantic`` (the cross compilers
 with ``-c``), and with clang's ``-Weverything`` less the exceptions listed below.
@@ -55,7 +55,7 @@ OTHER_FORMATS = {"lstm_lowrank_stacked_int16": (9, 4), "gru_reset_after_int8": (
 KERAS = ("fastgrnn_lowrank_sparse_int8", "fastgrnn_quantized_stacked", "fastrnn_lowrank_int16",
          "lstm_sparse_int8", "lstm_lowrank_stacked_int16", "gru_reset_after_int8",
          "gru_lowrank_reset_before_sparse_int8", "simplernn_relu_stacked_int16",
-         "simplernn_tanh_int8")
+         "simplernn_tanh_int8", "hlstm_sparse_lowrank_stacked_int16")
 
 
 @pytest.fixture(scope="module")

@@ -109,7 +109,9 @@ def _assert_outputs_bit_exact(got, want, state_sizes):
                                     "fastgrnn_kronecker_int8", "fastrnn_tt_int16",
                                     "fastgrnn_tensor_ring_int8", "lstmp_group_shuffle_int8",
                                     "fastgrnn_circulant_toeplitz_int8",
-                                    "lstm_hashed_circulant_int16"])
+                                    "lstm_hashed_circulant_int16",
+                                    # the H-LSTM: calibrated hidden vectors, sparse (CSR)
+                                    "hlstm_sparse_lowrank_stacked_int16"])
 def test_c_matches_oracle_bit_for_bit_on_target(name, config):
     run = _toolchain(name)
     _, im, data = _make(config)

@@ -484,16 +484,17 @@ def _mid(em: _Emitter, lin: IntLinear, symbol: str, x: str, x_frac: int,
         decls.append(f"int16_t {dst}[{stage.out_size}];")
         if stage.blocks == 1 and stage.inner == 1:
             value = _shift(em.row(stage.matrix, sym, src, "j"), stage.matrix.frac + frac - mid)
-            lines.append(f"for (uint16_t j = 0; j < {n}; ++j) {dst}[j] = re_sat16({value});")
+            lines.append(f"{{ uint16_t j; for (j = 0; j < {n}; ++j) {dst}[j] = "
+                         f"re_sat16({value}); }}")
         else:
             b, r = stage.blocks, stage.inner
             value = _shift(em.row(stage.matrix, sym, f"{src} + b * {m}u", "j"),
                            stage.matrix.frac + frac - mid)
             at = ("j * " + f"{b}u + b" if r == 1
                   else f"(uint16_t)(j / {r}u) * {b * r}u + b * {r}u + (uint16_t)(j % {r}u)")
-            lines.append(f"for (uint16_t b = 0; b < {b}; ++b)\n"
-                         f"    for (uint16_t j = 0; j < {n}; ++j) {dst}[{at}] = "
-                         f"re_sat16({value});")
+            lines.append(f"{{ uint16_t b, j; for (b = 0; b < {b}; ++b)\n"
+                         f"    for (j = 0; j < {n}; ++j) {dst}[{at}] = "
+                         f"re_sat16({value}); }}")
         src, frac = dst, mid
     return decls, lines, src
 
@@ -837,8 +838,12 @@ def _layer_step(em: _Emitter, layer: IntRecurrent, n: int, x: str, q: int) -> li
         raise ValueError(f"Layer {layer.name!r}: a matrix product reads {node!r}; only the "
                          "input, a state vector or a vector node can be read whole.")
 
+    local: dict[int, str] = {}  # vector/kept values of the current loop, stored at its end
+
     def expr(node: Node) -> str:
         op = node.op
+        if node.index in local:
+            return local[node.index]
         if op == "vector" or node.index in sched.kept:
             return f"{names[node.index]}[i]"
         if node.index in names:
@@ -923,14 +928,18 @@ def _layer_step(em: _Emitter, layer: IntRecurrent, n: int, x: str, q: int) -> li
             decls += d
             lines += code
             sources[(matrix, src.index)] = read
-        body = []
+        body, stores = [], []
+        local.clear()
         for node in sched.nodes(graph, p):
-            if node.op == "vector":
-                body.append(f"{names[node.index]}[i] = {value(node)};")
-            elif node.index in sched.kept:
-                body.append(f"{names[node.index]}[i] = {value(node)};")
+            if node.op == "vector" or node.index in sched.kept:
+                # declared here, stored after the loop body's declarations (C89 order)
+                kind = "int16_t" if node.op == "vector" else "int32_t"
+                body.append(f"const {kind} v{node.index} = {value(node)};")
+                stores.append(f"{names[node.index]}[i] = v{node.index};")
+                local[node.index] = f"v{node.index}"
             else:
                 body.append(f"const int32_t {names[node.index]} = {value(node)};")
+        body += stores
         for vector in graph.state:
             if vector.name in sched.writes[p]:
                 out = graph.outputs[vector.name]

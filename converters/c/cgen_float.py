@@ -188,8 +188,12 @@ def layer_float_step(em: _Emitter, layer, n: int, x: str) -> tuple[list[str], li
         raise ValueError(f"Layer {layer.name!r}: a matrix product reads {node!r}; only the "
                          "input, a state vector or a vector node can be read whole.")
 
+    local: dict[int, str] = {}  # vector/kept values of the current loop, stored at its end
+
     def expr(node: Node) -> str:
         op = node.op
+        if node.index in local:
+            return local[node.index]
         if node.index in names and op != "vector":
             return (f"{names[node.index]}[i]" if node.index in sched.kept
                     else names[node.index])
@@ -241,14 +245,17 @@ def layer_float_step(em: _Emitter, layer, n: int, x: str) -> tuple[list[str], li
             decls += [s for s in d if s not in decls]  # a matrix's scratch, reused
             lines += code
             arrays[(matrix, src.index)] = (dst, gates[0])
-        body = []
+        body, stores = [], []
+        local.clear()
         for node in sched.nodes(graph, p):
-            if node.op == "vector":
-                body.append(f"{names[node.index]}[i] = {value(node)};")
-            elif node.index in sched.kept:
-                body.append(f"{names[node.index]}[i] = {value(node)};")
+            if node.op == "vector" or node.index in sched.kept:
+                # declared here, stored after the loop body's declarations (C89 order)
+                body.append(f"const float v{node.index} = {value(node)};")
+                stores.append(f"{names[node.index]}[i] = v{node.index};")
+                local[node.index] = f"v{node.index}"
             else:
                 body.append(f"const float {names[node.index]} = {value(node)};")
+        body += stores
         for vector in graph.state:
             if vector.name in sched.writes[p]:
                 out = graph.outputs[vector.name]
