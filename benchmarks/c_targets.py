@@ -262,7 +262,7 @@ def avr_stack_bytes(files) -> dict:
 def macs(im) -> dict:
     dense = nnz = 0
     for layer in im.recurrent:
-        for m in layer.kernel.matrices() + layer.recurrent.matrices():
+        for m in (m for lin in layer.matrices.values() for m in lin.matrices()):
             dense += m.values.size
             nnz += m.nnz
     return {"dense_factored": int(dense), "nonzero": int(nnz)}

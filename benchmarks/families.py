@@ -320,8 +320,8 @@ def size_record(model, im) -> dict:
     """summary() figures (whole model and the recurrent layer) and the C's constant bytes."""
     s = summary(model)
     rnn = next(layer for layer in s.layers if layer.recurrent)
-    c_matrices = sum(m.nbytes for layer in im.recurrent
-                     for m in layer.kernel.matrices() + layer.recurrent.matrices())
+    c_matrices = sum(m.nbytes for layer in im.recurrent for lin in layer.matrices.values()
+                     for m in lin.matrices())
     return {
         "params": s.totals.params, "nonzero_params": s.totals.nonzero_params,
         "summary_bytes_int8": s.totals.bytes_int8,
