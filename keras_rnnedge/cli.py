@@ -10,7 +10,7 @@ Usage::
     rnnedge convert MODEL.keras --target uno [--format c] [--quantize int8|int16] --data DATA.npz
                     --out DIR [--force]
     rnnedge emulate DIR --data DATA.npz [--runtime tflm|litert] [--limit N] [--seed S]
-    rnnedge run DIR --target host|cortex-m4|uno --data DATA.npz [--limit N] [--seed S]
+    rnnedge run DIR --target host|cortex-m4|cortex-m0|uno --data DATA.npz [--limit N] [--seed S]
 
 Every subcommand takes ``--verbose``: without it, the logs of TensorFlow, absl and the TFLite
 converter (C++ lines on the process's stderr, Python warnings from those libraries) are hidden;
@@ -728,7 +728,7 @@ def _load_converted(directory: Path, kind: str):
     if kind == "tflite" and not hasattr(converted, "flatbuffer"):
         raise CommandError(f"{str(directory)!r} holds standalone C (rnnedge convert --format c), "
                            f"not a TFLite model; run it with `rnnedge run {directory} --target "
-                           "host|cortex-m4|uno --data ...`")
+                           "host|cortex-m4|cortex-m0|uno --data ...`")
     if kind == "c" and not hasattr(converted, "c_sources"):
         raise CommandError(f"{str(directory)!r} holds a TFLite model, not standalone C; convert "
                            "with `rnnedge convert ... --format c`, or run this one with "
@@ -787,7 +787,7 @@ def _add_run(subparsers) -> None:
     from keras_rnnedge.micro_targets.crun import RUN_TARGETS
 
     parser = subparsers.add_parser(
-        "run", help="run standalone C on the host, a Cortex-M4 (QEMU) or an Uno (simavr)",
+        "run", help="run standalone C on the host, a Cortex-M4 or M0 (QEMU) or an Uno (simavr)",
         epilog="RAM: the 'program' line gives the static RAM of the whole test program "
         "(.data + .bss: the model's state, the harness's buffers and the C library's; no "
         "stack); `rnnedge convert` gives the model's own need on the board: recurrent state + "
@@ -795,19 +795,21 @@ def _add_run(subparsers) -> None:
         "compiler. The two figures count different things and differ.",
         description="Build the C written by `rnnedge convert --format c` for --target, run the "
         "windows of --data through it step by step (host: gcc; cortex-m4: arm-none-eabi-gcc in "
-        "QEMU mps2-an386; uno: avr-gcc for the ATmega328P in simavr at 16 MHz) and report "
+        "QEMU mps2-an386; cortex-m0: the same for the Cortex-M0 in QEMU microbit; uno: avr-gcc "
+        "for the ATmega328P in simavr at 16 MHz) and report "
         "accuracy, agreement with the Keras model, bit-exactness against the host build, the "
         "cost per step and the program's flash and RAM.")
     parser.add_argument("directory", type=Path, metavar="DIR",
                         help="a directory written by `rnnedge convert --format c`")
     parser.add_argument("--target", required=True, choices=tuple(RUN_TARGETS),
                         help="host: gcc on this machine (time per step); cortex-m4: "
-                        "arm-none-eabi-gcc in QEMU mps2-an386 (executed instructions); uno: "
+                        "arm-none-eabi-gcc in QEMU mps2-an386 (executed instructions); "
+                        "cortex-m0: the Cortex-M0 in QEMU microbit (executed instructions); uno: "
                         "avr-gcc in simavr, ATmega328P at 16 MHz (exact cycles)")
     parser.add_argument("--data", type=Path, required=True,
                         help=".npz with x_test/y_test (or x/y); `rnnedge data` writes one")
-    _add_sampling(parser, default="all on the host; 8 on cortex-m4 and uno, which run at "
-                  "emulation speed")
+    _add_sampling(parser, default="all on the host; 8 on cortex-m4, cortex-m0 and uno, which "
+                  "run at emulation speed")
     parser.set_defaults(run=_run_run)
 
 

@@ -10,6 +10,8 @@ scores with the cost per step:
   ``clock_gettime`` (seconds, noisy).
 * ``"cortex-m4"``: arm-none-eabi-gcc ``-O2`` in QEMU ``mps2-an386``; executed instructions per
   step (exact, resolution 40 per measurement).
+* ``"cortex-m0"``: arm-none-eabi-gcc ``-O2 -mcpu=cortex-m0`` in QEMU ``microbit`` (nRF51822:
+  256 KB flash, 16 KB RAM); executed instructions per step (resolution 62.5 per measurement).
 * ``"uno"``: avr-gcc ``-Os`` for the ATmega328P in simavr at 16 MHz; CPU cycles per step (exact).
 
 On the emulated targets the windows are compiled into the program (in flash: ``PROGMEM`` on the
@@ -33,12 +35,13 @@ import numpy as np
 
 from keras_rnnedge.micro_targets.harness import (
     _PROGMEM_PRELUDE,
+    ARM_MACHINES,
     AVR_CFLAGS,
-    CORTEX_M4_CFLAGS,
     CompileError,
     _object_sizes,
+    arm_cflags,
+    build_and_run_arm,
     build_and_run_avr,
-    build_and_run_cortex_m4,
     build_and_run_host,
     require_toolchain,
 )
@@ -49,10 +52,16 @@ __all__ = ["RUN_TARGETS", "CModelSources", "CRunResult", "CodeSize", "measure_c"
            "run_target"]
 
 #: ``rnnedge run --target`` values → the harness target (``None``: the host).
-RUN_TARGETS = {"host": None, "cortex-m4": "cortex_m4", "uno": "avr"}
-_ALIASES = {"cortex_m4": "cortex-m4", "m4": "cortex-m4", "avr": "uno", "atmega328p": "uno"}
+RUN_TARGETS = {"host": None, "cortex-m4": "cortex_m4", "cortex-m0": "cortex_m0", "uno": "avr"}
+_ALIASES = {"cortex_m4": "cortex-m4", "m4": "cortex-m4", "cortex_m0": "cortex-m0",
+            "m0": "cortex-m0", "microbit": "cortex-m0", "avr": "uno", "atmega328p": "uno"}
 #: Bytes of input windows compiled into one emulated program (at most).
-_BATCH_BYTES = {"cortex_m4": 256 * 1024, "avr": 12 * 1024}
+_BATCH_BYTES = {"cortex_m4": 256 * 1024, "cortex_m0": 64 * 1024, "avr": 12 * 1024}
+#: What the Cortex-M0 test program adds to the model in flash (newlib's printf and
+#: semihosting, start-up code, main: measured about 40 KB) and in RAM (newlib's buffers and
+#: reentrancy data, main's frame: about 3 KB).
+_M0_PROGRAM_BYTES = 48 * 1024
+_M0_PROGRAM_RAM = 4 * 1024
 #: ATmega328P flash for the program (32 KB less the bootloader's 512 B), and what the harness
 #: adds to the model: main, stdio output over the UART, the counters (measured: about 4 KB).
 _AVR_FLASH = 32 * 1024 - 512
@@ -110,12 +119,12 @@ class CRunResult:
     """What :func:`run_c` measured.
 
     Attributes:
-        target: ``"host"``, ``"cortex-m4"`` or ``"uno"``.
+        target: ``"host"``, ``"cortex-m4"``, ``"cortex-m0"`` or ``"uno"``.
         scores: ``(N, outputs)`` scores as ``<id>_predict`` wrote them: ``int64`` (integer
             build), ``float64`` (float build; to 1e-6 on the emulated targets, which print
             micro-units clamped to +-2000, 9 significant digits on the host).
         per_step: cost of one ``<id>_step`` (mean over every step run) in ``unit``.
-        unit: ``"seconds"`` (host), ``"instructions"`` (Cortex-M4 in QEMU) or ``"cycles"``
+        unit: ``"seconds"`` (host), ``"instructions"`` (Cortex-M in QEMU) or ``"cycles"``
             (ATmega328P in simavr, exact).
         clock_hz: the emulated CPU clock for cycles (``None`` otherwise).
         builds: programs built (the windows are split in batches on emulated targets).
@@ -262,7 +271,8 @@ def run_c(converted: Any, x_q, *, target: str,
             ``precision`` (``"float32"``: the float build).
         x_q: the windows as ``<id>_step`` takes them (``converted.quantize_input(x)``: int16
             values, or float32 for the float build).
-        target: ``"host"``, ``"cortex-m4"`` or ``"uno"`` (:data:`RUN_TARGETS`).
+        target: ``"host"``, ``"cortex-m4"``, ``"cortex-m0"`` or ``"uno"``
+            (:data:`RUN_TARGETS`).
         progress: a bar over the windows on stderr (``True``, drawn when stderr is a
             terminal; it moves after each build and run), ``False``, or a callable
             ``f(done, total)`` (:mod:`keras_rnnedge.progress`).
@@ -299,9 +309,28 @@ def run_c(converted: Any, x_q, *, target: str,
         return CRunResult(target=key, scores=_scores(out, outputs, is_float),
                           per_step=seconds / max(steps, 1), unit="seconds")
     harness = RUN_TARGETS[key]
-    runner = build_and_run_avr if harness == "avr" else build_and_run_cortex_m4
+    if harness == "avr":
+        runner = build_and_run_avr
+    else:
+        def runner(files, main_c, timeout):
+            return build_and_run_arm(harness, files, main_c, timeout=timeout)
     window_bytes = t * f * (4 if is_float else 2)
     budget = _BATCH_BYTES[harness]
+    if harness == "cortex_m0":
+        machine = ARM_MACHINES[harness]
+        size = measure_c(files, ident, "arm", core=machine.core)
+        state = _state_bytes(files.get(f"{ident}.h", ""))
+        ram = size.static_ram_bytes + size.step_stack_bytes + state
+        room = machine.flash_bytes - _M0_PROGRAM_BYTES - size.flash_bytes
+        if ram > machine.ram_bytes - _M0_PROGRAM_RAM or room < window_bytes:
+            raise ValueError(
+                f"The model needs {size.flash_bytes:,} B of flash and {ram:,} B of RAM on the "
+                f"emulated Cortex-M0 (microbit: {machine.flash_bytes:,} B flash, "
+                f"{machine.ram_bytes:,} B RAM, of which the test program takes about "
+                f"{_M0_PROGRAM_BYTES:,} B and {_M0_PROGRAM_RAM:,} B, plus one {t}-step window "
+                f"of {window_bytes:,} B in flash). Run on cortex-m4 or the host, or shrink the "
+                "model.")
+        budget = min(budget, room)
     if harness == "avr":
         size = measure_c(files, ident, "avr")
         state = _state_bytes(files.get(f"{ident}.h", ""))
@@ -353,8 +382,9 @@ class CodeSize:
     """A model's C compiled for one architecture (:func:`measure_c`).
 
     Attributes:
-        arch: ``"avr"`` (avr-gcc ``-Os``, ATmega328P) or ``"arm"`` (arm-none-eabi-gcc ``-O2``,
-            Cortex-M4F flags).
+        arch: ``"avr"`` (avr-gcc ``-Os``, ATmega328P) or ``"arm"`` (arm-none-eabi-gcc ``-O2``).
+        core: the Cortex-M core the ``"arm"`` build was for (its flags: ``harness.arm_cflags``),
+            ``None`` on the AVR.
         const_bytes: constant data (weights, biases, indices): flash.
         code_bytes: the model's functions: flash.
         static_ram_bytes: writable data of the model's objects (0 for generated models).
@@ -367,25 +397,28 @@ class CodeSize:
     code_bytes: int
     static_ram_bytes: int
     step_stack_bytes: int
+    core: str | None = None
 
     @property
     def flash_bytes(self) -> int:
         return self.const_bytes + self.code_bytes
 
 
-def measure_c(c_sources: Mapping[str, str], ident: str, arch: str) -> CodeSize:
-    """Compile ``c_sources`` for ``arch`` (``"avr"`` or ``"arm"``) and measure the model.
+def measure_c(c_sources: Mapping[str, str], ident: str, arch: str,
+              core: str = "Cortex-M4F") -> CodeSize:
+    """Compile ``c_sources`` for ``arch`` (``"avr"`` or ``"arm"``; on Arm for ``core``, a key
+    of ``harness.ARM_CORE_FLAGS`` such as ``"Cortex-M0+"``) and measure the model.
 
     Raises:
-        ValueError: an unknown ``arch``.
+        ValueError: an unknown ``arch`` or ``core``; on the AVR, an array larger than its
+            32 KB data address space (the model cannot fit any AVR of the catalog).
         ToolchainMissingError: the cross compiler is missing.
         CompileError: the sources do not compile.
     """
     if arch not in ("avr", "arm"):
         raise ValueError(f'Expected arch to be "avr" or "arm", but got {arch!r}.')
-    target = "avr" if arch == "avr" else "cortex_m4"
-    tools = require_toolchain(target)
-    flags = AVR_CFLAGS if arch == "avr" else CORTEX_M4_CFLAGS
+    flags = AVR_CFLAGS if arch == "avr" else arm_cflags(core)
+    tools = require_toolchain("avr" if arch == "avr" else "cortex_m4")
     with tempfile.TemporaryDirectory(prefix="rnnedge_size_") as tmp:
         for name, text in c_sources.items():
             if os.path.basename(name) != name:
@@ -398,6 +431,14 @@ def measure_c(c_sources: Mapping[str, str], ident: str, arch: str) -> CodeSize:
             cmd = [tools["cc"], *flags, "-fstack-usage", "-I", tmp, "-c", name, "-o", obj]
             build = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=300)
             if build.returncode != 0:
+                big = re.search(r"size of array .(\w+). is too large", build.stderr)
+                if arch == "avr" and big:
+                    raise ValueError(
+                        f"The model's array {big.group(1)} is larger than the AVR's 32 KB "
+                        "address space (avr-gcc: 'size of array is too large'), so the model "
+                        "cannot fit an ATmega328P's 32 KB of flash. Run it on a Cortex-M "
+                        "target or the host, or shrink the model (convert_c(..., target='uno') "
+                        "reports the fit).")
                 raise CompileError(f"{' '.join(cmd)} failed:\n{build.stderr}")
             c, k, r = _object_sizes(tools["readelf"], obj, tmp)
             const, code, ram = const + c, code + k, ram + r
@@ -410,4 +451,4 @@ def measure_c(c_sources: Mapping[str, str], ident: str, arch: str) -> CodeSize:
                 callee = max((v for k2, v in frames.items() if k2.startswith("re_")), default=0)
                 stack = frames[f"{ident}_step"] + callee
     return CodeSize(arch=arch, const_bytes=const, code_bytes=code, static_ram_bytes=ram,
-                    step_stack_bytes=stack)
+                    step_stack_bytes=stack, core=None if arch == "avr" else core)

@@ -14,10 +14,12 @@ Example:
 
 Emulated targets (toolchains: ``scripts/install-toolchains.sh``):
 
-* :func:`build_and_run_cortex_m4`: ``arm-none-eabi-gcc`` (Cortex-M4F, hard float, ``-O2``,
-  newlib's rdimon semihosting) with ``cortex_m4/startup.c`` and ``cortex_m4/link.ld``, run in
-  ``qemu-system-arm -M mps2-an386 -semihosting -icount shift=0``; standard output through
-  semihosting, exit code = ``main``'s return.
+* :func:`build_and_run_cortex_m4` / :func:`build_and_run_cortex_m0` (:func:`build_and_run_arm`):
+  ``arm-none-eabi-gcc -O2`` for the Cortex-M4F (hard float, DSP extension) or the Cortex-M0
+  (ARMv6-M: no DSP, no hardware divide, soft float), newlib's rdimon semihosting, with
+  ``cortex_m/startup.c`` and the machine's ``link.ld``, run in ``qemu-system-arm -M mps2-an386``
+  or ``-M microbit`` (nRF51822, 256 KB flash, 16 KB RAM) with ``-semihosting -icount shift=0``;
+  standard output through semihosting, exit code = ``main``'s return.
 * :func:`build_and_run_avr`: ``avr-gcc -mmcu=atmega328p -Os`` with ``avr/rnnedge_support.c``
   (which owns ``main``: the program's ``main`` is compiled as ``rnnedge_user_main``), run in
   ``simavr -m atmega328p -f 16000000``; standard output through UART0, decoded from simavr's
@@ -26,9 +28,10 @@ Emulated targets (toolchains: ``scripts/install-toolchains.sh``):
 Both return a :class:`RunResult` (output, exit code, program flash/RAM, the model's constant
 data). Programs include ``"rnnedge_target.h"`` for the counter ``rnnedge_count()``: exact CPU
 cycles on the ATmega328P (Timer1, overflow-interrupt time removed), executed instructions on
-the Cortex-M4 (QEMU does not model cycles; SysTick under ``-icount shift=0`` advances once per
-40 instructions). :func:`trace_main` with ``progmem=True`` and :func:`timing_main` write
-programs that run unchanged on the host, QEMU and simavr. The generated model C is the same
+the Cortex-M machines (QEMU does not model cycles; SysTick under ``-icount shift=0`` advances
+once per 40 instructions on the mps2-an386, once per 62.5 on the microbit).
+:func:`trace_main` with ``progmem=True`` and :func:`timing_main` write programs that run
+unchanged on the host, QEMU and simavr. The generated model C is the same
 for all three (``progmem=True`` for the AVR).
 """
 
@@ -45,7 +48,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["AVR_CFLAGS", "CORTEX_M4_CFLAGS", "CompileError", "HOST_CFLAGS",
+__all__ = ["ARM_CORE_FLAGS", "ARM_MACHINES", "AVR_CFLAGS", "ArmMachine", "CORTEX_M0_CFLAGS",
+           "CORTEX_M4_CFLAGS", "CompileError", "HOST_CFLAGS", "arm_cflags", "build_and_run_arm",
+           "build_and_run_cortex_m0",
            "HOST_CHECK_COMPILERS", "RunResult",
            "SANITIZE_FLAGS", "TOOLCHAIN_PACKAGES", "ToolchainMissingError", "build_and_run_avr",
            "build_and_run_cortex_m4", "build_and_run_host", "parse_counts", "parse_trace",
@@ -290,12 +295,66 @@ _INSTALL_SCRIPT = "scripts/install-toolchains.sh"
 
 TOOLCHAIN_PACKAGES = {
     "cortex_m4": ("gcc-arm-none-eabi", "libnewlib-arm-none-eabi", "qemu-system-arm"),
+    "cortex_m0": ("gcc-arm-none-eabi", "libnewlib-arm-none-eabi", "qemu-system-arm"),
     "avr": ("gcc-avr", "avr-libc", "binutils-avr", "simavr"),
 }
 """Debian packages of each emulated target's toolchain."""
 
-CORTEX_M4_CFLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-mcpu=cortex-m4",
-                    "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16", "-O2")
+#: arm-none-eabi-gcc's CPU flags per Cortex-M core of the board catalog (``Board.core``).
+ARM_CORE_FLAGS = {
+    "Cortex-M0": ("-mcpu=cortex-m0", "-mthumb", "-mfloat-abi=soft"),
+    "Cortex-M0+": ("-mcpu=cortex-m0plus", "-mthumb", "-mfloat-abi=soft"),
+    "Cortex-M3": ("-mcpu=cortex-m3", "-mthumb", "-mfloat-abi=soft"),
+    "Cortex-M4F": ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"),
+    "Cortex-M7": ("-mcpu=cortex-m7", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-d16"),
+}
+
+
+def arm_cflags(core: str) -> tuple[str, ...]:
+    """arm-none-eabi-gcc flags for a Cortex-M ``core`` (a key of :data:`ARM_CORE_FLAGS`):
+    C99, every warning an error, ``-O2``.
+
+    Raises:
+        ValueError: an unknown core, naming the known ones.
+    """
+    if core not in ARM_CORE_FLAGS:
+        raise ValueError(f"Expected a Cortex-M core, one of {', '.join(ARM_CORE_FLAGS)}, but "
+                         f"got {core!r}.")
+    return ("-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", *ARM_CORE_FLAGS[core], "-O2")
+
+
+CORTEX_M4_CFLAGS = arm_cflags("Cortex-M4F")
+CORTEX_M0_CFLAGS = arm_cflags("Cortex-M0")
+
+
+@dataclass(frozen=True)
+class ArmMachine:
+    """A Cortex-M machine that QEMU emulates, with its support files in ``micro_targets/<key>/``
+    (``link.ld``, ``rnnedge_target.h``; the start-up code ``cortex_m/startup.c`` is shared).
+
+    Attributes:
+        key: the harness target (``"cortex_m4"``).
+        machine: QEMU's ``-M`` value.
+        core: the core, a key of :data:`ARM_CORE_FLAGS`.
+        flash_bytes, ram_bytes: the emulated chip's memories (what a test program may use).
+    """
+
+    key: str
+    machine: str
+    core: str
+    flash_bytes: int
+    ram_bytes: int
+
+    @property
+    def cflags(self) -> tuple[str, ...]:
+        return arm_cflags(self.core)
+
+
+#: The emulated Cortex-M machines: harness target → machine.
+ARM_MACHINES = {
+    "cortex_m4": ArmMachine("cortex_m4", "mps2-an386", "Cortex-M4F", 4 << 20, 4 << 20),
+    "cortex_m0": ArmMachine("cortex_m0", "microbit", "Cortex-M0", 256 << 10, 16 << 10),
+}
 AVR_CFLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-mmcu=atmega328p",
               "-DF_CPU=16000000UL", "-Os")
 
@@ -312,7 +371,7 @@ class RunResult:
     Attributes:
         stdout: the program's standard output (decoded from the emulator).
         exit_code: ``main``'s return value (QEMU: modulo 256).
-        target: ``"cortex_m4"`` or ``"avr"``.
+        target: ``"cortex_m4"``, ``"cortex_m0"`` or ``"avr"``.
         flash_bytes: program total in flash, ``text + data`` of ``<arch>-size`` (on the AVR,
             ``text`` holds the ``PROGMEM`` data; ``data`` is the initial values of ``.data``).
         ram_bytes: static RAM, ``data + bss`` (stack and heap not included).
@@ -324,7 +383,7 @@ class RunResult:
         model_code_bytes: the sizes of the functions (``FUNC`` symbols) in those object files.
         model_ram_bytes: the sizes of the data objects of those object files in writable
             sections (0 for a generated model with ``progmem=True`` on the AVR).
-        count_unit: the unit of ``rnnedge_count()``: ``"instructions"`` (Cortex-M4 under QEMU,
+        count_unit: the unit of ``rnnedge_count()``: ``"instructions"`` (Cortex-M under QEMU,
             never cycles) or ``"cycles"`` (ATmega328P under simavr, exact).
         counts: the ``@count`` lines in ``stdout`` (:func:`parse_counts`): label → per call.
     """
@@ -365,25 +424,27 @@ def _check_library(target: str, compiler: str, flags: tuple[str, ...], name: str
 
 
 def require_toolchain(target: str) -> dict[str, str]:
-    """The paths of ``target``'s tools (``"cortex_m4"`` or ``"avr"``).
+    """The paths of ``target``'s tools (``"cortex_m4"``, ``"cortex_m0"`` or ``"avr"``).
 
     Raises:
         ValueError: an unknown target.
         ToolchainMissingError: a tool or the target's C library is not installed.
     """
-    if target == "cortex_m4":
+    if target in ARM_MACHINES:
         tools = {"cc": _tool(target, "arm-none-eabi-gcc"),
                  "size": _tool(target, "arm-none-eabi-size"),
                  "readelf": _tool(target, "arm-none-eabi-readelf"),
                  "emulator": _tool(target, "qemu-system-arm")}
         _check_library(target, tools["cc"],
-                       tuple(f for f in CORTEX_M4_CFLAGS if f.startswith("-m")), "rdimon.specs")
+                       tuple(f for f in ARM_MACHINES[target].cflags if f.startswith("-m")),
+                       "rdimon.specs")
     elif target == "avr":
         tools = {"cc": _tool(target, "avr-gcc"), "size": _tool(target, "avr-size"),
                  "readelf": _tool(target, "avr-readelf"), "emulator": _tool(target, "simavr")}
         _check_library(target, tools["cc"], ("-mmcu=atmega328p",), "libc.a")
     else:
-        raise ValueError(f'Expected target to be "cortex_m4" or "avr", but got {target!r}.')
+        raise ValueError(f"Expected target to be one of {', '.join(map(repr, TOOLCHAIN_PACKAGES))}"
+                         f", but got {target!r}.")
     return tools
 
 
@@ -513,19 +574,22 @@ def _result(target: str, stdout: str, code: int, sizes: tuple[int, int],
                      model_ram_bytes=ram, count_unit=unit, counts=parse_counts(stdout))
 
 
-def build_and_run_cortex_m4(files: Mapping[str, str], main_c: str, *,
-                            defines: Sequence[str] = (), timeout: float = 120.0,
-                            check: bool = True) -> RunResult:
-    """Build ``files`` + ``main_c`` for a Cortex-M4F and run it in QEMU (mps2-an386).
+def build_and_run_arm(target: str, files: Mapping[str, str], main_c: str, *,
+                      defines: Sequence[str] = (), timeout: float = 120.0,
+                      check: bool = True) -> RunResult:
+    """Build ``files`` + ``main_c`` for the Cortex-M machine ``target`` (a key of
+    :data:`ARM_MACHINES`) and run it in QEMU.
 
-    ``arm-none-eabi-gcc`` with :data:`CORTEX_M4_CFLAGS` (``-O2``, hard float) and newlib's
-    rdimon semihosting, linked with ``cortex_m4/startup.c`` and ``cortex_m4/link.ld``; run in
-    ``qemu-system-arm -M mps2-an386 -nographic -semihosting -icount shift=0 -kernel``. Standard
-    output arrives through semihosting; the exit code is ``main``'s return. With
+    ``arm-none-eabi-gcc`` with the machine's core flags (:func:`arm_cflags`, ``-O2``) and
+    newlib's rdimon semihosting, linked with ``cortex_m/startup.c`` and ``<target>/link.ld``;
+    run in ``qemu-system-arm -M <machine> -nographic -semihosting -icount shift=0 -kernel``.
+    Standard output arrives through semihosting; the exit code is ``main``'s return. With
     ``-icount shift=0`` the run is deterministic and ``rnnedge_count()`` (``"rnnedge_target.h"``)
-    counts executed instructions in steps of 40.
+    counts executed instructions (resolution 40 on the Cortex-M4, 62.5 on the Cortex-M0).
 
     Args:
+        target: ``"cortex_m4"`` (mps2-an386, Cortex-M4F) or ``"cortex_m0"`` (microbit,
+            Cortex-M0: no DSP extension, no hardware divide, no FPU).
         files: the model's sources and headers (name → text); their ``.c`` objects are the
             model in :attr:`RunResult.model_flash_bytes`.
         main_c: the program's ``main.c``.
@@ -534,23 +598,45 @@ def build_and_run_cortex_m4(files: Mapping[str, str], main_c: str, *,
         check: raise :class:`CompileError` when ``main`` returns non-zero.
 
     Raises:
+        ValueError: an unknown target.
         ToolchainMissingError: ``arm-none-eabi-gcc``, newlib or ``qemu-system-arm`` is missing.
-        CompileError: compilation or linking failed, the run timed out, or (``check``) the
-            program exited non-zero (a hard fault exits with 127).
+        CompileError: compilation or linking failed (e.g. a region overflowed: the program does
+            not fit the machine), the run timed out, or (``check``) the program exited non-zero
+            (a hard fault exits with 127).
     """
-    tools = require_toolchain("cortex_m4")
-    support_dir = os.path.join(_SUPPORT_DIR, "cortex_m4")
-    cflags = [*CORTEX_M4_CFLAGS, *(f"-D{d}" for d in defines)]
-    with tempfile.TemporaryDirectory(prefix="rnnedge_m4_") as tmp:
-        elf, model = _build("cortex_m4", tools, files, main_c, tmp, cflags, (), ("startup.c",),
+    if target not in ARM_MACHINES:
+        raise ValueError(f"Expected target to be one of {', '.join(map(repr, ARM_MACHINES))}, "
+                         f"but got {target!r}.")
+    m = ARM_MACHINES[target]
+    tools = require_toolchain(target)
+    cflags = [*m.cflags, *(f"-D{d}" for d in defines)]
+    with tempfile.TemporaryDirectory(prefix=f"rnnedge_{target}_") as tmp:
+        elf, model = _build(target, tools, files, main_c, tmp, cflags, (),
+                            (os.path.join(_SUPPORT_DIR, "cortex_m", "startup.c"),),
                             ("--specs=rdimon.specs", "-nostartfiles", "-T",
-                             os.path.join(support_dir, "link.ld"), "-lm"), timeout)
+                             os.path.join(_SUPPORT_DIR, target, "link.ld"), "-lm"), timeout)
         sizes = _sizes(tools["size"], elf, tmp)
-        cmd = [tools["emulator"], "-M", "mps2-an386", "-nographic", "-monitor", "none",
+        cmd = [tools["emulator"], "-M", m.machine, "-nographic", "-monitor", "none",
                "-serial", "none", "-semihosting", "-icount", "shift=0", "-kernel", elf]
         run = _run(cmd, tmp, timeout, "QEMU")
-        return _result("cortex_m4", run.stdout, run.returncode, sizes, model, "instructions",
+        return _result(target, run.stdout, run.returncode, sizes, model, "instructions",
                        check, run.stderr)
+
+
+def build_and_run_cortex_m4(files: Mapping[str, str], main_c: str, *,
+                            defines: Sequence[str] = (), timeout: float = 120.0,
+                            check: bool = True) -> RunResult:
+    """:func:`build_and_run_arm` on the Cortex-M4F (QEMU ``mps2-an386``)."""
+    return build_and_run_arm("cortex_m4", files, main_c, defines=defines, timeout=timeout,
+                             check=check)
+
+
+def build_and_run_cortex_m0(files: Mapping[str, str], main_c: str, *,
+                            defines: Sequence[str] = (), timeout: float = 120.0,
+                            check: bool = True) -> RunResult:
+    """:func:`build_and_run_arm` on the Cortex-M0 (QEMU ``microbit``, nRF51822)."""
+    return build_and_run_arm("cortex_m0", files, main_c, defines=defines, timeout=timeout,
+                             check=check)
 
 
 def build_and_run_avr(files: Mapping[str, str], main_c: str, *, defines: Sequence[str] = (),

@@ -5,10 +5,11 @@ and CSR storage, int8 and int16 weights, 8- and 16-bit columns, short, unrolled 
 rows, factored matrices; FastGRNN, FastRNN, LSTM, GRU in both reset modes, SimpleRNN), in RAM
 and in flash (``progmem``); the Keras models of tests/test_intmodel.py through
 ``quantize_model`` (FastGRNN/FastRNN low rank and sparse, low-rank LSTM/GRU, stock SimpleRNN,
-GRU and LSTM, the H-LSTM, int8 and int16, stacked, Dense heads), also at other state formats; and the float
-build of the same Keras models. Each is compiled with gcc, clang, arm-none-eabi-gcc (Cortex-M4F)
-and avr-gcc (ATmega328P) at ``-std=c99 -Wall -Wextra -Werror -pedantic`` (the cross compilers
-with ``-c``), and with clang's ``-Weverything`` less the exceptions listed below.
+GRU and LSTM, the H-LSTM, int8 and int16, stacked, Dense heads), also at other state formats;
+and the float build of the same Keras models. Each is compiled with gcc, clang,
+arm-none-eabi-gcc (Cortex-M4F) and avr-gcc (ATmega328P) at
+``-std=c99 -Wall -Wextra -Werror -pedantic`` (the cross compilers with ``-c``), and with
+clang's ``-Weverything`` less the exceptions listed below.
 """
 
 from __future__ import annotations

@@ -77,9 +77,9 @@ def test_run_c_is_bit_exact_with_the_oracle_on_the_host(toy, uno_result):
     assert out.predictions().shape == (6,)
 
 
-@pytest.mark.parametrize("target", ["uno", "cortex-m4"])
+@pytest.mark.parametrize("target", ["uno", "cortex-m4", "cortex-m0"])
 def test_run_c_on_emulated_targets_equals_the_host(toy, uno_result, target):
-    _toolchain({"uno": "avr", "cortex-m4": "cortex_m4"}[target])
+    _toolchain({"uno": "avr", "cortex-m4": "cortex_m4", "cortex-m0": "cortex_m0"}[target])
     _, x, _ = toy
     x_q = uno_result.quantize_input(x[:5])
     host = run_c(uno_result, x_q, target="host")
@@ -178,7 +178,7 @@ def test_option_errors(toy):
         convert_c(model, target="uno", representative_data=np.full((2, T, F), np.nan))
     with pytest.raises(ConversionError, match="uno3"):
         convert_c(model, target="uno3", representative_data=x)
-    with pytest.raises(ValueError, match="'host', 'cortex-m4', 'uno'.*'pic'"):
+    with pytest.raises(ValueError, match="'host', 'cortex-m4', 'cortex-m0', 'uno'.*'pic'"):
         run_target("pic")
     assert run_target("ATmega328P") == "uno" and run_target("cortex_m4") == "cortex-m4"
 
@@ -400,7 +400,7 @@ def test_float_build_matches_keras_everywhere(toy, float_result):
     # float32 sums in another order than TensorFlow's, libm against Eigen: a few ulp of
     # outputs of order 1 (as in tests/test_cgen_float.py)
     np.testing.assert_allclose(_softmax(host.scores), want, atol=2e-5)
-    for target, tool in (("cortex-m4", "cortex_m4"), ("uno", "avr")):
+    for target, tool in (("cortex-m4", "cortex_m4"), ("cortex-m0", "cortex_m0"), ("uno", "avr")):
         _toolchain(tool)
         out = run_c(r, windows, target=target)
         # the emulated targets print micro-units (1e-6, rounded) and their libm differs from

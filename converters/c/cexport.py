@@ -69,7 +69,11 @@ from keras_rnnedge.converters.quality import (
 from keras_rnnedge.converters.result import MANIFEST, ConversionOutput, check_stage
 from keras_rnnedge.micro_targets.audit import TargetFitError
 from keras_rnnedge.micro_targets.boards import Board, get_board
-from keras_rnnedge.micro_targets.harness import CompileError, ToolchainMissingError
+from keras_rnnedge.micro_targets.harness import (
+    ARM_CORE_FLAGS,
+    CompileError,
+    ToolchainMissingError,
+)
 from keras_rnnedge.progress import ProgressArg, stage, with_stages
 
 __all__ = ["C_PRECISIONS", "CConversionResult", "CFit", "CModelInfo", "SavedC", "convert_c",
@@ -182,6 +186,12 @@ class CModelInfo:
         return quantize_input(x, self.input_offset, self.input_scale)
 
 
+def _arm_core(board: Board) -> str:
+    """The core whose compiler flags size the C for an Arm ``board`` (its own; the Cortex-M4F's
+    for a core the flag table does not know)."""
+    return board.core if board.core in ARM_CORE_FLAGS else "Cortex-M4F"
+
+
 def _fit(info: CModelInfo, sources: dict[str, str], ident: str, board: Board) -> CFit:
     arch = {"avr": "avr", "arm": "arm"}.get(board.arch)
     weights = CFit(board=board, flash_needed=info.weight_bytes, ram_needed=info.state_bytes,
@@ -193,14 +203,16 @@ def _fit(info: CModelInfo, sources: dict[str, str], ident: str, board: Board) ->
         from keras_rnnedge.micro_targets.crun import measure_c
 
         try:
-            size = measure_c(sources, ident, arch)
+            size = (measure_c(sources, ident, arch) if arch == "avr" else
+                    measure_c(sources, ident, arch, core=_arm_core(board)))
         except ToolchainMissingError as exc:
             how = f"estimated (weights + {_CODE_ESTIMATE_BYTES:,} B of code): {exc}"
         except CompileError as exc:
             raise ConversionError(f"The generated C does not compile for {board.core}; this is "
                                   f"a bug, please report it with the model.\n{exc}") from exc
         else:
-            flags = "avr-gcc -Os" if arch == "avr" else "arm-none-eabi-gcc -O2 (Cortex-M4F)"
+            flags = ("avr-gcc -Os" if arch == "avr"
+                     else f"arm-none-eabi-gcc -O2 ({_arm_core(board)})")
             return CFit(board=board, flash_needed=size.flash_bytes,
                         ram_needed=info.state_bytes + size.static_ram_bytes
                         + size.step_stack_bytes, measured=True,

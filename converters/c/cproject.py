@@ -203,9 +203,10 @@ def c_sketch(ident: str, model_files: dict[str, str], *, features: int, num_outp
 
 
 def _support(name: str) -> str:
-    """A file of the Cortex-M4 (QEMU) support code of ``micro_targets``."""
-    path = os.path.join(os.path.dirname(os.path.abspath(micro_targets.__file__)), "cortex_m4",
-                        name)
+    """A file of the Cortex-M4 (QEMU) support code of ``micro_targets`` (the start-up code is
+    shared by the Cortex-M machines)."""
+    folder = "cortex_m" if name == "startup.c" else "cortex_m4"
+    path = os.path.join(os.path.dirname(os.path.abspath(micro_targets.__file__)), folder, name)
     with open(path, encoding="utf-8") as fh:
         return fh.read()
 

@@ -11,6 +11,7 @@
 
 #define RNNEDGE_COUNT_UNIT "instructions"
 #define RNNEDGE_COUNT_RESOLUTION 40u
+#define RNNEDGE_INSTRUCTIONS_PER_TICK_X2 80u
 #define RNNEDGE_TARGET "cortex_m4"
 
 /* Instructions executed since reset (wraps at 2^32), resolution 40. */

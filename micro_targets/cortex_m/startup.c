@@ -1,13 +1,16 @@
-/* Start-up code for Cortex-M4 under QEMU (mps2-an386), with newlib's rdimon semihosting:
- * the vector table, Reset_Handler (zero .bss, enable the FPU, start SysTick, open the
- * semihosting handles, exit(main())), and the instruction counter of rnnedge_target.h.
- * Link with link.ld, --specs=rdimon.specs -nostartfiles. */
+/* Start-up code for the Cortex-M machines under QEMU (Cortex-M4: mps2-an386; Cortex-M0:
+ * microbit), with newlib's rdimon semihosting: the vector table, Reset_Handler (copy .data
+ * from its load address, zero .bss, enable the FPU when there is one, start SysTick, open the
+ * semihosting handles, exit(main())), and the instruction counter of the machine's
+ * rnnedge_target.h (SysTick ticks times RNNEDGE_INSTRUCTIONS_PER_TICK_X2 / 2). Link with the
+ * machine's link.ld, --specs=rdimon.specs -nostartfiles. */
 #include <stdint.h>
 #include <stdlib.h>
 
 #include "rnnedge_target.h"
 
-extern uint32_t __bss_start__, __bss_end__, __stack_top;
+extern uint32_t __bss_start__, __bss_end__, __stack_top, __data_start__, __data_end__,
+    __data_load__;
 extern int main(void);
 extern void initialise_monitor_handles(void);
 
@@ -37,9 +40,9 @@ __attribute__((section(".vectors"), used)) static void (*const vectors[16])(void
     Reset_Handler,
     Default_Handler,   /* NMI */
     HardFault_Handler, /* HardFault */
-    HardFault_Handler, /* MemManage */
-    HardFault_Handler, /* BusFault */
-    HardFault_Handler, /* UsageFault */
+    HardFault_Handler, /* MemManage (reserved on ARMv6-M) */
+    HardFault_Handler, /* BusFault (reserved on ARMv6-M) */
+    HardFault_Handler, /* UsageFault (reserved on ARMv6-M) */
     0, 0, 0, 0,
     Default_Handler, /* SVCall */
     Default_Handler, /* DebugMon */
@@ -56,7 +59,11 @@ uint32_t rnnedge_count(void) {
         wraps = systick_wraps;
         value = SYST_CVR;
     } while (wraps != systick_wraps);
-    return ((wraps << 24) + (SYST_RELOAD - value)) * RNNEDGE_COUNT_RESOLUTION;
+    /* floor(ticks * X2 / 2) modulo 2^32, X2 = 2 instructions per tick: the difference of
+     * two counts is exact (to the resolution) while the ticks between them do not wrap */
+    const uint32_t ticks = (wraps << 24) + (SYST_RELOAD - value);
+    return ticks * (RNNEDGE_INSTRUCTIONS_PER_TICK_X2 / 2u)
+           + ((RNNEDGE_INSTRUCTIONS_PER_TICK_X2 & 1u) ? ticks >> 1 : 0u);
 }
 
 uint32_t rnnedge_count_overhead(void) { return 0u; }
@@ -67,9 +74,13 @@ void _fini(void) {}
 
 void Reset_Handler(void) {
     uint32_t *p;
+    const uint32_t *s = &__data_load__;
+    for (p = &__data_start__; p < &__data_end__; ++p) *p = *s++;
     for (p = &__bss_start__; p < &__bss_end__; ++p) *p = 0u;
+#if defined(__ARM_FP)
     SCB_CPACR |= 0xFu << 20; /* CP10, CP11: full access to the FPU */
     __asm__ volatile("dsb\n\tisb" ::: "memory");
+#endif
     SYST_RVR = SYST_RELOAD;
     SYST_CVR = 0u;
     SYST_CSR = 0x7u; /* processor clock, interrupt on wrap, enable */
