@@ -59,6 +59,7 @@ from keras_rnnedge.micro_targets.crun import CModelSources, run_c  # noqa: E402
 from keras_rnnedge.micro_targets.emulate import emulate  # noqa: E402
 from keras_rnnedge.micro_targets.harness import (  # noqa: E402
     build_and_run_avr,
+    build_and_run_cortex_m0,
     build_and_run_cortex_m4,
     build_and_run_host,
 )
@@ -74,6 +75,10 @@ UNO_RAM = 1024  # the task's budget (2 KB of SRAM)
 F_CPU = 16_000_000
 WINDOW_BUDGET_S = 1.0
 M4_PER_MAC = 3.0
+# The FastGRNN paper (Kusupati et al. 2018, Table 5): HAR-2 on an Arduino MKR1000 (Cortex-M0+,
+# 48 MHz), 162 ms per window.
+M0_CLOCK_HZ = 48_000_000
+PAPER_M0_WINDOW_MS = 162.0
 
 _PRELUDE = """#include <stdio.h>
 #include <string.h>
@@ -302,7 +307,8 @@ def main(argv=None) -> int:
     window = x_q[0]
     targets = {}
     for name, run, progmem in (("avr", build_and_run_avr, True),
-                               ("cortex_m4", build_and_run_cortex_m4, False)):
+                               ("cortex_m4", build_and_run_cortex_m4, False),
+                               ("cortex_m0", build_and_run_cortex_m0, False)):
         files = generate_c(im, IDENT, progmem=progmem)
         r = run(files, window_main(window, im.num_outputs), timeout=900)
         scores = [int(line.split()[1]) for line in r.stdout.splitlines()
@@ -366,6 +372,8 @@ def main(argv=None) -> int:
         "uno_ram_static": avr["ram_bytes"] <= UNO_RAM,
         "uno_ram_with_stack": avr["ram_with_step_stack_bytes"] <= UNO_RAM,
         "uno_window_1s": window_s <= WINDOW_BUDGET_S,
+        "m0_window_within_paper": (targets["cortex_m0"]["per_window"] / M0_CLOCK_HZ * 1000
+                                   <= PAPER_M0_WINDOW_MS),
         "m4_3_instr_per_mac": m4["per_mac_summary"] <= M4_PER_MAC,
     }
     record = {
@@ -419,7 +427,33 @@ def targets_of(r: dict) -> list[dict]:
          "text": f"{m4['per_mac_summary']:.2f} per MAC ({m4['per_step']:,.0f} instructions / "
                  f"{mac['summary']:,} MACs); per non-zero MAC {m4['per_mac_nonzero']:.2f} "
                  f"({mac['nonzero']:,})"},
-    ]
+    ] + ([
+        {"task": NAME, "target": "Cortex-M0 window at 48 MHz (1 cycle per instruction, a lower "
+         f"bound) within the FastGRNN paper's {PAPER_M0_WINDOW_MS:g} ms on the MKR1000",
+         "passed": c["m0_window_within_paper"],
+         "text": f"{r['targets']['cortex_m0']['per_window'] / M0_CLOCK_HZ * 1000:.1f} ms "
+                 f"({r['targets']['cortex_m0']['per_step']:,.0f} instructions/step)"},
+    ] if "cortex_m0" in r["targets"] else [])
+
+
+def _m0_lines(r: dict) -> list[str]:
+    m0, m4 = r["targets"].get("cortex_m0"), r["targets"]["cortex_m4"]
+    if m0 is None:
+        return []
+    ms = m0["per_window"] / M0_CLOCK_HZ * 1000
+    return [
+        "Cortex-M0 (arm-none-eabi-gcc -O2 -mcpu=cortex-m0, QEMU `microbit`, nRF51822; no DSP "
+        "extension, no hardware divide, soft float; the same generated C, the scores equal the "
+        f"host's): {m0['per_step']:,.0f} instructions per step "
+        f"({m0['per_step'] / m4['per_step']:.2f}x the Cortex-M4's), "
+        f"{m0['per_mac_summary']:.2f} per summary() MAC, "
+        f"{m0['per_mac_nonzero']:.2f} per non-zero MAC; whole program {m0['flash_bytes']:,} B "
+        f"flash / {m0['ram_bytes']:,} B static RAM, model {m0['model_const_bytes']:,} B "
+        f"constants + {m0['model_code_bytes']:,} B code. A 128-step window is "
+        f"{m0['per_window']:,.0f} instructions: at 48 MHz (the MKR1000's Cortex-M0+) at least "
+        f"{ms:.1f} ms, counting 1 cycle per instruction (a lower bound: on the M0+ loads, stores "
+        "and taken branches take 2 cycles, so at most twice that); the FastGRNN paper reports "
+        f"{PAPER_M0_WINDOW_MS:g} ms per HAR-2 window on the MKR1000.", ""]
 
 
 def section(r: dict) -> str:
@@ -539,6 +573,7 @@ def section(r: dict) -> str:
         f"{host['tflm_invokes'] // 128} timed windows: TFLite Micro int8 accuracy "
         f"{host['tflm_accuracy_on_timed_windows'] * 100:.1f} %, generated C "
         f"{host['c_accuracy_on_timed_windows'] * 100:.1f} %.", "",
+        *_m0_lines(r),
         f"Accuracy (HAR-2): float {r['float_accuracy'] * 100:.2f} %, integer "
         f"{r['int_accuracy'] * 100:.2f} % (argmax agreement {r['int_float_agreement'] * 100:.2f} "
         "%).", "",

@@ -26,6 +26,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 #: Tools a command needs, by a word it contains.
 _TOOLS = {"uno": ("avr-gcc", "simavr"), "cortex-m4": ("arm-none-eabi-gcc", "qemu-system-arm"),
+          "cortex-m0": ("arm-none-eabi-gcc", "qemu-system-arm"),
           "--format c": ("arm-none-eabi-gcc",)}
 
 
