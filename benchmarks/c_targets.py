@@ -51,7 +51,7 @@ from common import (  # noqa: E402
 
 from keras_rnnedge._compat import keras  # noqa: E402
 from keras_rnnedge.cells import FastGRNNCell  # noqa: E402
-from keras_rnnedge.converters.c.cgen import generate_c  # noqa: E402
+from keras_rnnedge.converters.c.cgen import generate_c, kernel_source  # noqa: E402
 from keras_rnnedge.converters.c.intmodel import quantize_model  # noqa: E402
 from keras_rnnedge.converters.tflite.pipeline import convert  # noqa: E402
 from keras_rnnedge.datasets import load_har  # noqa: E402
@@ -79,6 +79,17 @@ M4_PER_MAC = 3.0
 # 48 MHz), 162 ms per window.
 M0_CLOCK_HZ = 48_000_000
 PAPER_M0_WINDOW_MS = 162.0
+# The same FastGRNN without sparsity (6,845 MACs per step): EdgeML's best Q15 C build measured
+# 42,829 Cortex-M4 instructions and 797,161 ATmega328P cycles per step (the issue's reference
+# measurements, same counters); the targets are 1.5 instructions per MAC and 115,000 cycles.
+EDGEML_M4_DENSE = 42_829
+EDGEML_AVR_DENSE = 797_161
+M4_DENSE_PER_MAC = 1.5
+AVR_DENSE_CYCLES = 115_000
+# The kernel table: one row of KERNEL_N terms per kernel.
+KERNEL_N = 128
+KERNELS = (("dense", 8, 0, "nosat"), ("dense", 16, 0, "nosat"), ("dense", 8, 0, "sat"),
+           ("csr8o", 8, 8, "nosat"), ("csr", 16, 8, "nosat"))
 
 _PRELUDE = """#include <stdio.h>
 #include <string.h>
@@ -180,6 +191,60 @@ def parts_main(repeats: int) -> str:
         '    M("tanh", re_tanh(v_in, 15));\n'
         '    M("sigmoid", re_sigmoid(v_in, 15));\n'
         "    return 0;\n}\n")
+
+
+def kernels_main(repeats: int) -> str:
+    """Cost per call and per term of each row kernel of :data:`KERNELS`, on its own
+    (:func:`kernel_source`): each called on an empty row and on a row of :data:`KERNEL_N`
+    terms (every column of an int16 input; the sparse rows hold all the columns), ``repeats``
+    times; lengths and rows come from volatile variables (no constant folding)."""
+    n = KERNEL_N
+    calls = {
+        "dense_i8_nosat": "re_mv_dense_i8_nosat(w8, n_in, x)",
+        "dense_i16_nosat": "re_mv_dense_i16_nosat(w16, n_in, x)",
+        "dense_i8_sat": "re_mv_dense_i8_sat(w8, n_in, x)",
+        "csr8o_i8_nosat": "re_mv_csr_i8_c8o_nosat(e8, ptr, row_in, x)",
+        "csr_i16_nosat": "re_mv_csr_i16_c8_nosat(w16, c8, ptr, row_in, x)",
+    }
+    body = "".join(
+        f'    n_in = 0; row_in = 0; M("{k}_0", {c});\n'
+        f'    n_in = {n}; row_in = 1; M("{k}_n", {c});\n' for k, c in calls.items())
+    return (
+        "#include <stdio.h>\n#include <stdint.h>\n#include \"rnnedge_target.h\"\n"
+        '#include "kernels.inc"\n'
+        "#ifndef PROGMEM\n#define PROGMEM\n#endif\n"
+        "#if defined(__AVR__)\n#define RE_OUT(l, v) printf_P(PSTR(\"@count %s %lu %u\\n\"), l, "
+        f"(unsigned long)(v), {repeats}u)\n"
+        "#else\n#define RE_OUT(l, v) printf(\"@count %s %lu %u\\n\", l, (unsigned long)(v), "
+        f"{repeats}u)\n#endif\n"
+        f"static const int8_t w8[{n}] PROGMEM = {{"
+        + ", ".join(str((i * 37) % 251 - 125) for i in range(n)) + "};\n"
+        f"static const int16_t w16[{n}] PROGMEM = {{"
+        + ", ".join(str((i * 7919) % 60001 - 30000) for i in range(n)) + "};\n"
+        f"static const re_csr8_t e8[{n}] PROGMEM = {{"
+        + ", ".join(f"{{{2 * i}, {(i * 53) % 255 - 127}}}" for i in range(n)) + "};\n"
+        f"static const uint8_t c8[{n}] PROGMEM = {{" + ", ".join(map(str, range(n))) + "};\n"
+        f"static const uint16_t ptr[3] PROGMEM = {{0, 0, {n}}};\n"
+        "volatile int32_t sink;\nvolatile int32_t v_in = 12345;\n"
+        "volatile uint16_t n_in, row_in;\n"
+        f"static int16_t x[{n}];\n"
+        "#define M(l, e) do { uint16_t r_; uint32_t t0_, t1_; t0_ = rnnedge_count(); "
+        f"for (r_ = 0; r_ < {repeats}u; ++r_) sink = (e); t1_ = rnnedge_count(); "
+        "RE_OUT(l, t1_ - t0_ - rnnedge_count_overhead()); } while (0)\n"
+        "int main(void) {\n    uint16_t i;\n"
+        f"    for (i = 0; i < {n}; ++i) x[i] = (int16_t)(i * 613 - 20000);\n"
+        '    M("loop", v_in);\n' + body + "    return 0;\n}\n")
+
+
+def kernel_table(run, progmem: bool, repeats: int) -> dict:
+    """Per-call and per-term costs of the row kernels on a target: ``{kernel: {"call",
+    "per_term"}}`` (the measuring loop's own cost subtracted)."""
+    src = {"kernels.inc": kernel_source(KERNELS, progmem=progmem)}
+    counts = run(src, kernels_main(repeats), timeout=900).counts
+    loop = counts["loop"]
+    return {k[:-2]: {"call": counts[k] - loop,
+                     "per_term": (counts[k[:-2] + "_n"] - counts[k]) / KERNEL_N}
+            for k in counts if k.endswith("_0")}
 
 
 def step_parts(files: dict, run, repeats: int) -> dict:

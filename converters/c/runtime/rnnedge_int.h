@@ -11,6 +11,19 @@
 #endif
 #if RE_DSP
 #include <arm_acle.h>
+/* acc += w0 x0 + w1 x1 + w2 x2 + w3 x3 (modulo 2^32) for the int8 weights of the word w (w0 in
+ * the low byte) and the int16 inputs of the words x01 = (x0, x1) and x23 = (x2, x3): SXTB16 gives
+ * (w0, w2), SXTB16 of w rotated by 8 gives (w1, w3); SMLABB/SMLATB/SMLABT/SMLATT multiply the
+ * matching halfwords. Inline assembler: older compilers lack the ACLE halfword intrinsics. */
+#define RE_DSP_MAC4_I8(ACC_, W_, X01_, X23_) do { \
+    uint32_t re_p02_, re_p13_; \
+    __asm__ ("sxtb16 %0, %1" : "=r"(re_p02_) : "r"(W_)); \
+    __asm__ ("sxtb16 %0, %1, ror #8" : "=r"(re_p13_) : "r"(W_)); \
+    __asm__ ("smlabb %0, %1, %2, %0" : "+r"(ACC_) : "r"(re_p02_), "r"(X01_)); \
+    __asm__ ("smlatb %0, %1, %2, %0" : "+r"(ACC_) : "r"(re_p02_), "r"(X23_)); \
+    __asm__ ("smlabt %0, %1, %2, %0" : "+r"(ACC_) : "r"(re_p13_), "r"(X01_)); \
+    __asm__ ("smlatt %0, %1, %2, %0" : "+r"(ACC_) : "r"(re_p13_), "r"(X23_)); \
+} while (0)
 #endif
 /* RE_UNUSED marks the helpers of this runtime that the model does not call (the runtime is the
  * same in every generated file); RE_FALLTHROUGH ends a switch case that falls through (clang
