@@ -44,7 +44,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -386,6 +386,9 @@ class RunResult:
         count_unit: the unit of ``rnnedge_count()``: ``"instructions"`` (Cortex-M under QEMU,
             never cycles) or ``"cycles"`` (ATmega328P under simavr, exact).
         counts: the ``@count`` lines in ``stdout`` (:func:`parse_counts`): label → per call.
+        cycle_estimates: with ``trace=True`` on the Cortex-M0 (:func:`build_and_run_arm`): the
+            estimated Cortex-M0+ cycles of each region between two ``rnnedge_count()`` calls
+            (:func:`keras_rnnedge.micro_targets.cycles.cycles_between_counts`), else ``None``.
     """
 
     stdout: str
@@ -398,6 +401,7 @@ class RunResult:
     model_ram_bytes: int | None = None
     count_unit: str = ""
     counts: dict[str, float] = field(default_factory=dict)
+    cycle_estimates: list[int] | None = None
 
 
 def _missing(target: str, what: str) -> ToolchainMissingError:
@@ -576,7 +580,7 @@ def _result(target: str, stdout: str, code: int, sizes: tuple[int, int],
 
 def build_and_run_arm(target: str, files: Mapping[str, str], main_c: str, *,
                       defines: Sequence[str] = (), timeout: float = 120.0,
-                      check: bool = True) -> RunResult:
+                      check: bool = True, trace: bool = False) -> RunResult:
     """Build ``files`` + ``main_c`` for the Cortex-M machine ``target`` (a key of
     :data:`ARM_MACHINES`) and run it in QEMU.
 
@@ -596,9 +600,14 @@ def build_and_run_arm(target: str, files: Mapping[str, str], main_c: str, *,
         defines: macros to define.
         timeout: seconds for each compilation and for the run.
         check: raise :class:`CompileError` when ``main`` returns non-zero.
+        trace: Cortex-M0 only: log every executed instruction (QEMU ``-d in_asm,exec,nochain``)
+            and estimate the Cortex-M0+ cycles between ``rnnedge_count()`` calls
+            (:attr:`RunResult.cycle_estimates`, :mod:`~keras_rnnedge.micro_targets.cycles`); the
+            run is several times slower and its log large (about 80 bytes per executed block),
+            so trace short programs.
 
     Raises:
-        ValueError: an unknown target.
+        ValueError: an unknown target, or ``trace`` on a target other than the Cortex-M0.
         ToolchainMissingError: ``arm-none-eabi-gcc``, newlib or ``qemu-system-arm`` is missing.
         CompileError: compilation or linking failed (e.g. a region overflowed: the program does
             not fit the machine), the run timed out, or (``check``) the program exited non-zero
@@ -607,6 +616,9 @@ def build_and_run_arm(target: str, files: Mapping[str, str], main_c: str, *,
     if target not in ARM_MACHINES:
         raise ValueError(f"Expected target to be one of {', '.join(map(repr, ARM_MACHINES))}, "
                          f"but got {target!r}.")
+    if trace and target != "cortex_m0":
+        raise ValueError(f"Expected trace=True with target 'cortex_m0' (the cycle estimate uses "
+                         f"the Cortex-M0+ timing table), but got target {target!r}.")
     m = ARM_MACHINES[target]
     tools = require_toolchain(target)
     cflags = [*m.cflags, *(f"-D{d}" for d in defines)]
@@ -616,11 +628,19 @@ def build_and_run_arm(target: str, files: Mapping[str, str], main_c: str, *,
                             ("--specs=rdimon.specs", "-nostartfiles", "-T",
                              os.path.join(_SUPPORT_DIR, target, "link.ld"), "-lm"), timeout)
         sizes = _sizes(tools["size"], elf, tmp)
+        log = os.path.join(tmp, "qemu.log")
         cmd = [tools["emulator"], "-M", m.machine, "-nographic", "-monitor", "none",
-               "-serial", "none", "-semihosting", "-icount", "shift=0", "-kernel", elf]
+               "-serial", "none", "-semihosting", "-icount", "shift=0",
+               *(("-d", "in_asm,exec,nochain", "-D", log) if trace else ()), "-kernel", elf]
         run = _run(cmd, tmp, timeout, "QEMU")
-        return _result(target, run.stdout, run.returncode, sizes, model, "instructions",
-                       check, run.stderr)
+        result = _result(target, run.stdout, run.returncode, sizes, model, "instructions",
+                         check, run.stderr)
+        if trace:
+            from keras_rnnedge.micro_targets.cycles import cycles_between_counts
+
+            with open(log, encoding="utf-8", errors="replace") as f:
+                result = replace(result, cycle_estimates=cycles_between_counts(f.read()))
+        return result
 
 
 def build_and_run_cortex_m4(files: Mapping[str, str], main_c: str, *,
@@ -633,10 +653,10 @@ def build_and_run_cortex_m4(files: Mapping[str, str], main_c: str, *,
 
 def build_and_run_cortex_m0(files: Mapping[str, str], main_c: str, *,
                             defines: Sequence[str] = (), timeout: float = 120.0,
-                            check: bool = True) -> RunResult:
+                            check: bool = True, trace: bool = False) -> RunResult:
     """:func:`build_and_run_arm` on the Cortex-M0 (QEMU ``microbit``, nRF51822)."""
     return build_and_run_arm("cortex_m0", files, main_c, defines=defines, timeout=timeout,
-                             check=check)
+                             check=check, trace=trace)
 
 
 def build_and_run_avr(files: Mapping[str, str], main_c: str, *, defines: Sequence[str] = (),

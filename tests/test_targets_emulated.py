@@ -23,6 +23,7 @@ from keras_rnnedge.converters.c.intmodel import quantize_model
 from keras_rnnedge.micro_targets.harness import (
     TOOLCHAIN_PACKAGES,
     ToolchainMissingError,
+    build_and_run_arm,
     build_and_run_avr,
     build_and_run_cortex_m0,
     build_and_run_cortex_m4,
@@ -223,6 +224,32 @@ def test_cortex_m_counts_instructions(name):
     assert result.model_flash_bytes is None
     # two instructions per iteration, one tick of slack at each end, plus the counter's code
     assert abs(int(result.stdout) - 2 * n) <= 2 * ARM_COUNT_RESOLUTION[name] + 40
+
+
+@pytest.mark.toolchain
+def test_cortex_m0plus_cycle_estimate_from_the_trace():
+    """The Cortex-M0+ cycles of a traced region equal the TRM table applied by hand: the same
+    call with an empty function and with one whose body is MOVS, ten SUBs with nine taken and
+    one untaken BNE, an LDR, a PUSH and a POP of two registers: 1 + 10 + 9 x 2 + 1 + 2 + 3 + 3
+    = 38 cycles more."""
+    run = _toolchain("cortex_m0")
+    main = (
+        '#include <stdio.h>\n#include "rnnedge_target.h"\n'
+        "__attribute__((noinline)) void f_empty(void) { __asm__ volatile (\"\"); }\n"
+        "__attribute__((noinline)) void f_loop(void) {\n"
+        '    __asm__ volatile ("movs r0, #10\\n1:\\n\\tsub r0, #1\\n\\tbne 1b\\n\\t"\n'
+        '                      "ldr r1, [sp]\\n\\tpush {r4, r5}\\n\\tpop {r4, r5}"\n'
+        '                      ::: "r0", "r1", "cc", "memory");\n}\n'
+        "int main(void) {\n    uint32_t a, b, c, d;\n"
+        "    a = rnnedge_count(); f_empty(); b = rnnedge_count();\n"
+        "    c = rnnedge_count(); f_loop(); d = rnnedge_count();\n"
+        '    printf("%lu %lu\\n", (unsigned long)(b - a), (unsigned long)(d - c));\n'
+        "    return 0;\n}\n")
+    result = run({}, main, trace=True)
+    empty, loop = result.cycle_estimates
+    assert loop - empty == 38
+    with pytest.raises(ValueError, match="cortex_m0"):
+        build_and_run_arm("cortex_m4", {}, main, trace=True)
 
 
 @pytest.mark.toolchain
