@@ -26,6 +26,7 @@ from collections.abc import Callable
 
 from keras_rnnedge._compat import keras, np
 from keras_rnnedge.cells import CELL_REGISTRY, CompressedCell
+from keras_rnnedge.cells.base import TRAINING_AIDS
 from keras_rnnedge.cells.step import step_of
 from keras_rnnedge.micro_targets.validate import check_positive_int, check_sequences
 from keras_rnnedge.optimize import is_quantize_input, is_quantize_wrapper, strip_pruning, unwrap
@@ -336,6 +337,8 @@ def _copy_cell(cell, name: str):
     if isinstance(cell, CompressedCell):
         config, weights, folded = _fold_or_keep(cell)
         config["name"] = name
+        for aid in TRAINING_AIDS:  # training only: the inference-mode cell is the plain one
+            config[aid] = 0.0
         copy = type(cell).from_config(config)
         return copy, weights, folded
     config = cell.get_config()

@@ -17,8 +17,18 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_model_optimization as tfmot  # noqa: E402
 import tf_keras as keras  # noqa: E402
+from tf_keras.src import backend as _keras_backend  # noqa: E402
+from tf_keras.src.layers.rnn.dropout_rnn_cell_mixin import (  # noqa: E402
+    DropoutRNNCellMixin,
+)
 
-__all__ = ["keras", "np", "tf", "tfmot", "import_t3f", "register"]
+# Keras 2's own variational RNN dropout (what its LSTMCell uses): masks drawn once per sequence
+# and reset by keras.layers.RNN at every call; not exported by tf_keras.
+ContextValueCache = _keras_backend.ContextValueCache
+RandomGenerator = _keras_backend.RandomGenerator
+
+__all__ = ["ContextValueCache", "DropoutRNNCellMixin", "RandomGenerator", "keras", "np", "tf",
+           "tfmot", "import_t3f", "register"]
 
 PACKAGE = "keras_rnnedge"
 

@@ -11,7 +11,16 @@ import dataclasses
 from collections.abc import Callable
 from typing import ClassVar
 
-from keras_rnnedge._compat import keras, np, register, tf, tfmot
+from keras_rnnedge._compat import (
+    ContextValueCache,
+    DropoutRNNCellMixin,
+    RandomGenerator,
+    keras,
+    np,
+    register,
+    tf,
+    tfmot,
+)
 from keras_rnnedge.matrices import LowRank, MatrixCost, MatrixStructure, get_structure
 from keras_rnnedge.matrices.base import fresh  # noqa: F401  (the cells take it from here)
 
@@ -174,22 +183,65 @@ def register_alias(obj) -> None:
     keras.saving.get_custom_objects().setdefault(obj.__name__, obj)
 
 
-class CompressedCell(keras.layers.Layer, tfmot.sparsity.keras.PrunableLayer):
+def check_rate(value, argument: str) -> float:
+    """A dropout-like rate in [0, 1)."""
+    if (isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number))
+            or not 0.0 <= float(value) < 1.0):
+        raise ValueError(f"Received an invalid value for argument {argument}, expected a rate "
+                         f"in [0, 1) (0 turns it off), got {value!r}.")
+    return float(value)
+
+
+#: The training aids every cell takes (keyword arguments, default 0 = off). Each acts in
+#: training only: at inference the cell computes exactly what it computes without them, so the
+#: converters never see them.
+TRAINING_AIDS = ("dropout", "recurrent_dropout", "recurrent_weight_dropout", "zoneout_h",
+                 "zoneout_c")
+
+
+class CompressedCell(DropoutRNNCellMixin, keras.layers.Layer,
+                     tfmot.sparsity.keras.PrunableLayer):
     """Base class of every keras-rnnedge recurrent cell.
 
     Subclasses declare ``prunable_weights`` and ``quantizable_weights`` (tuples of attribute
-    names of weights created in ``build``) and implement ``build``, ``call``, ``get_config``
-    and :meth:`compression_stats`. ``call`` must read weights by attribute on every call:
-    tfmot's quantize wrapper swaps them with ``setattr``.
+    names of weights created in ``build``) and implement ``build``, :meth:`transition` (the
+    step), ``get_config`` and :meth:`compression_stats`. ``transition`` must read weights by
+    attribute on every call (tfmot's quantize wrapper swaps them with ``setattr``) and multiply
+    matrices with :func:`matmul` / :func:`matmul_columns` (where the training aids act).
+
+    Training aids, for every cell (keyword arguments; 0 turns one off; training only: the
+    inference-mode cell, and so every conversion, is the cell without them):
+
+    * ``dropout``: variational dropout of the input ``x_t`` (one mask per sequence, the same at
+      every step; Gal & Ghahramani 2016), before the input matrix (``kernel``);
+    * ``recurrent_dropout``: the same on the recurrent input (``h_{t-1}``, or the projection
+      ``r_{t-1}``) before the recurrent matrix (``recurrent_kernel``);
+    * ``recurrent_weight_dropout``: DropConnect on the stored weights of the recurrent matrix
+      (its factors for a structured one), one mask per sequence (weight drop, Merity et al.
+      2018);
+    * ``zoneout_h``, ``zoneout_c``: zoneout (Krueger et al. 2017): each unit of the first state
+      (``h``) / of the other states (an LSTM's ``c``) keeps its previous value with this
+      probability at every step. Krueger et al. use the expectation at test time; here the
+      inference-mode cell is the plain cell, so that zoneout disappears at conversion.
+
+    Dropout masks are scaled by ``1 / (1 - rate)`` (inverted dropout), so the expected
+    activations equal the inference-mode ones.
     """
 
     #: Weights other than the matrices that pruning / QAT act on.
     extra_prunable_weights: ClassVar[tuple[str, ...]] = ()
     extra_quantizable_weights: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, units: int, **kwargs):
+    def __init__(self, units: int, *, dropout: float = 0.0, recurrent_dropout: float = 0.0,
+                 recurrent_weight_dropout: float = 0.0, zoneout_h: float = 0.0,
+                 zoneout_c: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.units = check_positive_int(units, "units")
+        for name, value in zip(TRAINING_AIDS, (dropout, recurrent_dropout,
+                                               recurrent_weight_dropout, zoneout_h, zoneout_c)):
+            setattr(self, name, check_rate(value, name))
+        self._random_generator = RandomGenerator(None)
+        object.__setattr__(self, "_aid_masks", None)
         self.input_dim: int | None = None
         #: matrix base name → its structure (resolved for the matrix's shape once built)
         self.structures: dict[str, MatrixStructure] = {}
@@ -254,6 +306,75 @@ class CompressedCell(keras.layers.Layer, tfmot.sparsity.keras.PrunableLayer):
     def output_size(self):
         return self.units
 
+    def transition(self, inputs, states, training=None):
+        """One step without the training aids: ``(output, new_states)``."""
+        raise NotImplementedError
+
+    @tf.__internal__.tracking.no_automatic_dependency_tracking
+    def _create_non_trackable_mask_cache(self):
+        super()._create_non_trackable_mask_cache()
+        self._weight_mask_cache = ContextValueCache(self._create_weight_masks)
+
+    def reset_recurrent_dropout_mask(self):
+        super().reset_recurrent_dropout_mask()
+        self._weight_mask_cache.clear()
+
+    def _create_weight_masks(self, inputs, training, count=1):
+        del inputs, count
+        ones = [tf.ones_like(w) for w in matrix_weights(self, "recurrent_kernel")]
+        rate = self.recurrent_weight_dropout
+        return [keras.backend.in_train_phase(
+            lambda o=o: self._random_generator.dropout(o, rate), o, training=training)
+            for o in ones]
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_weight_mask_cache", None)
+        return state
+
+    def __setstate__(self, state):
+        state["_weight_mask_cache"] = ContextValueCache(self._create_weight_masks)
+        super().__setstate__(state)
+
+    def call(self, inputs, states, training=None):
+        """:meth:`transition` with the training aids (see the class docstring)."""
+        if not any(getattr(self, name) for name in TRAINING_AIDS):
+            return self.transition(inputs, states, training=training)
+        states = list(states) if isinstance(states, (list, tuple)) else [states]
+        masks = {}
+        if self.dropout:
+            masks["kernel"] = self.get_dropout_mask_for_cell(inputs, training)[0]
+        if self.recurrent_dropout:
+            masks["recurrent_kernel"] = self.get_recurrent_dropout_mask_for_cell(
+                states[0], training)[0]
+        if self.recurrent_weight_dropout:
+            masks["recurrent_kernel weights"] = self._weight_mask_cache.setdefault(
+                kwargs={"inputs": inputs, "training": training})
+        object.__setattr__(self, "_aid_masks", masks)
+        try:
+            output, new_states = self.transition(inputs, states, training=training)
+        finally:
+            object.__setattr__(self, "_aid_masks", None)
+        if self.zoneout_h or self.zoneout_c:
+            if self.zoneout_c and len(states) < 2:
+                raise ValueError(f"{type(self).__name__} has one state vector, but zoneout_c="
+                                 f"{self.zoneout_c} asks to zone out a second one (an LSTM's "
+                                 "c); use zoneout_h.")
+            new_states = list(new_states)
+            for k, (old, new) in enumerate(zip(states, new_states)):
+                rate = self.zoneout_h if k == 0 else self.zoneout_c
+                if rate:
+                    new_states[k] = keras.backend.in_train_phase(
+                        lambda old=old, new=new, rate=rate: self._zone(old, new, rate), new,
+                        training=training)
+            output = new_states[0]
+        return output, new_states
+
+    def _zone(self, old, new, rate: float):
+        keep_old = tf.cast(self._random_generator.random_uniform(tf.shape(new)) < rate,
+                           new.dtype)
+        return keep_old * old + (1.0 - keep_old) * new
+
     def get_initial_state(self, inputs=None, batch_size=None, dtype=None):
         dtype = dtype or self.compute_dtype or tf.float32
         return tf.zeros([batch_size, self.units], dtype=dtype)
@@ -271,7 +392,8 @@ class CompressedCell(keras.layers.Layer, tfmot.sparsity.keras.PrunableLayer):
         return self.input_dim
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units}
+        return {**super().get_config(), "units": self.units,
+                **{name: getattr(self, name) for name in TRAINING_AIDS}}
 
 
 def matrix_structure(rank, rank_argument: str, structure, structure_argument: str,
@@ -319,20 +441,39 @@ def add_matrix(layer, name: str, shape: tuple[int, int], initializer, regularize
             setattr(layer, legacy, None)
 
 
+def matrix_weights(layer, name: str) -> list:
+    """The stored weights of matrix ``name``, read by attribute (tfmot's QAT wrapper swaps
+    them)."""
+    structure = layer.structures[name]
+    return [getattr(layer, w) for w in structure.weight_names(name)]
+
+
+def _aided(layer, x, name: str):
+    """``x`` and the weights of matrix ``name`` with the cell's training-aid masks applied
+    (dropout of the input, DropConnect of the weights; see :class:`CompressedCell`)."""
+    weights = matrix_weights(layer, name)
+    masks = getattr(layer, "_aid_masks", None)
+    if masks:
+        if name in masks:
+            x = x * masks[name]
+        if f"{name} weights" in masks:
+            weights = [w * m for w, m in zip(weights, masks[f"{name} weights"])]
+    return x, weights
+
+
 def matmul(layer, x, name: str):
     """``x @ W`` for matrix ``name`` as its structure computes it (factors never folded).
 
     Reads the weights by attribute on every call: tfmot's QAT wrapper swaps them.
     """
-    structure = layer.structures[name]
-    return structure.matmul(x, [getattr(layer, w) for w in structure.weight_names(name)])
+    x, weights = _aided(layer, x, name)
+    return layer.structures[name].matmul(x, weights)
 
 
 def matmul_columns(layer, x, name: str, start: int, stop: int):
     """``(x @ W)[:, start:stop]`` for matrix ``name`` (see :func:`matmul`)."""
-    structure = layer.structures[name]
-    return structure.matmul_columns(x, [getattr(layer, w) for w in structure.weight_names(name)],
-                                    start, stop)
+    x, weights = _aided(layer, x, name)
+    return layer.structures[name].matmul_columns(x, weights, start, stop)
 
 
 def structure_config(structure: MatrixStructure):

@@ -149,7 +149,7 @@ class FastRNNCell(_FastBase):
         self.alpha = self._scalar("alpha", self.alpha_initializer)
         self.beta = self._scalar("beta", self.beta_initializer)
 
-    def call(self, inputs, states, training=None):
+    def transition(self, inputs, states, training=None):
         h = states[0] if isinstance(states, (list, tuple)) else states
         candidate = self.activation(self._preactivation(inputs, h) + self.bias)
         h_new = tf.sigmoid(self.alpha) * candidate + tf.sigmoid(self.beta) * h
@@ -206,7 +206,7 @@ class FastGRNNCell(_FastBase):
         self.zeta = self._scalar("zeta", self.zeta_initializer)
         self.nu = self._scalar("nu", self.nu_initializer)
 
-    def call(self, inputs, states, training=None):
+    def transition(self, inputs, states, training=None):
         h = states[0] if isinstance(states, (list, tuple)) else states
         a = self._preactivation(inputs, h)
         z = self.recurrent_activation(a + self.gate_bias)

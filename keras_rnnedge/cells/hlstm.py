@@ -152,9 +152,9 @@ class HLSTMCell(LowRankLSTMCell):
             s = tf.nn.dropout(s, rate=self.hidden_dropout)
         return s
 
-    def call(self, inputs, states, training=None):
+    def transition(self, inputs, states, training=None):
         if self.hidden_units is None:
-            return super().call(inputs, states, training=training)
+            return super().transition(inputs, states, training=training)
         h, c = states[0], states[1]
         parts = tf.split(self.hidden(inputs, h, training), 4, axis=-1)
         n = self.units

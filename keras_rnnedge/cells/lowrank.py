@@ -186,7 +186,7 @@ class LowRankLSTMCell(_LowRankBase):
         c_new = self.recurrent_activation(f) * c + self.recurrent_activation(i) * self.activation(g)
         return self.recurrent_activation(o) * self.activation(c_new), c_new
 
-    def call(self, inputs, states, training=None):
+    def transition(self, inputs, states, training=None):
         h_new, c_new = self._lstm(inputs, states[0], states[1])
         return h_new, [h_new, c_new]
 
@@ -225,7 +225,7 @@ class LowRankGRUCell(_LowRankBase):
     def _bias_shape(self):
         return (2, 3 * self.units) if self.reset_after else (3 * self.units,)
 
-    def call(self, inputs, states, training=None):
+    def transition(self, inputs, states, training=None):
         h = states[0] if isinstance(states, (list, tuple)) else states
         units = self.units
         x = matmul(self, inputs, "kernel")
@@ -273,7 +273,7 @@ class LowRankSimpleRNNCell(_LowRankBase):
         TensorShape([1, 16])
     """
 
-    def call(self, inputs, states, training=None):
+    def transition(self, inputs, states, training=None):
         h = states[0] if isinstance(states, (list, tuple)) else states
         z = matmul(self, inputs, "kernel")
         if self.use_bias:  # next to its product: TFLite fuses it into the FULLY_CONNECTED
@@ -366,7 +366,7 @@ class ProjectionLSTMCell(LowRankLSTMCell):
         biases = width if self.use_bias else 0
         return dataclasses.replace(stats, dense_params=(f + p) * width + h * p + biases)
 
-    def call(self, inputs, states, training=None):
+    def transition(self, inputs, states, training=None):
         m, c_new = self._lstm(inputs, states[0], states[1])
         h_new = matmul(self, m, "projection")
         return h_new, [h_new, c_new]

@@ -13,6 +13,10 @@
 * :func:`load_model` loads ``.keras`` and ``.h5`` files with cells, pruning and QAT wrappers
   (working around tfmot 0.8.1's ``.keras`` loading bug for QAT models); :func:`save_model` saves
   them all or nothing.
+* :class:`SoftOrthogonality` is a soft orthogonality penalty for recurrent matrices (pass it as
+  ``recurrent_regularizer``); every cell also takes the training aids ``dropout``,
+  ``recurrent_dropout``, ``recurrent_weight_dropout``, ``zoneout_h`` and ``zoneout_c``
+  (:class:`keras_rnnedge.cells.CompressedCell`).
 * :func:`iter_recurrent_layers` and friends find the recurrent layers and cell weights these act
   on, through nested models and tfmot wrappers.
 """
@@ -46,6 +50,7 @@ from keras_rnnedge.optimize.recurrent import (
     unwrap,
     weight_names,
 )
+from keras_rnnedge.optimize.regularizers import SoftOrthogonality
 from keras_rnnedge.optimize.saving import load_model, optimize_scope, save_model
 from keras_rnnedge.optimize.thresholding import HardThresholding, SupportMask, hard_threshold_mask
 
@@ -57,6 +62,7 @@ __all__ = [
     "HardThresholding",
     "PerWeightPruning",
     "PruneLowMagnitudePerWeight",
+    "SoftOrthogonality",
     "SupportMask",
     "UpdatePruningStep",
     "compress",
