@@ -209,3 +209,74 @@ def test_orthogonal_and_identity_initialization_of_the_recurrent_matrix(init):
         np.testing.assert_allclose(u @ u.T, np.eye(6), atol=1e-5)
         if init == "identity":
             np.testing.assert_array_equal(u, np.eye(6))
+
+
+def _teacher_and_student(classes: int = 3):
+    keras.utils.set_random_seed(7)
+    inputs = keras.Input((T, F))
+    teacher = keras.Model(inputs, keras.layers.Dense(classes)(keras.layers.LSTM(8)(inputs)))
+    inputs = keras.Input((T, F))
+    cell = CELL_REGISTRY["FastGRNNCell"](6, u_rank=2)
+    student = keras.Model(inputs, keras.layers.Dense(classes)(keras.layers.RNN(cell)(inputs)))
+    return teacher, student
+
+
+def test_distillation_loss_against_numpy():
+    from keras_rnnedge.optimize import Distiller
+
+    teacher, student = _teacher_and_student()
+    d = Distiller(student, teacher, temperature=3.0, alpha=0.25)
+    d.compile("adam")
+    rng = np.random.default_rng(1)
+    zs, zt = rng.normal(0, 2, (5, 3)), rng.normal(0, 2, (5, 3))
+    y = np.array([0, 2, 1, 1, 0])
+
+    def softmax(z):
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    hard = -np.mean(np.log(softmax(zs))[np.arange(5), y])
+    p, q = softmax(zt / 3.0), softmax(zs / 3.0)
+    kl = np.mean(np.sum(p * np.log(p / q), axis=1))
+    want = 0.25 * hard + 0.75 * 9.0 * kl
+    got = float(d.distillation_loss(y, zs.astype("float32"), zt.astype("float32")))
+    assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_distiller_fits_the_student_only_and_callbacks_see_the_student():
+    """fit trains the student toward the teacher (pure distillation: alpha 0) while the teacher
+    stays as it was; HardThresholding acts on the student's matrices only."""
+    from keras_rnnedge.optimize import Distiller, HardThresholding
+
+    teacher, student = _teacher_and_student()
+    x = _x(256)
+    y = np.argmax(teacher.predict(x, verbose=0), axis=1)
+    before_teacher = [w.copy() for w in teacher.get_weights()]
+    agree_before = np.mean(np.argmax(student.predict(x, verbose=0), axis=1) == y)
+    d = Distiller(student, teacher, temperature=2.0, alpha=0.0)
+    d.compile(keras.optimizers.Adam(0.03), metrics=["accuracy"])
+    iht = HardThresholding({"recurrent_kernel": 0.5}, dense_epochs=6, iht_epochs=2)
+    history = d.fit(x, y, epochs=10, batch_size=32, verbose=0, callbacks=[iht])
+    assert "accuracy" in history.history and "loss" in history.history
+    for a, b in zip(before_teacher, teacher.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    agree = np.mean(np.argmax(student.predict(x, verbose=0), axis=1) == y)
+    assert agree > max(agree_before, 0.6)
+    cell = student.layers[1].cell
+    for w in (cell.recurrent_kernel_u, cell.recurrent_kernel_v):
+        assert np.mean(w.numpy() != 0) <= 0.5 + 1e-9
+
+
+def test_distiller_refuses_mismatched_models():
+    from keras_rnnedge.optimize import Distiller
+
+    teacher, student = _teacher_and_student(classes=3)
+    _, other = _teacher_and_student(classes=4)
+    with pytest.raises(ValueError, match="output shape"):
+        Distiller(other, teacher)
+    with pytest.raises(ValueError, match="alpha"):
+        Distiller(student, teacher, alpha=1.5)
+    with pytest.raises(ValueError, match="temperature"):
+        Distiller(student, teacher, temperature=0)
+    with pytest.raises(TypeError, match="teacher"):
+        Distiller(student, "lstm.keras")

@@ -13,6 +13,8 @@
 * :func:`load_model` loads ``.keras`` and ``.h5`` files with cells, pruning and QAT wrappers
   (working around tfmot 0.8.1's ``.keras`` loading bug for QAT models); :func:`save_model` saves
   them all or nothing.
+* :class:`Distiller` trains a compressed student on labels and a frozen teacher's soft targets
+  with ``model.fit`` (Hinton et al. 2015; temperature and hard-loss weight).
 * :class:`SoftOrthogonality` is a soft orthogonality penalty for recurrent matrices (pass it as
   ``recurrent_regularizer``); every cell also takes the training aids ``dropout``,
   ``recurrent_dropout``, ``recurrent_weight_dropout``, ``zoneout_h`` and ``zoneout_c``
@@ -22,6 +24,7 @@
 """
 
 from keras_rnnedge.optimize.compress import CompressedMatrix, compress, energy_rank
+from keras_rnnedge.optimize.distill import Distiller
 from keras_rnnedge.optimize.grow_prune import GrowAndPrune, grow_mask, prune_mask
 from keras_rnnedge.optimize.pruning import (
     PerWeightPruning,
@@ -58,6 +61,7 @@ __all__ = [
     "STOCK_CELL_WEIGHTS",
     "CellQuantizeConfig",
     "CompressedMatrix",
+    "Distiller",
     "GrowAndPrune",
     "HardThresholding",
     "PerWeightPruning",
