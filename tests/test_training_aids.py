@@ -280,3 +280,35 @@ def test_distiller_refuses_mismatched_models():
         Distiller(student, teacher, temperature=0)
     with pytest.raises(TypeError, match="teacher"):
         Distiller(student, "lstm.keras")
+
+
+@pytest.mark.parametrize("return_sequences", [False, True])
+def test_regularized_rnn_adds_ar_tar_in_training_and_converts_as_an_rnn(return_sequences):
+    """AR/TAR: the training loss equals the NumPy penalty of the output sequence; the outputs
+    equal keras.layers.RNN's with the same weights; the float step model equals predict."""
+    from keras_rnnedge.converters.tflite.pipeline import convert
+    from keras_rnnedge.micro_targets.emulate import emulate
+    from keras_rnnedge.optimize import RegularizedRNN
+
+    keras.utils.set_random_seed(8)
+    cell = CELL_REGISTRY["FastGRNNCell"](5, u_rank=2)
+    layer = RegularizedRNN(cell, activation_l2=0.3, temporal_activation_l2=0.7,
+                           return_sequences=return_sequences)
+    inputs = keras.Input((T, F))
+    model = keras.Model(inputs, layer(inputs))
+    x = _x(4)
+    out = model(x, training=True).numpy()
+    seq = keras.Model(inputs, keras.layers.RNN(cell, return_sequences=True)(inputs)).predict(
+        x, verbose=0)
+    np.testing.assert_allclose(out, seq if return_sequences else seq[:, -1], atol=1e-6)
+    want = 0.3 * np.mean(seq ** 2) + 0.7 * np.mean((seq[:, 1:] - seq[:, :-1]) ** 2)
+    assert float(sum(model.losses)) == pytest.approx(want, rel=1e-5)
+    model(x, training=False)
+    assert not model.losses
+    if not return_sequences:
+        head = keras.Model(inputs, keras.layers.Dense(2)(model.output))
+        conv = convert(head, target="host", quantization="float32", mode="step")
+        got = emulate(conv, x, runtime="tflm").outputs
+        np.testing.assert_allclose(got, head.predict(x, verbose=0), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="temporal_activation_l2"):
+        RegularizedRNN(cell, temporal_activation_l2=-1.0)

@@ -15,6 +15,8 @@
   them all or nothing.
 * :class:`Distiller` trains a compressed student on labels and a frozen teacher's soft targets
   with ``model.fit`` (Hinton et al. 2015; temperature and hard-loss weight).
+* :class:`RegularizedRNN` is ``keras.layers.RNN`` with activation and temporal activation
+  regularization (AR/TAR, Merity et al.) of its outputs in training.
 * :class:`SoftOrthogonality` is a soft orthogonality penalty for recurrent matrices (pass it as
   ``recurrent_regularizer``); every cell also takes the training aids ``dropout``,
   ``recurrent_dropout``, ``recurrent_weight_dropout``, ``zoneout_h`` and ``zoneout_c``
@@ -23,6 +25,7 @@
   on, through nested models and tfmot wrappers.
 """
 
+from keras_rnnedge.optimize.activation_regularization import RegularizedRNN
 from keras_rnnedge.optimize.compress import CompressedMatrix, compress, energy_rank
 from keras_rnnedge.optimize.distill import Distiller
 from keras_rnnedge.optimize.grow_prune import GrowAndPrune, grow_mask, prune_mask
@@ -66,6 +69,7 @@ __all__ = [
     "HardThresholding",
     "PerWeightPruning",
     "PruneLowMagnitudePerWeight",
+    "RegularizedRNN",
     "SoftOrthogonality",
     "SupportMask",
     "UpdatePruningStep",
