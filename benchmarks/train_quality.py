@@ -32,6 +32,7 @@ import argparse
 import dataclasses
 import datetime
 import json
+import re
 import statistics
 import sys
 import time
@@ -50,8 +51,13 @@ from benchmarks.common import (  # noqa: E402
 )
 from keras_rnnedge._compat import keras, np  # noqa: E402
 from keras_rnnedge.cells import FastGRNNCell  # noqa: E402
+from keras_rnnedge.cells.base import TRAINING_AIDS  # noqa: E402
 from keras_rnnedge.datasets import load_har, load_speech_commands  # noqa: E402
-from keras_rnnedge.optimize import HardThresholding  # noqa: E402
+from keras_rnnedge.optimize import (  # noqa: E402
+    HardThresholding,
+    RegularizedRNN,
+    SoftOrthogonality,
+)
 from keras_rnnedge.summary import summary  # noqa: E402
 
 SECTION = "train_quality"
@@ -188,6 +194,10 @@ class Spec:
     u_rank: int | None = None
     density: dict | None = None
     lr: float = 1e-3
+    # training aids (benchmarks/aids_ablation.py): cell arguments (dropout, zoneout_h...) and
+    # "clipnorm", "orthogonality" (SoftOrthogonality strength), "ar_tar" (RegularizedRNN's
+    # alpha = beta), as (name, value) pairs
+    extras: tuple = ()
 
     @property
     def jit(self) -> bool:
@@ -236,17 +246,27 @@ def build_model(spec: Spec, input_shape, num_classes: int, decay_steps: int):
     elif spec.kind == "gru":
         rnn = keras.layers.GRU(spec.units, name="rnn")
     else:
-        rnn = keras.layers.RNN(
-            FastGRNNCell(spec.units, w_rank=spec.w_rank, u_rank=spec.u_rank), name="rnn"
-        )
+        extras = dict(spec.extras)
+        cell_aids = {k: v for k, v in extras.items() if k in TRAINING_AIDS}
+        if extras.get("orthogonality"):
+            cell_aids["recurrent_regularizer"] = SoftOrthogonality(extras["orthogonality"])
+        cell = FastGRNNCell(spec.units, w_rank=spec.w_rank, u_rank=spec.u_rank, **cell_aids)
+        if extras.get("ar_tar"):
+            rnn = RegularizedRNN(cell, activation_l2=extras["ar_tar"],
+                                 temporal_activation_l2=extras["ar_tar"], name="rnn")
+        else:
+            rnn = keras.layers.RNN(cell, name="rnn")
     outputs = keras.layers.Dense(num_classes, name="classifier")(rnn(inputs))
-    model = keras.Model(inputs, outputs, name=spec.label.lower().replace("-", "_"))
+    model = keras.Model(inputs, outputs,
+                        name=re.sub(r"[^a-z0-9_]+", "_", spec.label.lower()).strip("_"))
     model.compile(
         # Cosine decay over the full epoch budget, to LR_FLOOR of the initial rate: early
         # stopping may end sooner. The IHT recipe's sparse phase gets the low rates, as EdgeML
         # decays its learning rate late in training.
         optimizer=keras.optimizers.Adam(
-            keras.optimizers.schedules.CosineDecay(spec.lr, decay_steps=decay_steps, alpha=LR_FLOOR)
+            keras.optimizers.schedules.CosineDecay(spec.lr, decay_steps=decay_steps,
+                                                   alpha=LR_FLOOR),
+            clipnorm=dict(spec.extras).get("clipnorm"),
         ),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
