@@ -295,7 +295,9 @@ def load(quick: bool):
     return norm(x_train), np.asarray(y_train), norm(x_test), np.asarray(y_test)
 
 
-def train(x, y, epochs: int, dense: int, iht: int):
+def train(x, y, epochs: int, dense: int, iht: int, threshold: bool = True):
+    """The HAR-2 FastGRNN, Adam 0.02, batch 100; with ``threshold``, EdgeML's dense -> IHT ->
+    sparse recipe (s_W 0.2, s_U 0.3), else dense throughout (EdgeML's Q15 reference shape)."""
     keras.utils.set_random_seed(SEED)
     inputs = keras.Input(x.shape[1:])
     h = keras.layers.RNN(FastGRNNCell(80, w_rank=5, u_rank=40), name="rnn")(inputs)
@@ -303,23 +305,9 @@ def train(x, y, epochs: int, dense: int, iht: int):
     model.compile(optimizer=keras.optimizers.Adam(0.02),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
-    iht_cb = HardThresholding({"kernel": 0.2, "recurrent_kernel": 0.3}, dense_epochs=dense,
-                              iht_epochs=iht)
-    model.fit(x, y, batch_size=100, epochs=epochs, callbacks=[iht_cb], verbose=2)
-    return model
-
-
-def train_dense(x, y, epochs: int):
-    """The same FastGRNN without sparsity (EdgeML's Q15 reference shape: 6,845 MACs per
-    step), the same recipe without thresholding."""
-    keras.utils.set_random_seed(SEED)
-    inputs = keras.Input(x.shape[1:])
-    h = keras.layers.RNN(FastGRNNCell(80, w_rank=5, u_rank=40), name="rnn")(inputs)
-    model = keras.Model(inputs, keras.layers.Dense(2, name="classifier")(h))
-    model.compile(optimizer=keras.optimizers.Adam(0.02),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
-    model.fit(x, y, batch_size=100, epochs=epochs, verbose=2)
+    callbacks = [HardThresholding({"kernel": 0.2, "recurrent_kernel": 0.3}, dense_epochs=dense,
+                                  iht_epochs=iht)] if threshold else []
+    model.fit(x, y, batch_size=100, epochs=epochs, callbacks=callbacks, verbose=2)
     return model
 
 
@@ -336,7 +324,7 @@ def m0plus_cycles(target: dict, estimates: list, steps: int) -> None:
 def dense_model_runs(x_train, y_train, x_test, y_test, rep, epochs: int) -> dict:
     """The dense FastGRNN on every target: accuracy of its integer C (host), cost per step
     (the scores on the timed window equal the host's)."""
-    model = train_dense(x_train, y_train, epochs)
+    model = train(x_train, y_train, epochs, 0, 0, threshold=False)
     im = quantize_model(model, rep, weight_bits=8)
     x_q = np.stack([im.quantize_input(s) for s in x_test])
     sources = CModelSources(IDENT, generate_c(im, IDENT), im.features, im.num_outputs)
