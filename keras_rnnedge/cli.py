@@ -3,6 +3,8 @@
 Usage::
 
     rnnedge demo [--epochs N] [--classes 6|2] [--out DIR]
+    rnnedge train --data DATA.npz [--cell fastgrnn] [--units N] [--budget-kb KB] [--target BOARD]
+                  --out DIR
     rnnedge data har [--classes 6|2] --out DATA.npz
     rnnedge summary MODEL.keras [--format text|markdown|json] [--wide]
     rnnedge convert MODEL.keras --target BOARD --quantize int8 [--mode step] --data DATA.npz
@@ -367,6 +369,224 @@ def _run_demo(args: argparse.Namespace) -> int:
         elif result.c_skipped:
             say(f"C emulation       skipped: {result.c_skipped}")
     return 0
+
+
+@subcommand
+def _add_train(subparsers) -> None:
+    from keras_rnnedge.recipe import CELL_KINDS
+
+    parser = subparsers.add_parser(
+        "train", help="train a compressed RNN with the project's recipe, save and convert it",
+        description="Train a compressed recurrent classifier on --data with one recipe "
+        "(keras_rnnedge.recipe): inputs standardised by a Normalization layer that the exports "
+        "take along; dense training, iterative hard thresholding with a cubic ramp to the "
+        "target density, sparse fine-tuning with the support frozen, optional int8 QAT; "
+        "gradient clipping, the best validation epoch restored in every phase, distillation "
+        "from --teacher. --budget-kb chooses the density that fits the int8 size. Prints one "
+        "line per epoch, the summary table and test accuracy, then converts the model for "
+        "--target (standalone integer C, or int8 TFLite where TFLite Micro runs) and reports "
+        "the deployed model's accuracy on the test windows and its fit on the board.")
+    parser.add_argument("--data", type=Path, required=True, metavar="DATA.npz",
+                        help="x_train/y_train, x_val/y_val (else 10 %% of the training windows, "
+                        "stratified, seeded by --seed), x_test/y_test (optional); "
+                        "`rnnedge data` writes one")
+    parser.add_argument("--cell", default="fastgrnn", choices=tuple(CELL_KINDS),
+                        help="cell kind (default: %(default)s)")
+    parser.add_argument("--units", type=_POSITIVE, default=32,
+                        help="hidden units (default: %(default)s)")
+    parser.add_argument("--kernel-rank", type=_POSITIVE, default=None,
+                        help="rank of the input matrix W (default: full)")
+    parser.add_argument("--recurrent-rank", type=_POSITIVE, default=None,
+                        help="rank of the recurrent matrix U (default: full)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--budget-kb", type=_float_option(0.001, None, "a size in KB above 0"),
+                      default=None, help="int8 size to fit (KB of 1,024 bytes): sets the "
+                      "density of every recurrent matrix")
+    size.add_argument("--density", type=_float_option(0.001, 1.0, "a share in (0, 1]"),
+                      default=None, help="fraction of non-zeros kept in every recurrent matrix")
+    parser.add_argument("--epochs", type=_int_option(1, expected="a positive integer"),
+                        default=30, help="epochs of dense + threshold + sparse training, a "
+                        "third each (dense only without --budget-kb/--density; default: "
+                        "%(default)s)")
+    parser.add_argument("--qat-epochs", type=_NON_NEGATIVE, default=0,
+                        help="epochs of int8 quantization-aware training at the end (default: "
+                        "%(default)s)")
+    parser.add_argument("--learning-rate", type=_float_option(1e-7, 10.0, "a rate above 0"),
+                        default=0.01, help="Adam's initial rate (default: %(default)s)")
+    parser.add_argument("--batch-size", type=_POSITIVE, default=64,
+                        help="default: %(default)s")
+    parser.add_argument("--patience", type=_POSITIVE, default=None,
+                        help="stop a phase after this many epochs without a better validation "
+                        "accuracy (default: run every epoch; the best is restored anyway)")
+    parser.add_argument("--teacher", type=Path, default=None, metavar="MODEL.keras",
+                        help="a trained model (logits) to distil from")
+    parser.add_argument("--no-standardize", action="store_true",
+                        help="feed the inputs as they are (no Normalization layer)")
+    parser.add_argument("--target", default=None,
+                        help="board to convert for and check on (uno, nano33ble, ...; "
+                        "default: none)")
+    parser.add_argument("--seed", type=_SEED, default=0, help="default: %(default)s")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
+                        help="directory for model.keras, training.json and the conversion "
+                        "(DIR/<target>)")
+    parser.add_argument("--force", action="store_true", help="replace --out if it exists")
+    parser.set_defaults(run=_run_train)
+
+
+def _train_dataset(path: Path, seed: int):
+    """The :class:`~keras_rnnedge.datasets.Dataset` of a training .npz (checked)."""
+    from keras_rnnedge.datasets._core import Dataset, read_npz, stratified_split
+
+    try:
+        arrays = read_npz(path, ("x_train", "y_train"),
+                          ("x_val", "y_val", "x_test", "y_test", "class_names"))
+    except (OSError, ValueError) as exc:
+        raise CommandError(str(exc)) from exc
+    out: dict = {}
+    features = np.shape(arrays["x_train"])[-1] if np.ndim(arrays["x_train"]) == 3 else None
+    for split in ("train", "val", "test"):
+        if f"x_{split}" not in arrays:
+            continue
+        if f"y_{split}" not in arrays:
+            raise CommandError(f"data {str(path)!r} has x_{split} but no y_{split}: the recipe "
+                               "needs one class index per window")
+        x = np.asarray(arrays[f"x_{split}"], np.float32)
+        try:
+            if features is None:
+                raise ValueError(f"x_train of {str(path)!r} has shape "
+                                 f"{np.shape(arrays['x_train'])}; expected (windows, time "
+                                 "steps, features)")
+            x = check_sequences(x, features=features, name=f"x_{split} of {str(path)!r}",
+                                finite=True)
+            y = check_labels(arrays[f"y_{split}"], len(x),
+                             name=f"y_{split} of {str(path)!r}")
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        out[split] = (x, y.astype(np.int32))
+    x_train, y_train = out["train"]
+    if "val" not in out:
+        keep, val = stratified_split(y_train, 0.1, seed)
+        out["val"] = (x_train[val], y_train[val])
+        x_train, y_train = x_train[keep], y_train[keep]
+    labels = np.concatenate([y for _, y in out.values()])
+    classes = int(labels.max()) + 1
+    names = arrays.get("class_names")
+    names = tuple(str(n) for n in names) if names is not None and len(names) == classes else \
+        tuple(str(c) for c in range(classes))
+    x_test, y_test = out.get("test", (None, None))
+    return Dataset(x_train=x_train, y_train=y_train, x_val=out["val"][0], y_val=out["val"][1],
+                   x_test=x_test, y_test=y_test, class_names=names, extras={})
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    import json
+
+    from keras_rnnedge.micro_targets.boards import get_board
+    from keras_rnnedge.recipe import Recipe, build_classifier, describe, make_cell, train
+    from keras_rnnedge.summary import summary
+
+    board = None
+    if args.target is not None:
+        try:
+            board = get_board(args.target)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+    if args.out.exists() and not args.force:
+        raise CommandError(f"output directory {str(args.out)!r} exists; pass --force to "
+                           "replace it, or choose another --out")
+    data = _train_dataset(args.data, args.seed)
+    teacher = load_model(args.teacher) if args.teacher is not None else None
+    sparse = args.budget_kb is not None or args.density is not None
+    third = max(1, args.epochs // 3) if sparse else args.epochs
+    recipe_args = dict(learning_rate=args.learning_rate, batch_size=args.batch_size,
+                       patience=args.patience, qat_epochs=args.qat_epochs, seed=args.seed)
+    if sparse:
+        recipe_args.update(dense_epochs=third, threshold_epochs=third,
+                           sparse_epochs=max(1, args.epochs - 2 * third))
+    else:
+        recipe_args.update(dense_epochs=args.epochs, threshold_epochs=0, sparse_epochs=0)
+    try:
+        recipe = Recipe(**recipe_args)
+        from keras_rnnedge._compat import keras
+
+        keras.utils.set_random_seed(args.seed)
+        cell = make_cell(args.cell, args.units, kernel_rank=args.kernel_rank,
+                         recurrent_rank=args.recurrent_rank)
+        model = build_classifier(cell, data.x_train, len(data.class_names),
+                                 standardize=not args.no_standardize)
+        budget = None if args.budget_kb is None else int(args.budget_kb * 1024)
+        print(fit_columns(f"{args.cell}, {args.units} units: {len(data.y_train)} training, "
+                          f"{len(data.y_val)} validation, "
+                          f"{0 if data.y_test is None else len(data.y_test)} test windows of "
+                          f"{data.x_train.shape[1]} x {data.x_train.shape[2]}, "
+                          f"{len(data.class_names)} classes"), flush=True)
+        result = train(model, data, recipe, density=args.density, budget_bytes=budget,
+                       teacher=teacher, log=lambda line: print(fit_columns(line), flush=True))
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "model.keras"
+    result.model.save(path)
+    table = summary(result.model)
+    print()
+    print(table.to_text())
+    print()
+    totals = table.totals
+    print(fit_columns(f"validation        {100 * result.val_accuracy:.2f} %"))
+    if result.test_accuracy is not None:
+        print(fit_columns(f"test accuracy     {100 * result.test_accuracy:.2f} % (float, "
+                          f"Keras; {result.seconds:.0f} s of training)"))
+    print(fit_columns(f"model size        {totals.bytes_int8 / 1024:.2f} KB at int8 "
+                      f"({totals.nonzero_params:,} of {totals.params:,} parameters non-zero)"))
+    print(fit_columns(f"saved             {path}"))
+    record = {"command": "rnnedge train", "cell": args.cell, "units": args.units,
+              "kernel_rank": args.kernel_rank, "recurrent_rank": args.recurrent_rank,
+              "budget_kb": args.budget_kb, "bytes_int8": totals.bytes_int8,
+              "recipe": {k: v for k, v in vars(recipe).items()}, **describe(result),
+              "history": list(result.history)}
+    if board is not None:
+        record["deployed"] = _deploy_check(result.model, data, board, args)
+    (args.out / "training.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
+    return 0
+
+
+def _deploy_check(model, data, board, args: argparse.Namespace) -> dict:
+    """Convert for ``board`` (int8 TFLite where TFLite Micro runs, else integer C), save the
+    conversion in ``--out/<target>``, report its accuracy on the test windows and its fit."""
+    from keras_rnnedge.converters import convert, convert_c
+    from keras_rnnedge.micro_targets.crun import run_c
+    from keras_rnnedge.micro_targets.emulate import emulate
+
+    fmt = "tflite" if board.tflm else "c"
+    out = args.out / args.target
+    x_eval, y_eval = (data.x_test, data.y_test) if data.y_test is not None else \
+        (data.x_val, data.y_val)
+    which = "test" if data.y_test is not None else "validation"
+    what = "int8 TFLite, step mode" if fmt == "tflite" else "standalone integer C"
+    print(f"\nconverting for {args.target} ({what})...", file=sys.stderr, flush=True)
+    quality = {"validation_data": (data.x_val, data.y_val), "checks": "warn"}
+    try:
+        if fmt == "c":
+            result = convert_c(model, target=args.target, representative_data=data.x_train,
+                               class_names=data.class_names, **quality)
+            predictions = run_c(result, result.quantize_input(x_eval), target="host",
+                                progress=True).predictions()
+        else:
+            result = convert(model, target=args.target, quantization="int8", mode="step",
+                             representative_data=data.x_train, class_names=data.class_names,
+                             **quality)
+            predictions = emulate(result, x_eval, runtime="tflm", progress=True).predictions()
+        result.save(out, force=True)
+    except ValueError as exc:  # ConversionError, TargetFitError, ...
+        raise CommandError(f"{exc} (the trained model is saved in {str(args.out)!r})") from exc
+    accuracy = float(np.mean(predictions == y_eval))
+    print(fit_columns(result.report()))
+    runtime = "TensorFlow Lite Micro" if fmt == "tflite" else "the integer C on the host"
+    print(fit_columns(f"\ndeployed accuracy {100 * accuracy:.2f} % on {len(y_eval)} {which} "
+                      f"windows ({runtime}, int8)"))
+    print(fit_columns(f"written to        {out}"))
+    return {"target": args.target, "format": fmt, "accuracy": accuracy, "windows": len(y_eval),
+            "split": which}
 
 
 _NPY_MAGIC = b"\x93NUMPY"

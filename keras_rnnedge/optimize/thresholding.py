@@ -170,6 +170,12 @@ class HardThresholding(keras.callbacks.Callback):
         dense_epochs: epochs of phase 1.
         iht_epochs: epochs of phase 2.
         frequency: threshold every ``frequency`` batches in phase 2 (EdgeML's ``k``).
+        ramp_epochs: move into thresholding gradually over the first ``ramp_epochs`` IHT epochs
+            (0, the default, is EdgeML's jump to the target density at the first IHT batch).
+            The density kept goes from 1 to the target along Zhu & Gupta's cubic schedule,
+            ``d_t = d + (1 - d) (1 - t / ramp)^3`` per batch, so the first thresholdings remove
+            few, small weights; the later IHT epochs run at the target density. Must not exceed
+            ``iht_epochs``.
         layers: names of the recurrent layers to threshold (default: every supported one).
 
     Raises:
@@ -184,7 +190,8 @@ class HardThresholding(keras.callbacks.Callback):
     """
 
     def __init__(self, density: float | Mapping[str, float], *, dense_epochs: int,
-                 iht_epochs: int, frequency: int = 1, layers: Sequence[str] | None = None):
+                 iht_epochs: int, frequency: int = 1, ramp_epochs: int = 0,
+                 layers: Sequence[str] | None = None):
         super().__init__()
         if isinstance(density, Mapping):
             if not density:
@@ -202,6 +209,11 @@ class HardThresholding(keras.callbacks.Callback):
             raise ValueError(f"Received frequency={frequency!r}, expected a positive integer "
                              "(threshold every `frequency` batches).")
         self.frequency = int(frequency)
+        self.ramp_epochs = _check_epochs(ramp_epochs, "ramp_epochs")
+        if self.ramp_epochs > self.iht_epochs:
+            raise ValueError(f"Received ramp_epochs={ramp_epochs!r} with iht_epochs="
+                             f"{self.iht_epochs}: the ramp to the target density runs inside "
+                             "the IHT phase; expected ramp_epochs <= iht_epochs.")
         if layers is not None and (isinstance(layers, str) or not isinstance(layers, Sequence)):
             raise TypeError(f"Received layers={layers!r}, expected a list of layer names or "
                             "None.")
@@ -209,6 +221,7 @@ class HardThresholding(keras.callbacks.Callback):
         self.phase: str = PHASES[0]
         self.targets: list[_Target] = []
         self._iht_batches = 0
+        self._ramp_batches = 0
         self._frozen = False
         self._retrace = False
 
@@ -238,10 +251,21 @@ class HardThresholding(keras.callbacks.Callback):
         return "sparse"
 
     # -- thresholding -------------------------------------------------------------------------
+    def ramp_fraction(self) -> float:
+        """How far the ramp has gone, from 0 to 1 (1 without a ramp, and once it is over)."""
+        if self._ramp_batches <= 0:
+            return 1.0
+        return min(1.0, self._iht_batches / self._ramp_batches)
+
+    def density_now(self, target: float) -> float:
+        """The density kept at this point of the IHT phase for a weight of density
+        ``target`` (the cubic ramp, then ``target``)."""
+        return target + (1.0 - target) * (1.0 - self.ramp_fraction()) ** 3
+
     def _threshold(self) -> None:
         for t in self.targets:
             values = t.variable.numpy()
-            t.mask = hard_threshold_mask(values, t.density)
+            t.mask = hard_threshold_mask(values, self.density_now(t.density))
             t.variable.assign(np.where(t.mask, values, 0).astype(values.dtype))
 
     def _apply_masks(self) -> None:
@@ -251,6 +275,7 @@ class HardThresholding(keras.callbacks.Callback):
                 t.variable.assign(np.where(t.mask, values, 0).astype(values.dtype))
 
     def _freeze(self) -> None:
+        self._ramp_batches = 0  # the frozen support is at the target density
         self._threshold()
         self._frozen = True
         self._store_masks(keep=True)
@@ -268,6 +293,12 @@ class HardThresholding(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.targets = self._collect()
         self._iht_batches = 0
+        steps = self.params.get("steps") if self.params else None
+        self._ramp_batches = self.ramp_epochs * steps if steps else 0
+        if self.ramp_epochs and not steps:
+            raise ValueError("HardThresholding(ramp_epochs=...) needs the number of batches per "
+                             "epoch: pass training data of known length to fit (arrays, or "
+                             "steps_per_epoch= with a generator or dataset).")
         self._retrace = False
         for t in self.targets:
             t.mask = t.saved_mask()
@@ -317,4 +348,5 @@ class HardThresholding(keras.callbacks.Callback):
     def get_config(self) -> dict[str, Any]:
         return {"density": self.density, "dense_epochs": self.dense_epochs,
                 "iht_epochs": self.iht_epochs, "frequency": self.frequency,
+                "ramp_epochs": self.ramp_epochs,
                 "layers": self.layers}
