@@ -255,13 +255,17 @@ def build_classifier(cell: keras.layers.Layer, x_train, num_classes: int, *,
                      standardize: bool = True, name: str | None = None) -> keras.Model:
     """``Input -> Normalization -> RNN(cell) -> Dense(num_classes)`` (logits).
 
+    ``cell`` may also be a recurrent layer (``keras.layers.GRU(80)``, ``LSTM``...): it is used
+    as it is, for stock baselines trained with the same recipe.
+
     The ``Normalization`` layer (per feature, adapted on ``x_train``) standardises the inputs;
     the converters fold it into the exports' input quantization, so the deployed model takes
     raw values too. A constant feature (training variance below
     :data:`CONSTANT_FEATURE_VARIANCE`) is only centred.
 
     Args:
-        cell: a recurrent cell (:func:`make_cell`, or any registered cell).
+        cell: a recurrent cell (:func:`make_cell`, or any registered cell), or a recurrent
+            layer returning its last output.
         x_train: training windows ``(N, T, F)`` (their length fixes the model's; ``None`` in
             the model's input would allow any length, but the exports check windows of the
             trained length).
@@ -286,9 +290,11 @@ def build_classifier(cell: keras.layers.Layer, x_train, num_classes: int, *,
         h = keras.layers.Normalization(axis=-1, mean=mean.astype(np.float32),
                                        variance=variance.astype(np.float32),
                                        name="standardize")(h)
-    h = keras.layers.RNN(cell, name="rnn")(h)
+    layer = cell if isinstance(cell, keras.layers.RNN) else keras.layers.RNN(cell, name="rnn")
+    h = layer(h)
     outputs = keras.layers.Dense(num_classes, name="classifier")(h)
-    kind = {v: k for k, v in CELL_KINDS.items()}.get(type(cell).__name__, "rnn")
+    kind = {v: k for k, v in CELL_KINDS.items()}.get(type(cell).__name__,
+                                                      type(cell).__name__.lower())
     return keras.Model(inputs, outputs, name=name or kind)
 
 

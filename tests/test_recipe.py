@@ -199,7 +199,7 @@ def test_qat_phase_keeps_the_support_and_converts(data):
     conversion = convert_c(result.model, target="uno", representative_data=data.x_train)
     x_q = conversion.quantize_input(data.x_test)
     host = run_c(conversion, x_q, target="host", progress=False)
-    np.testing.assert_array_equal(host.scores, conversion.int_model.run(x_q))
+    np.testing.assert_array_equal(host.scores, conversion.int_model.run(data.x_test))
 
 
 def _npz(data, path, **skip):
