@@ -1,8 +1,10 @@
 """The main job: train a compressed FastGRNN on the bundled HAR data, export it, emulate it.
 
 ``rnnedge demo`` calls :func:`run_demo`. The recipe is the FastGRNN paper's HAR configuration
-(hidden 80, ``r_W = 5``, ``r_U = 40``, ``s_W = 0.2``, ``s_U = 0.3``) with EdgeML's three phases:
-dense training, iterative hard thresholding, sparse fine-tuning with the support frozen. The
+(hidden 80, ``r_W = 5``, ``r_U = 40``, ``s_W = 0.2``, ``s_U = 0.3``) trained by the project's
+recipe (:func:`keras_rnnedge.recipe.train`): inputs standardised by the model's Normalization
+layer, dense training, iterative hard thresholding with a cubic ramp, sparse fine-tuning with the
+support frozen, gradient clipping, the best validation epoch restored in every phase. The
 trained model is converted to a full-integer (int8) one-step TFLite model for the Arduino Nano
 33 BLE Sense (flatbuffer, C array, Arduino sketch), and the int8 model is run over the test set
 in the TensorFlow Lite Micro interpreter on the host. It is also converted to standalone integer
@@ -18,7 +20,6 @@ to measure it on the test set.
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,11 +31,11 @@ from keras_rnnedge.micro_targets.boards import get_board
 from keras_rnnedge.micro_targets.crun import CRunResult, run_c
 from keras_rnnedge.micro_targets.emulate import emulate
 from keras_rnnedge.micro_targets.harness import ToolchainMissingError
-from keras_rnnedge.optimize import HardThresholding
-from keras_rnnedge.progress import ProgressArg, check_progress, progress_bar
+from keras_rnnedge.progress import ProgressArg, check_progress
+from keras_rnnedge.recipe import Recipe, build_classifier, train
 from keras_rnnedge.summary import ModelSummary, summary
 
-__all__ = ["CLIPNORM", "DemoResult", "build_fastgrnn_classifier", "run_demo"]
+__all__ = ["CLIPNORM", "DemoResult", "run_demo"]
 
 #: Global gradient-norm clipping of the demo's optimizer.
 CLIPNORM = 1.0
@@ -67,17 +68,6 @@ class DemoResult:
     @property
     def int8_bytes(self) -> int:
         return self.summary.totals.bytes_int8
-
-
-def build_fastgrnn_classifier(input_shape: tuple[int, int], num_classes: int, *,
-                              units: int = 80, w_rank: int | None = 5,
-                              u_rank: int | None = 40, name: str = "fastgrnn") -> keras.Model:
-    """``Input -> RNN(FastGRNNCell) -> Dense(num_classes)`` (logits), as in the paper."""
-    inputs = keras.Input(input_shape, name="x")
-    h = keras.layers.RNN(FastGRNNCell(units, w_rank=w_rank, u_rank=u_rank), name=f"{name}_rnn")(
-        inputs)
-    outputs = keras.layers.Dense(num_classes, name="classifier")(h)
-    return keras.Model(inputs, outputs, name=name)
 
 
 def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int = 30, num_classes: int = 6,
@@ -126,47 +116,18 @@ def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int = 30, num_classes
     log(f"HAR-{num_classes}: {len(x_train)} training, {len(data.x_val)} validation, "
         f"{len(data.x_test)} test windows of {data.input_shape[0]} x {data.input_shape[1]}")
 
-    model = build_fastgrnn_classifier(data.input_shape, data.num_classes)
-    # Adam at 0.01 without clipping diverged in the dense phase on this data (epoch 10: loss
-    # 0.14 -> 1.12, 64 % test accuracy at the end); 0.005 with the gradient norm clipped at 1
-    # trained to 91.8 % (same seed, same machine).
-    model.compile(keras.optimizers.Adam(learning_rate, clipnorm=CLIPNORM),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"], jit_compile=True)
-    dense = epochs // 3
-    iht = HardThresholding({"kernel": 0.2, "recurrent_kernel": 0.3}, dense_epochs=dense,
-                           iht_epochs=dense)
-
-    class _Progress(keras.callbacks.Callback):
-        bar = None
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.bar = progress_bar(progress, f"epoch {epoch + 1}/{epochs}",
-                                    self.params.get("steps"), unit="batch", leave=False)
-
-        def on_train_batch_end(self, batch, logs=None):
-            if self.bar is not None:
-                self.bar.update(batch + 1)
-
-        def on_epoch_end(self, epoch, logs=None):
-            if self.bar is not None:
-                self.bar.close()
-            logs = logs or {}
-            elapsed = time.perf_counter() - start
-            ends.append(elapsed)
-            # the first epoch includes compilation: the ETA uses the later ones when it can
-            laps = np.diff(ends) if len(ends) > 1 else np.asarray(ends)
-            eta = float(np.mean(laps[-5:])) * (epochs - epoch - 1)
-            log(f"epoch {epoch + 1:3d}/{epochs} [{iht.phase:6s}] loss {logs.get('loss', 0):.4f} "
-                f"acc {logs.get('accuracy', 0):.4f} val_acc {logs.get('val_accuracy', 0):.4f}  "
-                f"{_clock(elapsed)}, ETA {_clock(eta)}")
-
-    ends: list[float] = []
-    start = time.perf_counter()
-    model.fit(x_train, y_train, validation_data=(data.x_val, data.y_val), epochs=epochs,
-              batch_size=batch_size, callbacks=[iht, _Progress()], verbose=verbose)
-    seconds = time.perf_counter() - start
-    _, accuracy = model.evaluate(data.x_test, data.y_test, batch_size=256, verbose=0)
+    # the project's recipe (keras_rnnedge.recipe): standardised inputs, clipping, a cubic ramp
+    # into thresholding, the best validation epoch restored in every phase
+    model = build_classifier(FastGRNNCell(80, w_rank=5, u_rank=40), x_train, data.num_classes,
+                             name="fastgrnn")
+    third = epochs // 3
+    recipe = Recipe(dense_epochs=third, threshold_epochs=third,
+                    sparse_epochs=epochs - 2 * third, learning_rate=learning_rate,
+                    batch_size=batch_size, clipnorm=CLIPNORM, seed=seed)
+    trained = train(model, dataclasses.replace(data, x_train=x_train, y_train=y_train), recipe,
+                    density={"kernel": 0.2, "recurrent_kernel": 0.3}, log=log,
+                    progress=progress)
+    model, accuracy, seconds = trained.model, trained.test_accuracy, trained.seconds
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -181,16 +142,6 @@ def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int = 30, num_classes
         result = _c_export(result, model, data, x_train, out, c_target, max_test,
                            c_emulated_windows, log, progress, seed)
     return result
-
-
-def _clock(seconds: float) -> str:
-    """``42 s``, ``3:07`` (minutes:seconds) or ``1:02:03``."""
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
 
 
 def _test_windows(data, max_test: int | None, seed: int):

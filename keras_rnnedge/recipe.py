@@ -393,16 +393,30 @@ class _BestWeights(keras.callbacks.Callback):
             self.model.set_weights(self.weights)
 
 
+class _Clock:
+    """Elapsed time and ETA over all phases (the planned epochs; patience may end sooner)."""
+
+    def __init__(self, planned: int):
+        self.planned, self.start, self.ends = planned, time.perf_counter(), []
+
+    def lap(self) -> tuple[float, float]:
+        now = time.perf_counter() - self.start
+        self.ends.append(now)
+        laps = np.diff([0.0, *self.ends])
+        # a phase's first epoch includes tracing/compiling: the median of the recent ones
+        recent = float(np.median(laps[-5:]))
+        return now, recent * max(0, self.planned - len(self.ends))
+
+
 class _Lines(keras.callbacks.Callback):
     """One line per epoch, a bar over the batches (on a terminal), and the history rows."""
 
-    def __init__(self, phase: str, epochs: int, log, progress, rows: list, density=None,
+    def __init__(self, phase: str, epochs: int, log, progress, rows: list, clock: _Clock,
                  thresholding: HardThresholding | None = None):
         super().__init__()
         self.phase, self.epochs, self.log, self.progress = phase, epochs, log, progress
-        self.rows, self.thresholding = rows, thresholding
+        self.rows, self.clock, self.thresholding = rows, clock, thresholding
         self.bar = None
-        self.start = time.perf_counter()
 
     def on_epoch_begin(self, epoch, logs=None):
         self.bar = progress_bar(self.progress, f"{self.phase} {epoch + 1}/{self.epochs}",
@@ -425,10 +439,21 @@ class _Lines(keras.callbacks.Callback):
             row["density"] = float(np.mean(kept))
             extra = f"  density {row['density']:.2f}"
         self.rows.append(row)
+        elapsed, eta = self.clock.lap()
         self.log(f"{self.phase:9s} epoch {epoch + 1:3d}/{self.epochs}  loss "
                  f"{row.get('loss', float('nan')):.4f}  acc {row.get('accuracy', 0):.4f}  "
-                 f"val_acc {row.get('val_accuracy', 0):.4f}{extra}  "
-                 f"{time.perf_counter() - self.start:.0f} s")
+                 f"val_acc {row.get('val_accuracy', 0):.4f}{extra}  {clock_text(elapsed)}, "
+                 f"ETA {clock_text(eta)}")
+
+
+def clock_text(seconds: float) -> str:
+    """``42 s``, ``3:07`` (minutes:seconds) or ``1:02:03``."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
 
 
 def _optimizer(recipe: Recipe, phase: str, steps: int):
@@ -502,10 +527,11 @@ def train(model: keras.Model, data, recipe: Recipe | None = None, *,
     records: list[PhaseRecord] = []
     steps = -(-len(data.y_train) // recipe.batch_size)
     current = model
-    for phase in PHASES:
+    runs = [p for p in PHASES if recipe.epochs(p) > 0
+            and not (density is None and p in ("threshold", "sparse"))]
+    clock = _Clock(sum(recipe.epochs(p) for p in runs))
+    for phase in runs:
         epochs = recipe.epochs(phase)
-        if epochs == 0 or (density is None and phase in ("threshold", "sparse")):
-            continue
         callbacks: list[keras.callbacks.Callback] = []
         thresholding = None
         first_eligible = 0
@@ -523,7 +549,8 @@ def train(model: keras.Model, data, recipe: Recipe | None = None, *,
         if thresholding is not None:
             callbacks.append(thresholding)
         best = _BestWeights(first_eligible, recipe.patience)
-        callbacks += [best, _Lines(phase, epochs, log, progress, rows, thresholding=thresholding)]
+        callbacks += [best, _Lines(phase, epochs, log, progress, rows, clock,
+                                   thresholding=thresholding)]
         trained = current
         jit = recipe.jit_compile and phase != "qat"
         if teacher is not None:

@@ -25,7 +25,7 @@ def test_demo_trains_exports_and_emulates(tmp_path, capsys):
     # 100 columns, except a path too long to wrap (pytest's temporary directory)
     assert [ln for ln in printed.splitlines() if len(ln) > 100 and len(ln.split()) > 1] == []
     model = load_model(tmp_path / "fastgrnn_har6.keras")
-    cell = model.get_layer("fastgrnn_rnn").cell
+    cell = model.get_layer("rnn").cell
     # hard thresholding left exactly the target densities (s_W 0.2, s_U 0.3) in each factor
     for name, density in (("kernel_u", 0.2), ("kernel_v", 0.2), ("recurrent_kernel_u", 0.3),
                           ("recurrent_kernel_v", 0.3)):
