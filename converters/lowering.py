@@ -1,7 +1,9 @@
 """Lowering: a trained Keras model → a batch-1 model made only of TFLite builtin ops.
 
-The trained model must be a chain ``Input → RNN … RNN → head``: one or more
-recurrent layers (``keras.layers.RNN`` over a registered cell, or stock ``SimpleRNN``/``GRU``/
+The trained model must be a chain ``Input → [Normalization] → RNN … RNN → head``: an optional
+stock ``keras.layers.Normalization`` standardising each input feature (:class:`Standardization`;
+the lowered models apply it, so they take the raw feature vectors the Keras model takes), one or
+more recurrent layers (``keras.layers.RNN`` over a registered cell, or stock ``SimpleRNN``/``GRU``/
 ``LSTM``), the last returning its final output, then ``Dense``/``Activation``/``Dropout``
 layers. Pruning and QAT wrappers are stripped: the lowered model carries the float weights
 (pruned zeros included); a QAT model's trained weights are used, and in an int8 conversion its
@@ -24,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from keras_rnnedge._compat import keras, np
+from keras_rnnedge._compat import keras, np, tf
 from keras_rnnedge.cells import CELL_REGISTRY, CompressedCell
 from keras_rnnedge.cells.base import TRAINING_AIDS
 from keras_rnnedge.cells.step import step_of
@@ -37,6 +39,7 @@ __all__ = [
     "ConversionError",
     "LoweredModel",
     "ModelPlan",
+    "Standardization",
     "check_inputs",
     "is_qat",
     "lower",
@@ -53,9 +56,56 @@ class ConversionError(ValueError):
     """The model or an option cannot be converted; the message says what and how to fix it."""
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class Standardization:
+    """Per-feature input standardisation ``x' = (x - offset) * scale``: a leading
+    ``keras.layers.Normalization(axis=-1)`` read as constants.
+
+    Keras computes ``(x - mean) / maximum(sqrt(variance), keras.backend.epsilon())`` (in
+    float32); ``offset`` is ``mean`` and ``scale`` the reciprocal of that float32 denominator,
+    so ``scale > 0`` always. Every export applies it to the raw input: the TFLite models as
+    SUB and MUL by per-feature constants right after ``x`` (the TFLite converter folds the MUL
+    into the first FULLY_CONNECTED's weights where it can), the float C at the start of
+    ``<id>_step``, the integer C folded into its per-feature input quantization (no run-time
+    cost).
+
+    Attributes:
+        offset: per-feature ``float64`` offsets (the layer's ``mean``), shape ``(features,)``.
+        scale: per-feature ``float64`` scales (``1 / max(sqrt(variance), epsilon)``).
+    """
+
+    offset: np.ndarray
+    scale: np.ndarray
+
+    def __post_init__(self):
+        for field in ("offset", "scale"):
+            values = np.array(getattr(self, field), np.float64).reshape(-1)
+            values.setflags(write=False)
+            object.__setattr__(self, field, values)
+        if self.offset.shape != self.scale.shape:
+            raise ValueError(f"Expected offset and scale of one shape, but got "
+                             f"{self.offset.shape} and {self.scale.shape}.")
+
+    @classmethod
+    def of_layer(cls, layer) -> Standardization:
+        """The constants of a built ``Normalization`` layer, as its ``call`` uses them."""
+        mean = np.asarray(layer.mean, np.float32).reshape(-1)
+        denominator = np.maximum(np.sqrt(np.asarray(layer.variance, np.float32).reshape(-1)),
+                                 np.float32(keras.backend.epsilon()))
+        return cls(offset=mean, scale=1.0 / denominator.astype(np.float64))
+
+    def apply(self, x) -> np.ndarray:
+        """``(x - offset) * scale`` over the last axis of ``x``, in float64."""
+        return (np.asarray(x, np.float64) - self.offset) * self.scale
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelPlan:
-    """The trained model read as ``recurrent layers → head``."""
+    """The trained model read as ``[standardisation →] recurrent layers → head``.
+
+    ``standardization`` is the leading ``Normalization`` layer's :class:`Standardization`
+    (``None`` without one): the recurrent layers read ``standardization.apply(x)``.
+    """
 
     name: str
     timesteps: int | None
@@ -63,6 +113,7 @@ class ModelPlan:
     recurrent: tuple[keras.layers.Layer, ...]
     head: tuple[keras.layers.Layer, ...]
     num_outputs: int
+    standardization: Standardization | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +129,8 @@ class LoweredModel:
         timesteps: sequence length of unrolled/fused models (``None`` in step mode).
         features: input features per time step.
         folded: names of factored matrices folded into one (``layer/kernel``...).
+        standardization: the trained model's input :class:`Standardization`, which the model
+            applies right after ``x`` (``None`` without a ``Normalization`` layer).
     """
 
     model: keras.Model
@@ -88,6 +141,7 @@ class LoweredModel:
     timesteps: int | None
     features: int
     folded: tuple[str, ...] = ()
+    standardization: Standardization | None = None
 
 
 # -- reading the trained model ------------------------------------------------------------------
@@ -110,7 +164,8 @@ def supported_layers() -> list[str]:
     """Names of everything a model to convert may contain."""
     cells = sorted(CELL_REGISTRY) + ["LSTMCell", "GRUCell", "SimpleRNNCell"]
     return ([f"RNN({c})" for c in cells] + ["LSTM", "GRU", "SimpleRNN", "Dense", "Activation",
-                                            "Dropout", "InputLayer"])
+                                            "Dropout", "InputLayer",
+                                            "Normalization (first layer, axis=-1)"])
 
 
 def _unsupported(layer, why: str) -> ConversionError:
@@ -130,6 +185,54 @@ def _masking_refusal(layer) -> ConversionError:
         "convert(keras_rnnedge.converters.without_masking(model), ...) (same weights; on "
         "unpadded sequences its outputs equal the Keras model's). Calibrate with unpadded "
         "sequences too.")
+
+
+def _standardization(layer, model, *, after: keras.layers.Layer | None,
+                     seen: Standardization | None) -> Standardization:
+    """The :class:`Standardization` of a ``Normalization`` layer of ``model``, or a
+    :class:`ConversionError` saying what is wrong with it and what to do.
+
+    ``after``: the recurrent or head layer before it (``None`` when it comes first); ``seen``:
+    the standardisation of an earlier ``Normalization`` layer.
+    """
+    axis = tuple(layer.axis)
+    received = f"Normalization, axis={axis if axis else None}, invert={layer.invert}"
+    expected = ("expected at most one Normalization, as the first layer, per feature "
+                "(keras.layers.Normalization(axis=-1), invert=False) adapted on the raw inputs")
+    if after is not None:
+        raise ConversionError(
+            f"Cannot convert layer {layer.name!r} ({received}): it comes after layer "
+            f"{after.name!r}; {expected}. The converted models standardise only their input: "
+            "move the Normalization before the first recurrent layer, or remove it.")
+    if seen is not None:
+        raise ConversionError(
+            f"Cannot convert layer {layer.name!r} ({received}): a second Normalization; "
+            f"{expected}. Merge the two into one (mean and variance of the composition) or "
+            "remove one.")
+    rank = model.inputs[0].shape.rank
+    last = {-1} | ({rank - 1} if rank is not None else set())
+    if layer.invert or len(axis) != 1 or axis[0] not in last:
+        raise ConversionError(
+            f"Cannot convert layer {layer.name!r} ({received}): {expected}, i.e. one mean and "
+            "variance per input feature (the last axis), nothing else. Rebuild it as "
+            "keras.layers.Normalization(axis=-1), adapt it on the training inputs and retrain, "
+            "or standardise the data outside the model.")
+    if not layer.built or getattr(layer, "mean", None) is None:
+        raise ConversionError(
+            f"Cannot convert layer {layer.name!r} ({received}): it is not built. Build the "
+            "model with keras.Input((timesteps, features)) and adapt the layer on the training "
+            "inputs before converting.")
+    std = Standardization.of_layer(layer)
+    features = model.inputs[0].shape[-1]
+    if std.offset.size != features:
+        raise ConversionError(
+            f"Cannot convert layer {layer.name!r} ({received}): it holds {std.offset.size} "
+            f"means for {features} input features; {expected}.")
+    if not (np.all(np.isfinite(std.offset)) and np.all(np.isfinite(std.scale))):
+        raise ConversionError(
+            f"Layer {layer.name!r} (Normalization) has NaN or Inf in its mean or variance; "
+            "adapt it again on finite training inputs.")
+    return std
 
 
 def without_masking(model: keras.Model) -> keras.Model:
@@ -171,7 +274,8 @@ def _cell_of(layer):
 
 
 def plan_model(model: keras.Model) -> ModelPlan:
-    """Read a trained model as recurrent layers followed by a head, or explain why not."""
+    """Read a trained model as an optional leading ``Normalization`` (its
+    :class:`Standardization`), recurrent layers and a head, or explain why not."""
     if not isinstance(model, keras.Model):
         raise ConversionError(f"Received {type(model).__name__}, expected a tf_keras Model "
                               "(keras_rnnedge.keras, i.e. tf_keras, not Keras 3).")
@@ -183,8 +287,13 @@ def plan_model(model: keras.Model) -> ModelPlan:
             f"Model {model.name!r} has {len(model.inputs)} inputs and {len(model.outputs)} "
             "outputs; expected one input (batch, timesteps, features) and one output.")
     recurrent, head = [], []
+    standardization = None
     for layer in _flatten(model):  # the layers first: a front end also changes the input shape
         inner = unwrap(layer)
+        if isinstance(inner, keras.layers.Normalization):
+            standardization = _standardization(
+                inner, model, after=(head or recurrent or [None])[-1], seen=standardization)
+            continue
         if isinstance(inner, _FRONT_ENDS):
             raise ConversionError(
                 f"Cannot convert layer {inner.name!r} ({type(inner).__name__}): "
@@ -223,7 +332,8 @@ def plan_model(model: keras.Model) -> ModelPlan:
                            "output (return_sequences=False)")
     return ModelPlan(name=model.name, timesteps=shape[1], features=int(shape[-1]),
                      recurrent=tuple(recurrent), head=tuple(head),
-                     num_outputs=int(model.outputs[0].shape[-1]))
+                     num_outputs=int(model.outputs[0].shape[-1]),
+                     standardization=standardization)
 
 
 def check_inputs(model: keras.Model, representative_data=None, *, mode: str,
@@ -501,6 +611,7 @@ def _strip_qat(model: keras.Model) -> keras.Model:
         values = _qat_weight_values(layer)
         for var in copy.weights:
             var.assign(values[var.name.split("/")[-1].split(":")[0]])
+        copy.finalize_state()  # a Normalization's mean/variance tensors from the new weights
     return keras.Model(inputs, x, name=model.name)
 
 
@@ -510,10 +621,31 @@ def is_qat(model: keras.Model) -> bool:
                for layer in _flatten(model))
 
 
+class _Standardize(keras.layers.Layer):
+    """``(x - offset) * scale`` over the last axis with per-feature float32 constants: TFLite's
+    SUB and MUL builtins (float and int8 in TFLite Micro), which the converter may fold into
+    the first FULLY_CONNECTED."""
+
+    def __init__(self, standardization: Standardization, **kwargs):
+        super().__init__(**kwargs)
+        self.offset = np.asarray(standardization.offset, np.float32)
+        self.scale = np.asarray(standardization.scale, np.float32)
+
+    def call(self, inputs):
+        return (inputs - tf.constant(self.offset)) * tf.constant(self.scale)
+
+
+def _standardize(plan: ModelPlan, x):
+    """``x`` standardised as the trained model does (``x`` itself without a Normalization)."""
+    if plan.standardization is None:
+        return x
+    return _Standardize(plan.standardization, name="standardize")(x)
+
+
 def _lower_step(plan: ModelPlan) -> LoweredModel:
     x = keras.Input((plan.features,), batch_size=1, name="x")
     inputs, state_inputs, state_outputs, folded, sizes = [x], [], [], [], []
-    h = x
+    h = _standardize(plan, x)
     for i, layer in enumerate(plan.recurrent):
         states = []
         for size in _state_sizes(layer.cell):
@@ -533,12 +665,12 @@ def _lower_step(plan: ModelPlan) -> LoweredModel:
                         inputs=("x",) + tuple(f"state_{i}" for i in range(len(sizes))),
                         outputs=("y",) + tuple(f"state_{i}_out" for i in range(len(sizes))),
                         state_sizes=tuple(sizes), timesteps=None, features=plan.features,
-                        folded=tuple(folded))
+                        folded=tuple(folded), standardization=plan.standardization)
 
 
 def _lower_sequence(plan: ModelPlan, steps: int, *, unroll: bool, mode: str) -> LoweredModel:
     x = keras.Input((steps, plan.features), batch_size=1, name="x")
-    h, folded = x, []
+    h, folded = _standardize(plan, x), []
     for i, layer in enumerate(plan.recurrent):
         if mode == "fused":
             config = layer.get_config()
@@ -558,5 +690,5 @@ def _lower_sequence(plan: ModelPlan, steps: int, *, unroll: bool, mode: str) -> 
     lowered = keras.Model(x, y, name=mode)
     return LoweredModel(model=lowered, mode=mode, inputs=("x",), outputs=("y",),
                         state_sizes=(), timesteps=steps, features=plan.features,
-                        folded=tuple(folded))
+                        folded=tuple(folded), standardization=plan.standardization)
 

@@ -10,14 +10,17 @@ Counting rules (these are the definitions the numbers follow; tests check them b
   and ``pruning_step`` variables; for ``QuantizeWrapper`` / ``QuantizeAnnotate`` (QAT) only the
   real weights count, not the quantizers' ``*_min`` / ``*_max`` / ``optimizer_step`` variables;
   tfmot's input ``QuantizeLayer`` has no parameters. Nested models are expanded, their layers
-  named ``outer/inner``.
+  named ``outer/inner``. A ``Normalization`` layer's ``count`` (how many samples ``adapt``
+  saw; no inference reads it) is bookkeeping like tfmot's step counters and is not counted; its
+  ``mean`` and ``variance`` are, also when they were passed as arguments (constants, not
+  weights: the exports store them either way).
 * **Non-zero** parameters count ``weight * mask`` for weights under a pruning wrapper (what
   ``strip_pruning`` deploys once the mask is applied) and the weight itself otherwise.
 * **Tensor kinds.** A *matrix* is a weight that is multiplied: one a QAT wrapper quantizes as a
   weight; for a :class:`~keras_rnnedge.cells.CompressedCell`, exactly the weights its class lists
   in ``quantizable_weights``; for other layers, a weight of rank ≥ 2 whose name does not
-  contain ``bias``. Everything else (biases, the scalars ζ, ν, α, β, normalisation vectors) is a
-  *bias*.
+  contain ``bias``. Everything else (biases, the scalars ζ, ν, α, β, normalisation vectors such
+  as a ``Normalization`` layer's per-feature ``mean`` and ``variance``) is a *bias*.
 * **Bytes at float32**: 4 bytes per value. **Bytes at int8**: 1 byte per value of a matrix,
   4 bytes per value of a bias or scalar (int32, as TFLite stores biases). Quantization scales
   and zero points are not counted.
@@ -102,6 +105,7 @@ _NO_MATMUL_LAYERS = (
     keras.layers.Embedding,
     keras.layers.BatchNormalization,
     keras.layers.LayerNormalization,
+    keras.layers.Normalization,
 )
 
 
@@ -543,14 +547,14 @@ def _short_name(variable) -> str:
     return variable.name.split(":")[0].split("/")[-1]
 
 
-def _tensor_record(variable, value, mask, is_matrix: bool) -> TensorRecord:
+def _tensor_record(name: str, value, mask, is_matrix: bool) -> TensorRecord:
     shape = tuple(int(d) for d in value.shape)
     params = int(value.size)
     effective = value * mask if mask is not None else value
     nonzero = int(np.count_nonzero(effective))
     if not is_matrix:
         return TensorRecord(
-            variable.name.split(":")[0],
+            name,
             shape,
             "bias",
             params,
@@ -569,7 +573,7 @@ def _tensor_record(variable, value, mask, is_matrix: bool) -> TensorRecord:
     f32, sparse_f32 = stored(_F32_BYTES)
     int8, sparse_int8 = stored(_INT8_BYTES)
     return TensorRecord(
-        variable.name.split(":")[0],
+        name,
         shape,
         "matrix",
         params,
@@ -579,6 +583,16 @@ def _tensor_record(variable, value, mask, is_matrix: bool) -> TensorRecord:
         sparse_f32,
         sparse_int8,
     )
+
+
+def _normalization_constants(core) -> list[TensorRecord]:
+    """A ``Normalization`` built from ``mean=``/``variance=`` arguments holds them as constants,
+    not weights: the same per-feature vectors as an adapted one's, counted the same way."""
+    if (not isinstance(core, keras.layers.Normalization) or core.input_mean is None
+            or not core.built):
+        return []
+    return [_tensor_record(f"{core.name}/{name}", np.asarray(getattr(core, name)).reshape(-1),
+                           None, False) for name in ("mean", "variance")]
 
 
 def _real_variables(layer, wrappers, core) -> tuple[list, set[int]]:
@@ -600,6 +614,8 @@ def _real_variables(layer, wrappers, core) -> tuple[list, set[int]]:
         if id(variable) in real and id(variable) not in seen:
             ordered.append(variable)
             seen.add(id(variable))
+    if isinstance(core, keras.layers.Normalization):  # adapt's sample counter: bookkeeping
+        ordered = [v for v in ordered if _short_name(v) != "count"]
     return ordered, set(quantized)
 
 
@@ -623,7 +639,9 @@ def _layer_record(name: str, layer) -> LayerRecord:
             is_matrix = owned[id(variable)]
         else:
             is_matrix = value.ndim >= 2 and "bias" not in _short_name(variable)
-        tensors.append(_tensor_record(variable, value, mask_values.get(id(variable)), is_matrix))
+        tensors.append(_tensor_record(variable.name.split(":")[0], value,
+                                      mask_values.get(id(variable)), is_matrix))
+    tensors += _normalization_constants(core)
 
     rnns = _rnn_layers(core)
     recurrent = bool(rnns)

@@ -62,6 +62,12 @@ def test_recipe_checks_its_settings():
     assert Recipe(threshold_epochs=5).ramp == 3 and Recipe(threshold_epochs=4).ramp == 2
 
 
+def test_cli_cell_choices_are_the_recipe_kinds():
+    from keras_rnnedge.recipe import CELL_KINDS
+
+    assert cli.TRAIN_CELLS == tuple(CELL_KINDS)
+
+
 def test_make_cell_names_the_known_kinds():
     with pytest.raises(ValueError, match="fastgrnn.*hlstm"):
         make_cell("transformer", 8)

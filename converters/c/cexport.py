@@ -536,8 +536,10 @@ def convert_c(model: keras.Model, *, target: str, representative_data, precision
     """Convert a trained model to standalone C for ``target`` (see the module docstring).
 
     Args:
-        model: recurrent layers (FastGRNN, FastRNN, low-rank LSTM/GRU, stock SimpleRNN, GRU,
-            LSTM) then Dense layers; pruning/QAT wrappers are stripped.
+        model: an optional leading ``Normalization(axis=-1)`` (composed into the per-feature
+            input quantization, or standardised in ``<id>_step`` by the float build: the C takes
+            the raw features), recurrent layers (FastGRNN, FastRNN, low-rank LSTM/GRU, stock
+            SimpleRNN, GRU, LSTM) then Dense layers; pruning/QAT wrappers are stripped.
         target: a board key of :data:`keras_rnnedge.micro_targets.boards.BOARDS` (``"uno"``,
             ``"nano33ble"``, ..., ``"host"``).
         representative_data: float windows ``(N, T, F)``: input ranges (measured on all of

@@ -15,7 +15,9 @@ integer build: low-rank factors stay factored, a matrix is stored as CSR (``floa
 ``uint8``/``uint16`` column indices, ``uint16`` row pointers) when that is smaller than dense,
 ``PROGMEM`` on AVR. The activations are the exact ones (``tanhf``, ``1 / (1 + expf(-x))``,
 Keras' ``hard_sigmoid``, ...), so the oracle is the Keras model itself: the outputs agree to
-float32 rounding (the order of the sums differs from TensorFlow's).
+float32 rounding (the order of the sums differs from TensorFlow's). A leading ``Normalization``
+layer becomes per-feature offset and scale constants applied to the raw ``x`` at the start of
+``<id>_step``, so ``x`` is the raw input the Keras model takes either way.
 """
 
 from __future__ import annotations
@@ -273,7 +275,11 @@ def generate_float_c(model: keras.Model, name: str) -> dict[str, str]:
 
     Args:
         model: the layers :func:`~keras_rnnedge.converters.c.intmodel.quantize_model` accepts
-            (recurrent layers, then ``Dense``/``Activation``/``Dropout``); wrappers stripped.
+            (an optional leading ``Normalization``, recurrent layers, then
+            ``Dense``/``Activation``/``Dropout``); wrappers stripped. A ``Normalization`` is
+            emitted as per-feature ``in_offset``/``in_scale`` constants applied to the raw
+            ``x`` at the start of ``<id>_step`` (``(x - offset) * scale`` into a local buffer
+            that the first layer reads).
         name: the model name (``<id>`` is its C identifier).
 
     Raises:
@@ -284,6 +290,14 @@ def generate_float_c(model: keras.Model, name: str) -> dict[str, str]:
     ident, up = c_identifier(name), c_identifier(name).upper()
     em = _Emitter()
     step, fields, x = [], [], "x"
+    std = plan.standardization
+    if std is not None:  # a leading Normalization: standardise the raw x into a local buffer
+        offset = em.array("float", "in_offset", std.offset, _f)
+        scale = em.array("float", "in_scale", std.scale, _f)
+        step += [f"float xs[{plan.features}]; /* (x - mean) / max(sqrt(variance), eps) */",
+                 f"for (i = 0; i < {plan.features}; ++i) "
+                 f"xs[i] = (x[i] - RF_RD(&{offset}[i])) * RF_RD(&{scale}[i]);"]
+        x = "xs"
     for n, layer in enumerate(plan.recurrent):
         if not isinstance(layer, _LAYER_TYPES) or step_of(getattr(layer, "cell", None)) is None:
             raise _unsupported(layer, "no C implementation for this layer")

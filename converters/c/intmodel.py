@@ -32,6 +32,12 @@ Number formats. A value ``v`` in format ``Qf`` is the integer ``round(v * 2**f)`
   (``W' = diag(half_range) W``) and biases (``b' = b + offset @ W``). The formats below are
   calibrated by the float forward pass over full-length windows of a seeded sample of
   ``calibration_size`` sequences drawn across the representative data.
+  A leading ``Normalization`` layer (:class:`~keras_rnnedge.converters.lowering.Standardization`,
+  ``x' = (x - m) k``) is applied to the representative data first (ranges and formats are those
+  of ``x'``, which the recurrent layers read), then composed into the input quantization:
+  with ``x_q = (x' - o') s'`` calibrated on ``x'``, ``offset = m + o' / k`` and
+  ``scale = k s'``, so :attr:`IntModel.input_offset`/``input_scale``, the oracle and the C
+  take the raw ``x`` at no run-time cost.
 * Recurrent state: the vectors of the cell's declared layout
   (:class:`~keras_rnnedge.cells.step.StateVector`: ``h`` first, an LSTM's ``c`` after it),
   ``int16``, each in ``Q`` unless the declaration marks it *calibrated* (its values may exceed 1:
@@ -190,7 +196,7 @@ SIGMOID_MAX_ERROR = 4.5e-5
 SUPPORTED_LAYERS = ("RNN(FastGRNNCell)", "RNN(FastRNNCell)", "RNN(LowRankLSTMCell)",
                     "RNN(LowRankGRUCell)", "LSTM", "GRU", "SimpleRNN", "RNN(LSTMCell)",
                     "RNN(GRUCell)", "RNN(SimpleRNNCell)", "Dense", "Activation", "Dropout",
-                    "InputLayer")
+                    "InputLayer", "Normalization (first layer, axis=-1)")
 #: Activations of FastGRNN/FastRNN cells (``activation``/``recurrent_activation``).
 CELL_ACTIVATIONS = FAST_ACTIVATIONS
 #: FastGRNN/FastRNN ``activation`` (the candidate): also ``relu``, clipped at 1 in integers.
@@ -746,7 +752,8 @@ class IntModel:
         num_outputs: scores per prediction.
         frac_bits: ``Q``, the format of states and scores.
         weight_bits: 8 or 16.
-        input_offset, input_scale: ``x_q = sat16(round((x - offset) * scale))`` (float32).
+        input_offset, input_scale: ``x_q = sat16(round((x - offset) * scale))`` (float32) of
+            the raw input (a leading ``Normalization`` composed in).
         recurrent: the recurrent layers, in order.
         head: the Dense layers, in order.
         approximations: activations replaced by an integer approximation (``tanh``/``sigmoid``:
@@ -1032,12 +1039,14 @@ def quantize_model(model: keras.Model, representative_data, *, weight_bits: int 
     """Derive the integer model of a trained recurrent + Dense model.
 
     Args:
-        model: a trained tf_keras model: recurrent layers of :data:`SUPPORTED_LAYERS`
+        model: a trained tf_keras model: an optional leading ``Normalization(axis=-1)``,
+            recurrent layers of :data:`SUPPORTED_LAYERS`
             (``RNN(FastGRNNCell|FastRNNCell|LowRankLSTMCell|LowRankGRUCell)``, ``LSTM``, ``GRU``,
             ``SimpleRNN``; stacked ones returning sequences), then ``Dense``/``Activation``/
             ``Dropout`` layers. Pruning and QAT wrappers are stripped.
-        representative_data: float inputs ``(N, T, F)``: the per-feature ranges set the input
-            scaling, and the float forward pass the formats of intermediate vectors.
+        representative_data: raw float inputs ``(N, T, F)`` (what the Keras model takes): the
+            per-feature ranges (of the standardised inputs, after a ``Normalization``) set the
+            input scaling, and the float forward pass the formats of intermediate vectors.
         weight_bits: 8 or 16.
         frac_bits: ``Q``, fractional bits of the ``int16`` state and of the scores (1..15).
         cell_frac_bits: fractional bits of the LSTM cell state ``c`` (``int16``), in
@@ -1070,6 +1079,9 @@ def quantize_model(model: keras.Model, representative_data, *, weight_bits: int 
     if data.ndim != 3 or data.shape[-1] != plan.features or data.shape[0] == 0:
         raise ValueError(f"Expected representative_data of shape (N, T, {plan.features}), but "
                          f"got {data.shape}.")
+    standardization = plan.standardization
+    if standardization is not None:  # calibrate on what the recurrent layers read
+        data = standardization.apply(data)
     for layer in plan.recurrent:
         cell = getattr(layer, "cell", None)
         if not isinstance(layer, _LAYER_TYPES) or step_of(cell) is None:
@@ -1093,8 +1105,15 @@ def quantize_model(model: keras.Model, representative_data, *, weight_bits: int 
         # matrix reading the whole input (dense, low rank); a Kronecker/TT kernel reads it in
         # blocks and a compact one (circulant...) shares entries across rows: one scale
         half = np.full_like(half, half.max())
-    input_scale = (2.0**q / half).astype(np.float32)
-    input_offset = offset.astype(np.float32)
+    input_scale = 2.0**q / half
+    input_offset = offset
+    if standardization is not None:
+        # x' = (x - m) k and x_q = (x' - o') s' compose to x_q = (x - (m + o' / k)) (k s'): the
+        # raw input is quantized in one step (k > 0 always), the C kernels are unchanged
+        input_offset = standardization.offset + offset / standardization.scale
+        input_scale = standardization.scale * input_scale
+    input_scale = input_scale.astype(np.float32)
+    input_offset = input_offset.astype(np.float32)
 
     if calibration_size is not None:
         data = calibration_sample(data, calibration_size, calibration_seed)

@@ -254,8 +254,12 @@ def convert(model: keras.Model, *, target: str, quantization: str, mode: str = "
     """Convert a trained model for a microcontroller.
 
     Args:
-        model: a trained tf_keras model: recurrent layers (our cells, or stock
-            SimpleRNN/GRU/LSTM) then Dense layers; pruning/QAT wrappers are stripped.
+        model: a trained tf_keras model: an optional leading ``Normalization(axis=-1)``
+            (applied inside the converted model, which takes the raw features), recurrent
+            layers (our cells, or stock SimpleRNN/GRU/LSTM) then Dense layers; pruning/QAT
+            wrappers are stripped. An int8 input ``x`` has one scale for all raw features:
+            features of very different ranges lose resolution before the standardisation
+            (the deployment check names them; the standalone C quantizes per feature).
         target: a board key of :data:`keras_rnnedge.micro_targets.boards.BOARDS` (``"nano33ble"``,
             ``"uno"``, ..., or ``"host"`` for emulation only).
         quantization: ``"float32"``, ``"float16"``, ``"dynamic"``, ``"int8"`` or ``"int16x8"``.
@@ -424,8 +428,44 @@ def _quality(reference, lowered: LoweredModel, tfl: TFLiteModel, data, policy: D
     advice = ("quantization='int16x8' (16-bit activations and state), quantization-aware "
               "training, or a larger calibration_size")
     report = diagnose(report, cov, saturated, advice)
+    coarse = _coarse_raw_features(lowered, x_info)
+    if coarse is not None and not report.passed:
+        report = dataclasses.replace(report, cause=f"{coarse[0]}; {report.cause}",
+                                     advice=f"{coarse[1]}; {report.advice}")
     enforce(report)
     return report
+
+
+#: Fewer quantization steps than this per standard deviation of a raw feature: the input
+#: quantization of x has erased most of what that feature says.
+_MIN_STEPS_PER_STD = 4
+
+
+def _coarse_raw_features(lowered: LoweredModel, x_info) -> tuple[str, str] | None:
+    """``(cause, advice)`` when the model standardises its input (a leading ``Normalization``)
+    and the one scale of the quantized input ``x`` resolves some raw feature in fewer than
+    :data:`_MIN_STEPS_PER_STD` steps per standard deviation; ``None`` otherwise.
+
+    TFLite quantizes an activation per tensor: raw features of very different ranges share
+    one scale before the model's SUB/MUL standardise them, and the narrow ones are lost.
+    """
+    std = lowered.standardization
+    if std is None or not x_info.quantized or x_info.scale <= 0:
+        return None
+    deviation = 1.0 / std.scale  # the raw features' standard deviations (as adapted)
+    steps = deviation / x_info.scale
+    coarse = np.flatnonzero(steps < _MIN_STEPS_PER_STD)
+    if not coarse.size:
+        return None
+    cause = (f"the input x has one {x_info.dtype} scale ({x_info.scale:.3g} per step) for the "
+             f"raw features, whose standard deviations (the model's Normalization) range from "
+             f"{deviation.min():.3g} to {deviation.max():.3g}: feature(s) "
+             f"{', '.join(map(str, coarse))} get fewer than {_MIN_STEPS_PER_STD} steps per "
+             "standard deviation before the model standardises them")
+    advice = ("convert to standalone C (convert_c quantizes each raw feature with its own "
+              "scale), or standardise the features before the model (train on standardised "
+              "data without the Normalization layer) so that one scale fits them all")
+    return cause, advice
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,7 +17,11 @@ What is fake-quantized (simulated int8 during training and inference of the QAT 
   8-bit asymmetric per tensor with tfmot's ``MovingAverageQuantizer`` (not with
   ``return_state=True``: tfmot's wrapper quantizes single outputs only, so nothing is);
 * **the layer input**, by whatever precedes the layer: tfmot's ``QuantizeLayer`` at the model
-  input, or the output quantizer of the previous layer.
+  input, or the output quantizer of the previous layer; not after a leading
+  ``keras.layers.Normalization``, which tfmot has no config for: it is left unannotated (float
+  standardisation, weights ``mean``/``variance``/``count`` untouched), so neither the raw input
+  nor the standardised features the first recurrent layer reads are fake-quantized (the int8
+  converter calibrates the input range on the representative data instead).
 
 Ranges: a weight's range is its current ``max |w|`` from the first training step on. Activation
 ranges start at tfmot's [-6, 6] and follow an exponential moving average (decay 0.999) of the
@@ -122,6 +126,8 @@ def _annotate_layer(layer, quantize_config_for_others):
     if is_recurrent(layer):
         return _qk.quantize_annotate_layer(layer, quantize_config=CellQuantizeConfig())
     config = quantize_config_for_others.get(layer.name) if quantize_config_for_others else None
+    if config is None and isinstance(layer, keras.layers.Normalization):
+        return layer  # no tfmot config: an unannotated layer stays float, as it is
     return _qk.quantize_annotate_layer(layer, quantize_config=config)
 
 
