@@ -713,6 +713,10 @@ def _add_data(subparsers) -> None:
                         "from 0 to 0.99"), default=0.1,
                         help="share of the training windows held out as x_val/y_val, per "
                         "class (default: %(default)s; 0: none)")
+    parser.add_argument("--validation-by", choices=("window", "subject"), default="window",
+                        help="har: hold out windows (stratified per class) or whole subjects, "
+                        "so that model selection sees the subject shift of the test set "
+                        "(default: %(default)s)")
     parser.add_argument("--seed", type=_SEED, default=0,
                         help="seed of the validation split (default: %(default)s)")
     parser.add_argument("--max-train", type=_POSITIVE, default=None, metavar="N",
@@ -735,7 +739,10 @@ def _run_data(args: argparse.Namespace) -> int:
     try:
         if args.dataset == "har":
             ds = datasets.load_har(args.classes, validation_split=args.validation_split,
-                                   seed=args.seed)
+                                   seed=args.seed, validation_by=args.validation_by)
+        elif args.validation_by != "window":
+            raise CommandError(f"--validation-by {args.validation_by} needs subject ids, which "
+                               f"only har has; {args.dataset} splits by window")
         elif args.dataset == "speech-commands":
             ds = datasets.load_speech_commands(args.path, validation_split=args.validation_split,
                                                seed=args.seed)

@@ -305,6 +305,20 @@ def test_data_writes_the_npz_the_commands_read(tmp_path, capsys):
     assert "pass --force" in capsys.readouterr().err
 
 
+def test_data_har_holds_out_whole_subjects(tmp_path, capsys):
+    from keras_rnnedge.datasets import load_har
+
+    out = tmp_path / "har.npz"
+    assert cli.main(["data", "har", "--validation-by", "subject", "--out", str(out)]) == 0
+    want = load_har(6, validation_split=0.1, validation_by="subject")
+    with np.load(out) as data:
+        np.testing.assert_array_equal(data["y_val"], want.y_val)
+    capsys.readouterr()
+    assert cli.main(["data", "mnist", "--validation-by", "subject", "--out",
+                     str(tmp_path / "m.npz")]) == 2
+    assert "only har has" in capsys.readouterr().err
+
+
 def test_emulated_targets_sample_across_the_classes(tmp_path):
     """Before: the first 8 test windows, all STANDING in a class-ordered test set."""
     y = np.repeat(np.arange(6), 50)  # ordered by class, as many test sets are

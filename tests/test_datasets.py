@@ -208,6 +208,31 @@ def test_har_validation_split_is_seeded_stratified_and_disjoint(har6, har2_split
     assert not np.array_equal(other.x_val, ds.x_val)
 
 
+def test_har_subject_validation_split_holds_out_whole_subjects(har6):
+    ds = load_har(6, validation_split=0.15, seed=3, validation_by="subject")
+    held = set(ds.extras["subject_val"].tolist())
+    assert held and held.isdisjoint(ds.extras["subject_train"].tolist())
+    assert len(ds.y_train) + len(ds.y_val) == 7415
+    # as close to 15 % as whole subjects allow (21 subjects of ~350 windows each)
+    assert abs(len(ds.y_val) - 0.15 * 7415) < 400
+    np.testing.assert_array_equal(ds.x_test, har6.x_test)
+    again = load_har(6, validation_split=0.15, seed=3, validation_by="subject")
+    np.testing.assert_array_equal(again.y_val, ds.y_val)
+    with pytest.raises(ValueError, match="validation_by .*'subject'.*but got 'person'"):
+        load_har(validation_split=0.1, validation_by="person")
+
+
+def test_group_split_keeps_groups_whole_and_needs_two():
+    from keras_rnnedge.datasets._core import group_split
+
+    groups = np.repeat(np.arange(10), np.arange(1, 11))
+    train, val = group_split(groups, 0.3, seed=0)
+    assert set(groups[train]).isdisjoint(groups[val]) and len(train) + len(val) == len(groups)
+    assert 0 < len(val) < len(groups)
+    with pytest.raises(ValueError, match="at least two groups"):
+        group_split(np.zeros(5), 0.5, seed=0)
+
+
 @pytest.mark.parametrize("num_classes", [0, 1, 3, 12, True, "6"])
 def test_har_rejects_other_num_classes(num_classes):
     with pytest.raises(ValueError, match=rf"6 .*or 2 .*but got {num_classes!r}"):

@@ -150,6 +150,46 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndar
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
+def group_split(
+    groups: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices into train and validation parts by whole groups (e.g. subjects).
+
+    Groups are drawn in a seeded random order and held out while that brings the validation
+    part closer to ``fraction`` of the examples (at least one group), so no group has examples
+    on both sides.
+
+    Args:
+        groups: Group id per example, shape (N,).
+        fraction: Fraction in (0, 1) to hold out, approximately.
+        seed: Seed of the group order.
+
+    Returns:
+        ``(train_indices, val_indices)``, disjoint, each in increasing order.
+
+    Raises:
+        ValueError: If there are fewer than two groups.
+    """
+    groups = np.asarray(groups)
+    ids, counts = np.unique(groups, return_counts=True)
+    if len(ids) < 2:
+        raise ValueError(
+            f"A split by group needs at least two groups, but the training set has {len(ids)}."
+        )
+    order = np.random.default_rng(seed).permutation(len(ids))
+    target = fraction * len(groups)
+    held, total = [], 0
+    for index in order:
+        if held and abs(total + counts[index] - target) >= abs(total - target):
+            break
+        if len(held) == len(ids) - 1:
+            break
+        held.append(ids[index])
+        total += counts[index]
+    is_val = np.isin(groups, held)
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
 def make_dataset(
     *,
     x_train: np.ndarray,
@@ -161,6 +201,7 @@ def make_dataset(
     seed: int,
     per_example: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
     info: Mapping[str, Any] | None = None,
+    split_by: str | None = None,
 ) -> Dataset:
     """Assemble a Dataset, holding out a stratified validation split of the training set.
 
@@ -175,6 +216,9 @@ def make_dataset(
         per_example: ``{name: (train_values, test_values)}``, stored in ``extras`` as
             ``name_train`` / ``name_val`` / ``name_test``.
         info: Dataset-wide entries for ``extras``.
+        split_by: ``None`` for a stratified split of the examples, or the name of a
+            ``per_example`` entry (e.g. ``"subject"``) to hold out whole groups
+            (:func:`group_split`).
 
     Returns:
         The dataset.
@@ -183,8 +227,15 @@ def make_dataset(
     per_example = dict(per_example or {})
     extras: dict[str, Any] = dict(info or {})
     x_val = y_val = None
+    if split_by is not None and split_by not in per_example:
+        raise ValueError(
+            f"Received split_by={split_by!r}; expected None or one of {sorted(per_example)}."
+        )
     if fraction > 0:
-        train, val = stratified_split(y_train, fraction, seed)
+        if split_by is None:
+            train, val = stratified_split(y_train, fraction, seed)
+        else:
+            train, val = group_split(per_example[split_by][0], fraction, seed)
         x_val, y_val = x_train[val], y_train[val]
         x_train, y_train = x_train[train], y_train[train]
         for name, (values_train, _) in per_example.items():
