@@ -6,7 +6,10 @@ other small boards), with an Arduino sketch and a Cortex-M project around it.
 :func:`convert` runs the pipeline (validate → lower → TFLite → audit against the target → C
 array → sketch and PlatformIO project) and returns a :class:`ConversionResult`; nothing is
 written until :meth:`ConversionResult.save`. Every stage is checked against the one before it:
-the lowered model against the trained model, the float flatbuffer against the lowered model.
+the lowered model against the trained model, the float flatbuffer against the lowered model,
+and with ``compression="prune"`` (pruned int8 weights stored for TFLite Micro's ``TFLM_DECODE``,
+:mod:`~keras_rnnedge.converters.tflite.compression`) the compressed flatbuffer against the
+uncompressed one, bit for bit in TFLite Micro.
 Both converters measure what the deployed model loses against the float model
 (:mod:`~keras_rnnedge.converters.quality`: ``validation_data``, ``checks``,
 ``max_accuracy_drop``, ``min_agreement``) and calibrate on a seeded sample drawn across the
@@ -44,6 +47,11 @@ from keras_rnnedge.converters.quality import (
     QualityReport,
     StageCheckError,
 )
+from keras_rnnedge.converters.tflite.compression import (
+    COMPRESSIONS,
+    CompressionReport,
+    CompressionWarning,
+)
 from keras_rnnedge.converters.tflite.flatbuffer import (
     QUANTIZATIONS,
     TensorInfo,
@@ -58,9 +66,12 @@ from keras_rnnedge.converters.tflite.pipeline import (
 )
 
 __all__ = [
+    "COMPRESSIONS",
     "C_PRECISIONS",
     "CConversionResult",
     "CalibrationWarning",
+    "CompressionReport",
+    "CompressionWarning",
     "DeploymentCheck",
     "DeploymentQualityError",
     "DeploymentQualityWarning",

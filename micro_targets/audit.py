@@ -23,6 +23,12 @@ Memory accounting (all in bytes):
   library or SDK may differ from the pip build's; and alignment differs between the 64-bit host
   and a 32-bit target (the host's larger pointers and structs mostly make the host figure an
   over-estimate, which the margin does not rely on). The board core's own RAM is not counted.
+
+Weights stored compressed (``convert(..., compression="prune")``) are decoded by TFLite Micro's
+``TFLM_DECODE`` custom operator (resolver method ``AddDecode``) into the arena: the measured
+arena includes the decoded weights, and the flash figure counts what is stored. The report
+lists the stored bytes of every weight tensor, dense against compressed
+(:attr:`AuditReport.weights`, :func:`weight_storage`).
 """
 
 from __future__ import annotations
@@ -43,11 +49,13 @@ __all__ = [
     "TargetFitError",
     "UnsupportedOpError",
     "UnsupportedTargetError",
+    "WeightStorage",
     "target_refusal",
     "arena_with_margin",
     "audit",
     "list_ops",
     "resolver_methods",
+    "weight_storage",
 ]
 
 RUNTIMES = ("tflm",)
@@ -203,6 +211,9 @@ TFLM_CUSTOM_OPS: dict[str, str] = {
     "SignalStacker": "AddStacker",
     "SignalWindow": "AddWindow",
     "TFLite_Detection_PostProcess": "AddDetectionPostprocess",
+    # DECODE (tensorflow/lite/micro/kernels/decode.cc): decodes weights stored compressed
+    # (keras_rnnedge.converters.tflite.compression); TFLite Micro only, LiteRT has no kernel.
+    "TFLM_DECODE": "AddDecode",
 }
 
 
@@ -289,6 +300,108 @@ def list_ops(flatbuffer: bytes) -> list[str]:
     return ops
 
 
+#: Operand positions that hold weights, by operator (what :func:`weight_storage` lists).
+_WEIGHT_OPERANDS = {"FULLY_CONNECTED": (1,), "BATCH_MATMUL": (0, 1)}
+_DECODE_OP = _CUSTOM_PREFIX + "TFLM_DECODE"
+#: DECODE Common Metadata byte 0 → encoding (tflite-micro kernels/decode_state.h).
+_DECODE_TYPES = {0: "lut", 1: "huffman", 2: "prune"}
+_ITEM_BYTES = {"FLOAT32": 4, "FLOAT16": 2, "INT32": 4, "UINT8": 1, "INT64": 8, "INT16": 2,
+               "INT8": 1, "UINT16": 2, "UINT32": 4, "BOOL": 1}
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightStorage:
+    """How one weight tensor is stored in a flatbuffer.
+
+    Attributes:
+        name: the tensor's name (of the encoded tensor when compressed).
+        op: the operator that reads it (``FULLY_CONNECTED``, ``BATCH_MATMUL``).
+        shape: its shape as the operator reads it.
+        dense_bytes: bytes it takes stored dense.
+        stored_bytes: bytes the flatbuffer holds for it (encoded and ancillary data of a
+            ``TFLM_DECODE`` input pair when compressed).
+        encoding: ``"dense"``, or the DECODE type (``"prune"``, ``"lut"``, ``"huffman"``).
+    """
+
+    name: str
+    op: str
+    shape: tuple[int, ...]
+    dense_bytes: int
+    stored_bytes: int
+    encoding: str
+
+    @property
+    def compressed(self) -> bool:
+        return self.encoding != "dense"
+
+
+def weight_storage(flatbuffer: bytes) -> tuple[WeightStorage, ...]:
+    """The weight operands of ``FULLY_CONNECTED`` and ``BATCH_MATMUL`` operators, constant or
+    decoded by ``TFLM_DECODE``, each once, in the order the operators read them.
+
+    Raises:
+        ValueError: ``flatbuffer`` is not a TFLite model.
+    """
+    data = bytes(flatbuffer)
+    list_ops(data)  # checks the identifier
+    schema = _schema()
+    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    names = _builtin_names(schema)
+    types = {code: name for name, code in vars(schema.TensorType).items()
+             if not name.startswith("_") and isinstance(code, int)}
+    codes = []
+    for code in model.operatorCodes:
+        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+        custom = code.customCode.decode() if isinstance(code.customCode, bytes) else \
+            code.customCode
+        codes.append(_CUSTOM_PREFIX + (custom or "") if builtin == schema.BuiltinOperator.CUSTOM
+                     else names.get(builtin, f"BUILTIN_{builtin}"))
+
+    def stored(tensor) -> int:
+        buffer = model.buffers[tensor.buffer] if 0 <= tensor.buffer < len(model.buffers) else None
+        return 0 if buffer is None or buffer.data is None else len(buffer.data)
+
+    def label(tensor) -> str:
+        name = tensor.name
+        return name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name or "")
+
+    found: dict[tuple[int, int], WeightStorage] = {}
+    for g, sg in enumerate(model.subgraphs):
+        decoded: dict[int, tuple[int, int]] = {}  # DECODE output → (encoded, ancillary)
+        for op in sg.operators:
+            name = codes[op.opcodeIndex]
+            inputs = list(op.inputs if op.inputs is not None else ())
+            if name == _DECODE_OP:
+                for k, out in enumerate(op.outputs if op.outputs is not None else ()):
+                    decoded[int(out)] = (int(inputs[2 * k]), int(inputs[2 * k + 1]))
+                continue
+            for pos in _WEIGHT_OPERANDS.get(name, ()):
+                if pos >= len(inputs) or inputs[pos] < 0:
+                    continue
+                t = int(inputs[pos])
+                tensor = sg.tensors[t]
+                shape = tuple(int(v) for v in tensor.shape)
+                if t in decoded:
+                    enc, anc = decoded[t]
+                    if (g, enc) in found:
+                        continue
+                    header = model.buffers[sg.tensors[anc].buffer].data
+                    kind = int(header[0]) if header is not None and len(header) else -1
+                    n = 1
+                    for v in shape:
+                        n *= v
+                    found[(g, enc)] = WeightStorage(
+                        name=label(sg.tensors[enc]), op=name, shape=shape,
+                        dense_bytes=n * _ITEM_BYTES.get(types.get(tensor.type, ""), 1),
+                        stored_bytes=stored(sg.tensors[enc]) + stored(sg.tensors[anc]),
+                        encoding=_DECODE_TYPES.get(kind, f"decode type {kind}"))
+                elif stored(tensor) and (g, t) not in found:
+                    found[(g, t)] = WeightStorage(name=label(tensor), op=name, shape=shape,
+                                                  dense_bytes=stored(tensor),
+                                                  stored_bytes=stored(tensor), encoding="dense")
+    return tuple(found.values())
+
+
 def _method(op: str) -> str | None:
     if op.startswith(_CUSTOM_PREFIX):
         return TFLM_CUSTOM_OPS.get(op[len(_CUSTOM_PREFIX):])
@@ -331,6 +444,8 @@ class AuditReport:
         flash_needed: ``model_bytes + runtime_flash_bytes``.
         ram_needed: ``arena_with_margin + ram_allowance_bytes`` (``None`` without an arena).
         flash_available, ram_available: the board's memories (``None``: no limit).
+        weights: how each weight tensor is stored (:func:`weight_storage`); listed in the text
+            when some are compressed (``TFLM_DECODE``).
     """
 
     board: Board
@@ -348,6 +463,7 @@ class AuditReport:
     ram_needed: int | None
     flash_available: int | None
     ram_available: int | None
+    weights: tuple[WeightStorage, ...] = ()
 
     @property
     def flash_fits(self) -> bool:
@@ -393,6 +509,7 @@ class AuditReport:
                  f"{', '.join(self.resolver_methods) or 'nothing'}"]
         if self.unsupported_ops:
             lines.append(f"unsupported ops: {', '.join(self.unsupported_ops)}")
+        lines += self._weight_lines()
         runtime = (f" + runtime ~{self.runtime_flash_bytes:,} B (estimate)"
                    if self.board.tflm_runtime_flash_bytes else " (no runtime estimate)")
         lines.append(f"flash: model {self.model_bytes:,} B{runtime} = {self.flash_needed:,} B of "
@@ -407,6 +524,24 @@ class AuditReport:
         lines.extend(f"refused: {reason}" for reason in self.refusals)
         lines.append(f"fits: {'yes' if self.fits else 'no'}")
         return "\n".join(lines)
+
+    def _weight_lines(self) -> list[str]:
+        """The stored bytes of every weight, when some are compressed (else nothing)."""
+        compressed = [w for w in self.weights if w.compressed]
+        if not compressed:
+            return []
+        dense = sum(w.dense_bytes for w in self.weights)
+        stored = sum(w.stored_bytes for w in self.weights)
+        lines = [f"weights: {len(compressed)} of {len(self.weights)} stored compressed "
+                 f"(TFLM_DECODE): {dense:,} B dense -> {stored:,} B stored, "
+                 f"{dense - stored:,} B saved; the arena holds each decoded weight while its "
+                 "operator runs"]
+        for w in self.weights:
+            how = (f"{w.stored_bytes:,} B stored ({w.encoding})" if w.compressed else
+                   "stored dense")
+            lines.append(f"  {w.name or '?'} {w.op} {list(w.shape)}: {w.dense_bytes:,} B dense, "
+                         f"{how}")
+        return lines
 
 
 def _available(value: int | None) -> str:
@@ -515,7 +650,8 @@ def audit(flatbuffer: bytes, board: str | Board, *, runtime: str = "tflm", check
         arena_bytes=arena, arena_with_margin=margin, runtime_flash_bytes=runtime_flash,
         ram_allowance_bytes=RAM_ALLOWANCE_BYTES, flash_needed=len(data) + runtime_flash,
         ram_needed=None if margin is None else margin + RAM_ALLOWANCE_BYTES,
-        flash_available=board.flash_bytes, ram_available=board.ram_bytes)
+        flash_available=board.flash_bytes, ram_available=board.ram_bytes,
+        weights=weight_storage(data))
     if not check:
         return report
     if not board.tflm:

@@ -15,7 +15,12 @@ Runtimes:
   sigmoid/tanh regions amplify them, so compare predictions, not raw logits, end to end.
 * ``"litert-optimized"``: LiteRT's default (optimized/XNNPACK) kernels.
 * ``"tflm"``: the TFLite Micro interpreter (``tflite_micro.runtime``) with a given or measured
-  arena.
+  arena. Models with weights stored compressed (``convert(..., compression="prune")``: the
+  ``TFLM_DECODE`` operator) run only here; LiteRT refuses them with a clear error.
+
+:func:`emulate_against` runs two flatbuffers with the same inputs and outputs side by side and
+reports their largest difference at any output of any step (the pipeline's check that a
+lossless rewrite is lossless).
 """
 
 from __future__ import annotations
@@ -39,10 +44,15 @@ from keras_rnnedge.micro_targets.validate import (
 )
 from keras_rnnedge.progress import ProgressArg, check_progress, progress_bar
 
-__all__ = ["RUNTIMES", "EmulationResult", "emulate", "measure_arena", "open_runtime",
-           "tflm_interpreter"]
+__all__ = ["RUNTIMES", "TFLM_ONLY_OPS", "EmulationResult", "emulate", "emulate_against",
+           "measure_arena", "open_runtime", "tflm_interpreter"]
 
 RUNTIMES = ("litert", "litert-optimized", "tflm")
+#: Operators TFLite Micro runs and LiteRT has no kernel for (as ``audit.list_ops`` names them)
+#: → where they come from.
+TFLM_ONLY_OPS = {
+    "CUSTOM:TFLM_DECODE": "weights stored compressed, from convert(..., compression='prune')",
+}
 #: Arena for the first TFLite Micro allocation, before the exact need is measured.
 PROBE_ARENA_BYTES = 4 * 1024 * 1024
 
@@ -253,12 +263,60 @@ def _check_tflm_ops(flatbuffer: bytes) -> None:
                                        tuple(ops))
 
 
-def _open(flatbuffer: bytes, runtime: str, arena_bytes: int | None):
+def _check_litert_ops(flatbuffer: bytes, runtime: str, where: str) -> None:
+    """Refuse a model that uses operators only TFLite Micro has (:data:`TFLM_ONLY_OPS`): LiteRT
+    would fail at allocation with only the op's name."""
+    from keras_rnnedge.micro_targets import audit  # audit imports this module
+
+    only = [op for op in audit.list_ops(flatbuffer) if op in TFLM_ONLY_OPS]
+    if only:
+        names = ", ".join(op.split(":", 1)[-1] for op in only)
+        origin = "; ".join(TFLM_ONLY_OPS[op] for op in only)
+        raise ValueError(f"LiteRT (runtime={runtime!r}) cannot run {where}: it uses the TFLite "
+                         f"Micro operator {names} ({origin}), which LiteRT has no kernel for. "
+                         "Use runtime='tflm' (rnnedge emulate --runtime tflm), or convert "
+                         "without compression to run the model in LiteRT.")
+
+
+def _open(flatbuffer: bytes, runtime: str, arena_bytes: int | None,
+          where: str = "the flatbuffer"):
     """The runner of :func:`open_runtime`, for a flatbuffer already checked."""
     if runtime == "tflm":
         _check_tflm_ops(flatbuffer)
         return _TFLM(flatbuffer, arena_bytes or measure_arena(flatbuffer))
+    _check_litert_ops(flatbuffer, runtime, where)
     return _LiteRT(flatbuffer, optimized=(runtime == "litert-optimized"))
+
+
+class _Lockstep:
+    """Two runners fed the same inputs: ``get`` answers from the first, and after every invoke
+    each output of the first is compared with the second's (the largest difference, in the
+    outputs' own units, is kept in ``max_diff``)."""
+
+    def __init__(self, first, second, positions: tuple[int, ...]):
+        self.first, self.second, self.positions = first, second, positions
+        self.arena_bytes = first.arena_bytes
+        self.max_diff = 0.0
+
+    def set(self, position: int, value: np.ndarray) -> None:
+        self.first.set(position, value)
+        self.second.set(position, value)
+
+    def invoke(self) -> None:
+        self.first.invoke()
+        self.second.invoke()
+        for p in self.positions:
+            a = np.asarray(self.first.get(p), np.float64)
+            b = np.asarray(self.second.get(p), np.float64)
+            diff = float(np.max(np.abs(a - b))) if a.size else 0.0
+            self.max_diff = max(self.max_diff, diff if np.isfinite(diff) else np.inf)
+
+    def get(self, position: int) -> np.ndarray:
+        return self.first.get(position)
+
+    def reset(self) -> None:
+        self.first.reset()
+        self.second.reset()
 
 
 def emulate(converted: _Converted, x, *, runtime: str = "litert",
@@ -286,23 +344,73 @@ def emulate(converted: _Converted, x, *, runtime: str = "litert",
         An :class:`EmulationResult`.
 
     Raises:
-        ValueError: bad ``x``, ``runtime`` or ``arena_bytes``, or a truncated or corrupt
-            flatbuffer (the message names the file when ``converted`` was read from one).
+        ValueError: bad ``x``, ``runtime`` or ``arena_bytes``, a truncated or corrupt
+            flatbuffer (the message names the file when ``converted`` was read from one), or a
+            LiteRT runtime for a model that uses operators only TFLite Micro has
+            (:data:`TFLM_ONLY_OPS`: weights compressed with ``compression="prune"``).
     """
     _check_runtime(runtime, arena_bytes)
     check_progress(progress)
+    x = _check_windows(converted, x)
+    where = _where(converted)
+    runner = _open(check_flatbuffer(converted.flatbuffer, where), runtime, arena_bytes, where)
+    return _emulate(converted, x, runner, runtime, progress)
+
+
+def emulate_against(converted: _Converted, reference: bytes, x, *, runtime: str = "tflm",
+                    progress: ProgressArg = True) -> tuple[EmulationResult, float]:
+    """Run ``converted`` and ``reference`` (a flatbuffer with the same inputs and outputs, e.g.
+    the same model before a lossless rewrite) side by side on every sequence of ``x``.
+
+    Both get the same inputs at every invoke, and the state ``converted`` computes; after each
+    invoke every output of the two is compared. ``step_seconds`` counts both invokes.
+
+    Args:
+        converted: as for :func:`emulate`.
+        reference: the other flatbuffer.
+        x: as for :func:`emulate`.
+        runtime: as for :func:`emulate` (each flatbuffer gets its own measured arena).
+        progress: as for :func:`emulate`.
+
+    Returns:
+        ``(result, max_diff)``: the :class:`EmulationResult` of ``converted``, and the largest
+        difference between the two at any output of any invoke, in the outputs' own units
+        (LSB for an int8 model; ``inf`` for a NaN).
+
+    Raises:
+        ValueError: as :func:`emulate`, for either flatbuffer.
+    """
+    _check_runtime(runtime, None)
+    check_progress(progress)
+    x = _check_windows(converted, x)
+    where = _where(converted)
+    first = _open(check_flatbuffer(converted.flatbuffer, where), runtime, None, where)
+    second = _open(check_flatbuffer(reference, "the reference flatbuffer"), runtime, None,
+                   "the reference flatbuffer")
+    runner = _Lockstep(first, second, tuple(t.position for t in converted.outputs))
+    result = _emulate(converted, x, runner, runtime, progress)
+    return result, runner.max_diff
+
+
+def _where(converted) -> str:
+    path = getattr(converted, "path", None)
+    return repr(str(path / "model.tflite")) if path is not None else "the flatbuffer"
+
+
+def _check_windows(converted: _Converted, x) -> np.ndarray:
+    x_info = next(t for t in converted.inputs if t.name == "x")
+    steps = None if converted.mode == "step" else x_info.shape[1]
+    return check_sequences(x, features=x_info.shape[-1], timesteps=steps, finite=True,
+                           length_note=f"The {converted.mode} model is built for one length: cut "
+                           f"the windows to {steps} steps, or convert with mode='step', which "
+                           "runs windows of any length.").astype(np.float32)
+
+
+def _emulate(converted: _Converted, x: np.ndarray, runner, runtime: str,
+             progress: ProgressArg) -> EmulationResult:
     x_info = next(t for t in converted.inputs if t.name == "x")
     y_info = next(t for t in converted.outputs if t.name == "y")
-    steps = None if converted.mode == "step" else x_info.shape[1]
-    x = check_sequences(x, features=x_info.shape[-1], timesteps=steps, finite=True,
-                        length_note=f"The {converted.mode} model is built for one length: cut "
-                        f"the windows to {steps} steps, or convert with mode='step', which "
-                        "runs windows of any length.").astype(np.float32)
-    path = getattr(converted, "path", None)
-    where = repr(str(path / "model.tflite")) if path is not None else "the flatbuffer"
-    runner = _open(check_flatbuffer(converted.flatbuffer, where), runtime, arena_bytes)
     arena = runner.arena_bytes
-
     raw, timings = [], []
     with progress_bar(progress, f"emulating ({runtime})", len(x), unit="window") as bar:
         for seq in x:

@@ -33,6 +33,7 @@ import warnings
 
 from keras_rnnedge._compat import np, tf
 from keras_rnnedge.converters.lowering import ConversionError, LoweredModel
+from keras_rnnedge.converters.tflite.compression import CompressionReport
 from keras_rnnedge.optimize.recurrent import is_quantize_input, is_quantize_wrapper
 
 __all__ = ["CALIBRATION_SEQUENCES", "QUANTIZATIONS", "TensorInfo", "TFLiteModel", "qat_ranges",
@@ -103,6 +104,10 @@ class TFLiteModel:
     #: tensor name → ``{"range": [low, high], "estimator": ...}`` of the ranges set from the
     #: calibration data (``x`` and the states of an int8 model).
     calibration: dict = dataclasses.field(default_factory=dict)
+    #: What :func:`~keras_rnnedge.converters.tflite.compression.compress_pruned` did to
+    #: ``flatbuffer`` (``None``: not compressed). A flatbuffer with encoded weights runs in
+    #: TFLite Micro only.
+    compression: CompressionReport | None = None
 
     def input(self, name: str) -> TensorInfo:
         return next(t for t in self.inputs if t.name == name)

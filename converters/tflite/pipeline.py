@@ -40,6 +40,13 @@ from keras_rnnedge.converters.result import (
     check_stage,
     is_conversion_output,
 )
+from keras_rnnedge.converters.tflite.compression import (
+    COMPRESSIONS,
+    DECODE_OVERHEAD_BYTES,
+    CompressionReport,
+    CompressionWarning,
+    compress_pruned,
+)
 from keras_rnnedge.converters.tflite.flatbuffer import (
     CALIBRATION_SEQUENCES,
     TensorInfo,
@@ -75,6 +82,8 @@ TFLITE_FLOAT_ATOL = 1e-3
 _CHECK_SEQUENCES = 2
 #: Calibration windows the deployed model is checked on when no validation data are given.
 _QUALITY_WINDOWS = 32
+#: Quantizations whose weights can be stored compressed (int8 weights, run by TFLite Micro).
+_COMPRESSIBLE = ("int8", "int16x8")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +103,8 @@ class ConversionResult(ConversionOutput):
         class_names: optional names of the output classes.
         quality: float against deployed (TFLite Micro) accuracy and agreement, on the
             validation data (or, without them, agreement on calibration windows).
+        compression: what ``compression="prune"`` stored compressed (``None`` without
+            compression); the same as ``tflite.compression``.
     """
 
     name: str
@@ -130,6 +141,10 @@ class ConversionResult(ConversionOutput):
     def timesteps(self) -> int | None:
         return self.lowered.timesteps
 
+    @property
+    def compression(self) -> CompressionReport | None:
+        return self.tflite.compression
+
     def report(self) -> str:
         """A human-readable account of the conversion."""
         lines = [
@@ -139,6 +154,8 @@ class ConversionResult(ConversionOutput):
             "inputs         " + ", ".join(_describe(t) for t in self.inputs),
             "outputs        " + ", ".join(_describe(t) for t in self.outputs),
         ]
+        if self.compression is not None:
+            lines += _compression_lines(self.compression)
         if self.lowered.folded:
             lines.append("folded         " + ", ".join(self.lowered.folded))
         for key, value in self.tflite.calibration.items():
@@ -165,12 +182,27 @@ class ConversionResult(ConversionOutput):
             "checks": self.checks,
             "calibration": self.tflite.calibration,
             "quality": None if self.quality is None else self.quality.to_dict(),
+            "compression": None if self.compression is None else self.compression.to_dict(),
         }
 
 
 def _describe(t: TensorInfo) -> str:
     q = f" scale {t.scale:.6g} zp {t.zero_point}" if t.quantized else ""
     return f"{t.name}[{t.position}] {t.dtype}{list(t.shape)}{q}"
+
+
+def _compression_lines(report: CompressionReport) -> list[str]:
+    """The report's lines on compression (the audit lists the bytes stored per weight)."""
+    encoded = report.encoded
+    arena = ("" if report.dense_arena_bytes is None or report.arena_bytes is None else
+             f"; TFLite Micro arena {report.dense_arena_bytes:,} -> {report.arena_bytes:,} B "
+             "(the arena holds each decoded weight while its operator runs)")
+    lines = [f"compression    {report.method}: {len(encoded)} of {len(report.tensors)} weight "
+             f"tensors stored compressed (TFLM_DECODE, TFLite Micro only); flatbuffer "
+             f"{report.dense_flatbuffer_bytes:,} -> {report.flatbuffer_bytes:,} B{arena}"]
+    lines += [f"kept dense     {t.name or '?'} {list(t.shape)}: {t.reason}"
+              for t in report.tensors if not t.encoded]
+    return lines
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,6 +221,8 @@ class SavedConversion:
     timesteps: int | None
     features: int
     class_names: tuple[str, ...]
+    #: what ``compression="prune"`` stored compressed (``None``: not compressed).
+    compression: CompressionReport | None = None
 
     def source_model(self) -> keras.Model:
         from keras_rnnedge.optimize import load_model
@@ -224,11 +258,13 @@ def load_result(path: str | os.PathLike):
         m = json.loads(manifest_path.read_text())
         inputs = tuple(TensorInfo(**{**t, "shape": tuple(t["shape"])}) for t in m["inputs"])
         outputs = tuple(TensorInfo(**{**t, "shape": tuple(t["shape"])}) for t in m["outputs"])
+        compression = m.get("compression")
         result = SavedConversion(
             path=root, name=m["name"], target=m["target"], quantization=m["quantization"],
             mode=m["mode"], flatbuffer=tflite_path.read_bytes(), inputs=inputs, outputs=outputs,
             state_sizes=tuple(m["state_sizes"]), timesteps=m["timesteps"],
-            features=m["features"], class_names=tuple(m.get("class_names", ())))
+            features=m["features"], class_names=tuple(m.get("class_names", ())),
+            compression=None if compression is None else CompressionReport.from_dict(compression))
     except (ValueError, KeyError, TypeError) as exc:
         raise ConversionError(f"{str(manifest_path)!r} is corrupt ({type(exc).__name__}: "
                               f"{exc}); re-run `rnnedge convert`.") from exc
@@ -246,6 +282,7 @@ def _check_flatbuffer(flatbuffer: bytes, where) -> None:
 
 @with_stages("converting", 4)
 def convert(model: keras.Model, *, target: str, quantization: str, mode: str = "step",
+            compression: str | None = None,
             representative_data=None, name: str | None = None, timesteps: int | None = None,
             class_names=None, validation_data=None, checks: str = "raise",
             max_accuracy_drop: float = 2.0, min_agreement: float = 0.9,
@@ -265,6 +302,17 @@ def convert(model: keras.Model, *, target: str, quantization: str, mode: str = "
         quantization: ``"float32"``, ``"float16"``, ``"dynamic"``, ``"int8"`` or ``"int16x8"``.
         mode: ``"step"`` (one time step, state in and out; the default), ``"unrolled"`` or
             ``"fused"`` (stock LSTM only).
+        compression: ``None`` (default) or ``"prune"``: store the pruned int8 weights
+            (``FULLY_CONNECTED`` and ``BATCH_MATMUL`` operands) as a bit mask plus their
+            non-zeros, decoded at run time by TFLite Micro's ``TFLM_DECODE`` operator
+            (:mod:`~keras_rnnedge.converters.tflite.compression`), where that makes the
+            flatbuffer smaller; lossless: the compressed model is checked bit for bit against
+            the uncompressed one in TFLite Micro. ``int8`` and ``int16x8`` only. The flatbuffer
+            shrinks, the arena grows by about the largest decoded weight, and the model runs in
+            TFLite Micro only (October 2025 or later: not the ``Arduino_TensorFlowLite`` library
+            of tflite-micro-arduino-examples); LiteRT cannot run it. When no weight is worth
+            it, the flatbuffer stays as it is, with a
+            :class:`~keras_rnnedge.converters.tflite.compression.CompressionWarning`.
         representative_data: input sequences (N, T, F) for calibration; required for int8 and
             int16x8; also used to check each stage against the previous one. Pass the whole
             training set: ``calibration_size`` sequences are sampled across it (seeded), so
@@ -294,7 +342,8 @@ def convert(model: keras.Model, *, target: str, quantization: str, mode: str = "
         A :class:`ConversionResult` (nothing written yet).
 
     Raises:
-        ConversionError: an option, a layer or a weight that cannot be converted.
+        ConversionError: an option, a layer or a weight that cannot be converted (also
+            ``compression`` with a quantization other than ``int8``/``int16x8``).
         keras_rnnedge.converters.quality.DeploymentQualityError: the deployed model loses more
             than ``max_accuracy_drop`` points or agrees less than ``min_agreement``.
         keras_rnnedge.converters.quality.StageCheckError: a stage differs from the one before
@@ -305,6 +354,7 @@ def convert(model: keras.Model, *, target: str, quantization: str, mode: str = "
     if not board.tflm and board.key != "host":
         raise UnsupportedTargetError(target_refusal(board))
     check_quantization(quantization, representative_data)
+    _check_compression(compression, quantization)
     if mode not in MODES:
         raise ConversionError(f'Expected mode to be one of {", ".join(map(repr, MODES))}, but '
                               f"got {mode!r}.")
@@ -322,6 +372,9 @@ def convert(model: keras.Model, *, target: str, quantization: str, mode: str = "
     tfl = to_tflite(lowered, quantization, representative_data,
                     calibration_size=calibration_size, calibration_seed=calibration_seed,
                     trained_ranges=qat_ranges(model) if is_qat(model) else None)
+    dense = None
+    if compression is not None:
+        dense, tfl = tfl, _compress(tfl)
     sample = None
     if representative_data is not None:
         with warnings.catch_warnings():  # to_tflite warned already about this sample
@@ -331,11 +384,12 @@ def convert(model: keras.Model, *, target: str, quantization: str, mode: str = "
                                         calibration_size or CALIBRATION_SEQUENCES,
                                         calibration_seed)
     stage("checking")
-    checks, quality = _stage_checks(model, lowered, tfl, sample, policy, validation)
+    checks, quality, tfl = _stage_checks(model, lowered, tfl, sample, policy, validation, dense)
     report = None
     if board.key != "host":
         stage(f"auditing for {board.key}")
-        report = audit(tfl.flatbuffer, board)
+        arena = None if tfl.compression is None else tfl.compression.arena_bytes
+        report = audit(tfl.flatbuffer, board, arena_bytes=arena)
     names = tuple(str(c) for c in (class_names or ()))
     window = timesteps or lowered.timesteps or model.inputs[0].shape[1]
     if window is None and representative_data is not None:
@@ -347,6 +401,39 @@ def convert(model: keras.Model, *, target: str, quantization: str, mode: str = "
                             quality=quality)
 
 
+def _check_compression(compression, quantization: str) -> None:
+    if compression is None:
+        return
+    if compression not in COMPRESSIONS:
+        raise ConversionError(f"Expected compression to be None or one of "
+                              f"{', '.join(map(repr, COMPRESSIONS))}, but got {compression!r}.")
+    if quantization not in _COMPRESSIBLE:
+        raise ConversionError(
+            f"compression={compression!r} stores int8 weights compressed for TFLite Micro's "
+            f"TFLM_DECODE operator; it needs quantization='int8' or 'int16x8', but got "
+            f"quantization={quantization!r}. TFLite Micro does not run float16 or dynamic-range "
+            "models, LiteRT has no TFLM_DECODE kernel, and float32 weights are not stored "
+            "compressed: convert with quantization='int8' (or 'int16x8'), or without "
+            "compression.")
+
+
+def _compress(tfl: TFLiteModel) -> TFLiteModel:
+    """``tfl`` with its pruned weights stored for TFLM_DECODE (:func:`compress_pruned`); a
+    warning when no weight is worth it (the flatbuffer then stays as it is)."""
+    packed = compress_pruned(tfl.flatbuffer)
+    if not packed.report.encoded:
+        reasons = "; ".join(f"{t.name or '?'} {list(t.shape)}: {t.reason}"
+                            for t in packed.report.tensors)
+        reasons = reasons or "the model has no int8 weight of FULLY_CONNECTED or BATCH_MATMUL"
+        warnings.warn(f"compression='prune' stored no weight compressed: {reasons}. A weight "
+                      "of n int8 values takes n/8 + its non-zeros + 16 bytes compressed, and "
+                      f"each TFLM_DECODE about {DECODE_OVERHEAD_BYTES} bytes more: prune the "
+                      "model further "
+                      "(HardThresholding, GrowAndPrune, tfmot), or convert without compression.",
+                      CompressionWarning, stacklevel=3)
+    return dataclasses.replace(tfl, flatbuffer=packed.flatbuffer, compression=packed.report)
+
+
 def _check_target(target) -> Board:
     try:
         return get_board(target)
@@ -355,15 +442,22 @@ def _check_target(target) -> Board:
 
 
 def _stage_checks(model, lowered: LoweredModel, tfl: TFLiteModel, data, policy: DeploymentCheck,
-                  validation) -> tuple[dict[str, float], QualityReport | None]:
+                  validation, dense: TFLiteModel | None = None
+                  ) -> tuple[dict[str, float], QualityReport | None, TFLiteModel]:
     """Lowered vs trained model, and float flatbuffer vs lowered model, on a few calibration
-    sequences; then the deployed model (TFLite Micro) against the float model on the
-    validation data, or on calibration windows without them.
+    sequences; a compressed flatbuffer against ``dense``, the same model uncompressed, both in
+    TFLite Micro (identical at every output of every step: the encoding is lossless); then the
+    deployed model (TFLite Micro) against the float model on the validation data, or on
+    calibration windows without them.
 
     A check that fails or cannot be computed (NaN) raises (``checks="raise"``) or warns.
+
+    Returns:
+        The checks, the quality report, and ``tfl`` (with the TFLite Micro arenas of the
+        compressed and uncompressed models in its compression report, when compressed).
     """
     if data is None and validation is None:
-        return {}, None
+        return {}, None, tfl
     reference = strip_wrappers(model)  # a QAT model's weights as QAT used them, float compute
     checks: dict[str, float] = {}
     if data is not None:
@@ -392,14 +486,36 @@ def _stage_checks(model, lowered: LoweredModel, tfl: TFLiteModel, data, policy: 
                             f"The float32 flatbuffer differs from the lowered model by {diff:.3g} "
                             f"(tolerance {TFLITE_FLOAT_ATOL}) on the first {len(x)} calibration "
                             "sequences."))
-    return checks, _quality(reference, lowered, tfl, data, policy, validation)
+    deployed = None
+    if dense is not None and tfl.compression is not None and tfl.compression.encoded:
+        deployed, tfl = _check_compressed(lowered, tfl, dense, data, policy, validation, checks)
+    return checks, _quality(reference, lowered, tfl, data, policy, validation, deployed), tfl
 
 
-def _quality(reference, lowered: LoweredModel, tfl: TFLiteModel, data, policy: DeploymentCheck,
-             validation) -> QualityReport:
-    """The deployed model against the float model (see :mod:`.quality`)."""
-    from keras_rnnedge.micro_targets.emulate import emulate
+def _check_compressed(lowered: LoweredModel, tfl: TFLiteModel, dense: TFLiteModel, data,
+                      policy: DeploymentCheck, validation, checks: dict[str, float]):
+    """Run the compressed and the uncompressed flatbuffer side by side in TFLite Micro on the
+    windows the deployed model is measured on; any difference fails the check 'tflm compressed
+    vs uncompressed' (in LSB). Returns the compressed model's emulation (for the quality
+    measure) and ``tfl`` with both arenas in its compression report."""
+    from keras_rnnedge.micro_targets.emulate import emulate_against, measure_arena
 
+    x, _, source = _quality_windows(lowered, data, validation)
+    result, diff = emulate_against(_Shim(tfl, lowered), dense.flatbuffer, x, runtime="tflm")
+    check_stage(checks, "tflm compressed vs uncompressed", diff, policy=policy, limit=0.0,
+                message=(
+                    f"The flatbuffer with compressed weights (TFLM_DECODE) differs from the "
+                    f"uncompressed one by {diff:g} LSB in TFLite Micro on {len(x)} {source}; "
+                    "the encoding is lossless, so this is a bug in keras_rnnedge's compression "
+                    "or in the installed TFLite Micro's DECODE kernel. Convert without "
+                    "compression, and please report it with the model."))
+    report = dataclasses.replace(tfl.compression, arena_bytes=result.arena_bytes,
+                                 dense_arena_bytes=measure_arena(dense.flatbuffer))
+    return result.outputs, dataclasses.replace(tfl, compression=report)
+
+
+def _quality_windows(lowered: LoweredModel, data, validation):
+    """``(x, y, source)``: the windows the deployed model is measured on."""
     if validation is not None:
         x, y = validation
         source = "validation data"
@@ -408,8 +524,19 @@ def _quality(reference, lowered: LoweredModel, tfl: TFLiteModel, data, policy: D
         source = "calibration windows"
     if lowered.timesteps is not None:
         x = x[:, :lowered.timesteps]
+    return x, y, source
+
+
+def _quality(reference, lowered: LoweredModel, tfl: TFLiteModel, data, policy: DeploymentCheck,
+             validation, deployed: np.ndarray | None = None) -> QualityReport:
+    """The deployed model against the float model (see :mod:`.quality`); ``deployed``: its
+    outputs on the quality windows when already computed."""
+    from keras_rnnedge.micro_targets.emulate import emulate
+
+    x, y, source = _quality_windows(lowered, data, validation)
     runtime = "tflm" if tfl.quantization in ("float32", "int8", "int16x8") else "litert"
-    deployed = emulate(_Shim(tfl, lowered), x, runtime=runtime).outputs
+    if deployed is None:
+        deployed = emulate(_Shim(tfl, lowered), x, runtime=runtime).outputs
     float_out = reference.predict(x, verbose=0)
     what = f"{'TFLite Micro' if runtime == 'tflm' else 'LiteRT'} {tfl.quantization}"
     report = measure(float_out, deployed, y, policy, what, source)

@@ -19,7 +19,10 @@ sample and the sketch carries the recurrent state between Invokes exactly as
 same quantization and re-quantized otherwise, and the state is zero at the start of every window.
 Unrolled and fused models collect the window in their input tensor and run one Invoke per window.
 
-The op resolver is a ``MicroMutableOpResolver<N>`` sized to exactly the model's operators.
+The op resolver is a ``MicroMutableOpResolver<N>`` sized to exactly the model's operators. A
+model with weights stored compressed (``AddDecode``: TFLite Micro's ``TFLM_DECODE``) gets a
+comment at that call and a README section: the operator needs TFLite Micro from October 2025 or
+later, which the ``Arduino_TensorFlowLite`` library predates.
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ TFLM_ARDUINO_URL = "https://github.com/tensorflow/tflite-micro-arduino-examples"
 BAUD_RATE = 115200
 #: Longest text accepted for one number on a serial input line.
 _CHARS_PER_VALUE = 24
+#: The resolver method of TFLite Micro's DECODE operator (weights stored compressed).
+_DECODE_METHOD = "AddDecode"
 
 # The same modes as keras_rnnedge.converters.lowering.MODES (not imported from there: this module
 # stays free of TensorFlow; a test checks that the two agree).
@@ -772,7 +777,14 @@ class _Program:
             f"  // Exactly the operators of this model ({n}).",
             f"  static tflite::MicroMutableOpResolver<{n}> resolver;",
         ]
-        lines += [f"  resolver.{method}();" for method in spec.resolver_methods]
+        for method in spec.resolver_methods:
+            if method == _DECODE_METHOD:
+                lines += [
+                    "  // TFLM_DECODE decodes the weights stored compressed into the arena. TFLite",
+                    "  // Micro has it since October 2025; the Arduino_TensorFlowLite library of",
+                    "  // tflite-micro-arduino-examples (2023) does not: see README.md.",
+                ]
+            lines.append(f"  resolver.{method}();")
         lines += [
             "",
             "  static tflite::MicroInterpreter static_interpreter(model, resolver, tensor_arena,",
@@ -944,6 +956,22 @@ def _readme(spec: SketchSpec, *, platformio: bool) -> str:
                  "16-byte aligned C array (`.cpp`: the Arduino IDE 1.x builder compiles no `.cc`).",
                  f"- `{spec.name}_model_io.h`: arena size, tensor positions, scales and zero "
                  "points, class names."]
+    if _DECODE_METHOD in spec.resolver_methods:
+        build += [
+            "",
+            "## Compressed weights (TFLM_DECODE)",
+            "",
+            "The model stores its pruned weights compressed (a bit mask and the non-zero "
+            "values), and TensorFlow Lite Micro's DECODE operator (`resolver.AddDecode()`, "
+            "custom op `TFLM_DECODE`) decodes each into the tensor arena before the operator "
+            "that reads it; the arena size includes the decoded weights. DECODE came into "
+            "TensorFlow Lite Micro in October 2025 (https://github.com/tensorflow/tflite-micro, "
+            "commit d96fe663d); the Arduino library above was last synced from it in December "
+            "2023 and has no `AddDecode()`, so the build fails with \"no member named "
+            "'AddDecode'\". Build against a TensorFlow Lite Micro tree from October 2025 or "
+            "later (the library's `scripts/sync_from_tflite_micro.sh` regenerates it from "
+            "one), or convert without `compression` to use the library as it is.",
+        ]
     how = ([f"Each sample is one `Invoke()`. The recurrent state ({len(spec.state_sizes)} "
             "tensor(s)) goes from the outputs `state_<i>_out` back into the inputs `state_<i>`, "
             "re-quantized where the two scales differ, and is reset to zero after each window, "
