@@ -805,6 +805,10 @@ def _add_convert(subparsers) -> None:
     parser.add_argument("--calibration", type=_POSITIVE, default=None,
                         help="number of sequences sampled (seeded) across x_train for "
                         "calibration (default: 128 for tflite, 512 for c)")
+    parser.add_argument("--compression", default=None, choices=("prune",),
+                        help="tflite int8/int16x8: store pruned weights as TFLite Micro DECODE "
+                        "pruning encodings (bit mask + non-zero values; less flash, the "
+                        "decoded matrix in the arena); default: dense")
     parser.add_argument("--calibration-seed", type=_SEED, default=0,
                         help="seed of the calibration sample (default: %(default)s)")
     parser.add_argument("--checks", default="raise", choices=("raise", "warn"),
@@ -848,6 +852,9 @@ def _run_convert(args: argparse.Namespace) -> int:
     if args.quantize not in allowed:
         raise CommandError(f"--quantize {args.quantize!r} is not available with --format {fmt}; "
                            f"choose one of {', '.join(allowed)}")
+    if args.compression is not None and fmt != "tflite":
+        raise CommandError(f"--compression {args.compression} applies to --format tflite; the "
+                           "standalone C already stores pruned matrices as CSR")
     if args.out.exists() and not args.force:
         raise CommandError(f"output directory {str(args.out)!r} exists; pass --force to "
                            "replace it, or choose another --out")
@@ -877,7 +884,7 @@ def _run_convert(args: argparse.Namespace) -> int:
         else:
             result = convert(model, target=args.target, quantization=args.quantize,
                              mode=args.mode, representative_data=x, name=args.name,
-                             class_names=names, **quality)
+                             class_names=names, compression=args.compression, **quality)
         out = result.save(args.out, force=args.force)
     except OutputExistsError as exc:
         raise CommandError(str(exc)) from exc

@@ -349,3 +349,34 @@ def test_the_package_loads_its_names_on_first_use():
     assert set(keras_rnnedge.__all__) <= set(dir(keras_rnnedge))
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         keras_rnnedge.nothing  # noqa: B018
+
+
+def test_convert_compression_prune(tmp_path, capsys):
+    """``--compression prune`` stores the pruned matrices as DECODE encodings; refused for C."""
+    import json as _json
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((10, 3)),
+                              keras.layers.RNN(FastGRNNCell(48, u_rank=24), name="rnn"),
+                              keras.layers.Dense(2, name="dense")], name="pruned")
+    cell = model.get_layer("rnn").cell
+    for weight in (cell.recurrent_kernel_u, cell.recurrent_kernel_v):
+        values = weight.numpy()
+        weight.assign(np.where(np.abs(values) > np.quantile(np.abs(values), 0.8), values, 0))
+    path = tmp_path / "pruned.keras"
+    model.save(path)
+    data = tmp_path / "d.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, x_train=rng.normal(size=(40, 10, 3)).astype("float32"))
+    plain, packed = tmp_path / "plain", tmp_path / "packed"
+    base = ["convert", str(path), "--target", "nano33ble", "--data", str(data)]
+    assert cli.main(base + ["--out", str(plain)]) == 0
+    assert cli.main(base + ["--compression", "prune", "--out", str(packed)]) == 0
+    capsys.readouterr()
+    size = {d: sum(f.stat().st_size for f in d.glob("*.tflite")) for d in (plain, packed)}
+    assert 0 < size[packed] < size[plain]
+    manifest = _json.loads((packed / "manifest.json").read_text())
+    assert manifest["compression"]["method"] == "prune"
+    assert cli.main(["convert", str(path), "--target", "uno", "--data", str(data),
+                     "--compression", "prune", "--out", str(tmp_path / "c")]) == 2
+    assert "applies to --format tflite" in capsys.readouterr().err
