@@ -35,7 +35,7 @@ from keras_rnnedge.progress import ProgressArg, check_progress
 from keras_rnnedge.recipe import Recipe, build_classifier, train
 from keras_rnnedge.summary import ModelSummary, summary
 
-__all__ = ["CLIPNORM", "DemoResult", "run_demo"]
+__all__ = ["CLIPNORM", "DemoResult", "build_fastgrnn_classifier", "run_demo"]
 
 #: Global gradient-norm clipping of the demo's optimizer.
 CLIPNORM = 1.0
@@ -68,6 +68,17 @@ class DemoResult:
     @property
     def int8_bytes(self) -> int:
         return self.summary.totals.bytes_int8
+
+
+def build_fastgrnn_classifier(input_shape: tuple[int, int], num_classes: int, *,
+                              units: int = 80, w_rank: int | None = 5,
+                              u_rank: int | None = 40, name: str = "fastgrnn") -> keras.Model:
+    """``Input -> RNN(FastGRNNCell) -> Dense(num_classes)`` (logits), as in the paper."""
+    inputs = keras.Input(input_shape, name="x")
+    h = keras.layers.RNN(FastGRNNCell(units, w_rank=w_rank, u_rank=u_rank), name=f"{name}_rnn")(
+        inputs)
+    outputs = keras.layers.Dense(num_classes, name="classifier")(h)
+    return keras.Model(inputs, outputs, name=name)
 
 
 def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int = 30, num_classes: int = 6,
