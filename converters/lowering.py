@@ -131,6 +131,9 @@ class LoweredModel:
         folded: names of factored matrices folded into one (``layer/kernel``...).
         standardization: the trained model's input :class:`Standardization`, which the model
             applies right after ``x`` (``None`` without a ``Normalization`` layer).
+        standardized_input: ``True`` when ``model`` leaves ``standardization`` to its caller
+            (``lower(..., standardize="caller")``): its ``x`` is the standardised features,
+            and :meth:`prepare` turns raw windows into them.
     """
 
     model: keras.Model
@@ -142,6 +145,20 @@ class LoweredModel:
     features: int
     folded: tuple[str, ...] = ()
     standardization: Standardization | None = None
+    standardized_input: bool = False
+
+    def prepare(self, x) -> np.ndarray:
+        """Raw input windows as :attr:`model` takes them (float32): standardised when the
+        model leaves the standardisation to its caller, ``x`` itself otherwise."""
+        if self.standardized_input and self.standardization is not None:
+            return self.standardization.apply(x).astype(np.float32)
+        return np.asarray(x, np.float32)
+
+
+#: Where a lowered model standardises its input: ``"graph"`` (SUB and MUL after ``x``) or
+#: ``"caller"`` (``x`` is already standardised: the int8 TFLite models, whose one input scale
+#: cannot resolve raw features of different ranges).
+STANDARDIZE = ("graph", "caller")
 
 
 # -- reading the trained model ------------------------------------------------------------------
@@ -528,8 +545,8 @@ def _check_finite(model: keras.Model) -> None:
                 "learning rate, add gradient clipping) or restore a good checkpoint.")
 
 
-def lower(model: keras.Model, mode: str = "step", *, timesteps: int | None = None
-          ) -> LoweredModel:
+def lower(model: keras.Model, mode: str = "step", *, timesteps: int | None = None,
+          standardize: str = "graph") -> LoweredModel:
     """Lower a trained model to a batch-1 model for the TFLite converter.
 
     Args:
@@ -537,6 +554,8 @@ def lower(model: keras.Model, mode: str = "step", *, timesteps: int | None = Non
         mode: ``"step"``, ``"unrolled"`` or ``"fused"`` (stock LSTM layers only).
         timesteps: the sequence length of an unrolled/fused model when the trained model's
             input does not fix it.
+        standardize: one of :data:`STANDARDIZE`: where the model's input standardisation (a
+            leading ``Normalization``) happens.
 
     Returns:
         The :class:`LoweredModel`.
@@ -547,11 +566,22 @@ def lower(model: keras.Model, mode: str = "step", *, timesteps: int | None = Non
     if mode not in MODES:
         raise ConversionError(f'Expected mode to be one of {", ".join(map(repr, MODES))}, but '
                               f"got {mode!r}.")
+    if standardize not in STANDARDIZE:
+        raise ConversionError(f"Expected standardize to be one of "
+                              f"{', '.join(map(repr, STANDARDIZE))}, but got {standardize!r}.")
     model = strip_wrappers(model)
     plan = plan_model(model)
     _check_finite(model)
     for layer in plan.recurrent:
         _lowering_for(layer)
+    if standardize == "caller" and plan.standardization is not None:
+        lowered = _lower(dataclasses.replace(plan, standardization=None), mode, timesteps)
+        return dataclasses.replace(lowered, standardization=plan.standardization,
+                                   standardized_input=True)
+    return _lower(plan, mode, timesteps)
+
+
+def _lower(plan: ModelPlan, mode: str, timesteps: int | None) -> LoweredModel:
     if mode == "step":
         return _lower_step(plan)
     steps = timesteps or plan.timesteps

@@ -267,13 +267,29 @@ def step_int16_spec(**changes) -> SketchSpec:
     return step_spec(**spec)
 
 
+#: Per-feature standardisation of the standardised-input spec: offsets and scales far apart, so
+#: a sketch that skipped or mixed them up would quantize other values.
+STD_OFFSET = (0.5, -30.0, 200.0)
+STD_SCALE = (4.0, 0.25, 0.01)
+
+
+def step_std_spec(**changes) -> SketchSpec:
+    """An int8 step model that takes standardised features: the sketch standardises each raw
+    feature with the constants the flatbuffer records before quantizing it."""
+    std = lowering.Standardization(offset=STD_OFFSET, scale=STD_SCALE)
+    inputs = tuple(dataclasses.replace(tensor_info(t), standardization=std) if t.name == "x"
+                   else t for t in step_spec().inputs)
+    return step_spec(**{"inputs": inputs, **changes})
+
+
 def step_decode_spec(**changes) -> SketchSpec:
     """A step model whose weights are stored compressed: TFLM_DECODE (AddDecode) first."""
     return step_spec(**{"resolver_methods": ("AddDecode",) + METHODS, **changes})
 
 
 SPECS = {"step_int8": step_spec, "step_int16": step_int16_spec, "fused_int8": fused_spec,
-         "unrolled_float32": unrolled_float_spec, "step_int8_decode": step_decode_spec}
+         "unrolled_float32": unrolled_float_spec, "step_int8_decode": step_decode_spec,
+         "step_int8_standardized": step_std_spec}
 
 
 # -- the spec --------------------------------------------------------------------------------------
@@ -344,6 +360,11 @@ def io_dump_main(spec: SketchSpec) -> str:
               for k in ("kInputScale", "kOutputScale")]
     lines += [f'  printf("{k}=%s\\n", io::{k});' for k in ("kModelName", "kQuantization", "kMode")]
     lines.append('  printf("kStepMode=%d\\n", io::kStepMode ? 1 : 0);')
+    lines.append('  printf("kStandardizedInput=%d\\n", io::kStandardizedInput ? 1 : 0);')
+    if spec.input("x").offset:
+        for k in ("kInputOffset", "kInputStandardScale"):
+            lines.append(f'  for (int i = 0; i < io::kFeatures; ++i) '
+                         f'printf("{k}[%d]=%.9g\\n", i, static_cast<double>(io::{k}[i]));')
     lines.append('  for (int i = 0; i < io::kNumClasses; ++i) '
                  'printf("kClassNames[%d]=%s\\n", i, io::kClassNames[i]);')
     if spec.state_sizes:
@@ -366,7 +387,9 @@ def expected_io(spec: SketchSpec) -> dict[str, str]:
                kOutputScale=f32(y.scale), kNumClasses=spec.num_classes,
                kNumStates=len(spec.state_sizes), kModelName=spec.name,
                kQuantization=spec.quantization, kMode=spec.mode,
-               kStepMode=int(spec.mode == "step"))
+               kStepMode=int(spec.mode == "step"), kStandardizedInput=int(bool(x.offset)))
+    for k, values in (("kInputOffset", x.offset), ("kInputStandardScale", x.standard_scale)):
+        exp.update({f"{k}[{i}]": f32(v) for i, v in enumerate(values)})
     exp.update({f"kClassNames[{i}]": n for i, n in enumerate(spec.class_names)})
     for i, size in enumerate(spec.state_sizes):
         tin, tout = spec.input(f"state_{i}"), spec.output(f"state_{i}_out")
@@ -383,7 +406,7 @@ def parse_dump(text: str) -> dict[str, object]:
     out = {}
     for line in text.splitlines():
         key, value = line.split("=", 1)
-        if "Scale" in key:
+        if "Scale" in key or "Offset" in key:
             out[key] = float(np.float32(float(value)))  # %.9g round-trips a float32
         else:
             try:
@@ -395,7 +418,8 @@ def parse_dump(text: str) -> dict[str, object]:
 
 @needs_gxx
 @pytest.mark.parametrize("std", ["c++11", "c++17"])
-@pytest.mark.parametrize("kind", ["step_int8", "fused_int8", "unrolled_float32", "odd_names"])
+@pytest.mark.parametrize("kind", ["step_int8", "fused_int8", "unrolled_float32", "odd_names",
+                                  "step_int8_standardized"])
 def test_model_io_header_compiles_standalone_and_matches_the_spec(tmp_path, kind, std):
     if kind == "odd_names":
         spec = fused_spec(class_names=('say "yes"?', "café\\ñ"))
@@ -928,7 +952,8 @@ class ToyRunner:
 
 
 def tensor_info(t: IOTensor) -> TensorInfo:
-    return TensorInfo(t.name, t.position, t.shape or (), t.dtype, t.scale, t.zero_point)
+    std = lowering.Standardization(offset=t.offset, scale=t.standard_scale) if t.offset else None
+    return TensorInfo(t.name, t.position, t.shape or (), t.dtype, t.scale, t.zero_point, std)
 
 
 def oracle(spec: SketchSpec, windows: np.ndarray):
@@ -964,6 +989,8 @@ def sample_windows(spec: SketchSpec, n_windows: int) -> np.ndarray:
     if not x.quantized:
         return (rng.integers(-24, 25, shape) / 8).astype(np.float32)
     values = (rng.integers(-40, 40, shape) + 0.25) * x.scale
+    if x.offset:  # raw values that standardise to the values above
+        values = values / np.array(x.standard_scale) + np.array(x.offset)
     values[0, 1, 0], values[-1, -1, -1] = 1e6, -1e6  # saturate to the int8 limits
     return values.astype(np.float32)
 

@@ -154,6 +154,15 @@ def test_fused_lstm_takes_raw_inputs_in_tflite_micro():
                                atol=tolerances.FLOAT_TFLITE_ATOL, rtol=0)
 
 
+def within_input_range(result, x: np.ndarray) -> np.ndarray:
+    """Raw windows whose standardised features are clipped to the int8 input's range: what the
+    int8 model sees (the calibration may clip the input's outliers, by design)."""
+    info = result.tflite.input("x")
+    low, high = ((v - info.zero_point) * info.scale for v in (-128, 127))
+    z = np.clip(info.standardization.apply(x), low, high)
+    return (z / info.standardization.scale + info.standardization.offset).astype(np.float32)
+
+
 def test_int8_step_model_runs_in_tflite_micro():
     """One int8 scale holds all the raw features of x (TFLite quantizes activations per
     tensor), so the features are of comparable ranges here; see
@@ -161,26 +170,75 @@ def test_int8_step_model_runs_in_tflite_micro():
     model, data, x = case(narrow=True)
     result = convert(model, target="host", quantization="int8", representative_data=data,
                      progress=False)
-    want = model.predict(x, verbose=0)
+    want = model.predict(within_input_range(result, x), verbose=0)
     got = emulate(result, x, runtime="tflm").outputs
     assert np.mean(np.argmax(got, -1) == np.argmax(want, -1)) >= tolerances.INT8_AGREEMENT
     y = next(t for t in result.outputs if t.name == "y")
     # an int8 output holds the calibrated range; a score beyond it is clipped, by design
     want = np.clip(want, (-128 - y.zero_point) * y.scale, (127 - y.zero_point) * y.scale)
-    assert np.max(np.abs(got - want)) / y.scale <= tolerances.INT8_VS_FLOAT_OUTPUT_LSB
+    error = np.abs(got - want) / y.scale
+    assert np.max(error) <= tolerances.INT8_STANDARDIZED_VS_FLOAT_MAX_LSB
+    assert np.mean(error) <= tolerances.INT8_STANDARDIZED_VS_FLOAT_MEAN_LSB
 
 
-def test_int8_input_cannot_resolve_features_of_very_different_ranges():
-    """Raw features of standard deviations 0.01 ... 100 through one int8 scale: the small ones
-    are lost before the model's SUB/MUL standardise them. The conversion check catches it and
-    says why (not "retrain with input normalization": the model has one)."""
-    from keras_rnnedge.converters.quality import DeploymentQualityError
+@pytest.mark.parametrize("mode", ["step", "unrolled"])
+def test_int8_model_takes_features_its_caller_standardises(mode, tmp_path):
+    """Raw features of standard deviations 0.01 ... 100 cannot share one int8 scale (TFLite
+    quantizes activations per tensor): the int8 flatbuffer takes standardised features, records
+    the per-feature constants in its metadata, and its caller (the emulator here, the sketch in
+    tests/test_codegen.py) standardises before quantizing. Oracle: the Keras model on raw
+    windows."""
+    from keras_rnnedge.converters import load_result
+    from keras_rnnedge.converters.tflite.flatbuffer import io_map, read_standardization
 
-    model, data, _ = case()
-    with pytest.raises(DeploymentQualityError, match=r"one int8 scale .* for the raw features"
-                       r"(.|\n)*convert_c"):
-        convert(model, target="host", quantization="int8", representative_data=data,
-                progress=False)
+    model, data, x = case()
+    result = convert(model, target="host", quantization="int8", mode=mode,
+                     representative_data=data, progress=False)
+    std = plan_model(model).standardization
+    for recorded in (result.tflite.input("x").standardization,
+                     read_standardization(result.flatbuffer),
+                     next(t for t in io_map(result.flatbuffer)[0] if t.name == "x").standardization):
+        np.testing.assert_array_equal(recorded.offset, std.offset)
+        np.testing.assert_array_equal(recorded.scale, std.scale)
+    assert "standardize" not in [layer.name for layer in result.lowered.model.layers]
+    want = model.predict(within_input_range(result, x), verbose=0)
+    got = emulate(result, x, runtime="tflm").outputs
+    assert np.mean(np.argmax(got, -1) == np.argmax(want, -1)) >= tolerances.INT8_AGREEMENT
+    y = next(t for t in result.outputs if t.name == "y")
+    want = np.clip(want, (-128 - y.zero_point) * y.scale, (127 - y.zero_point) * y.scale)
+    error = np.abs(got - want) / y.scale
+    assert np.max(error) <= tolerances.INT8_STANDARDIZED_VS_FLOAT_MAX_LSB
+    assert np.mean(error) <= tolerances.INT8_STANDARDIZED_VS_FLOAT_MEAN_LSB
+    # saved and read back (manifest.json), it runs the same
+    result.save(tmp_path / "out")
+    saved = load_result(tmp_path / "out")
+    np.testing.assert_array_equal(
+        next(t for t in saved.inputs if t.name == "x").standardization.scale, std.scale)
+    np.testing.assert_array_equal(emulate(saved, x[:4], runtime="tflm").raw_outputs,
+                                  emulate(result, x[:4], runtime="tflm").raw_outputs)
+    # the float model keeps the standardisation in its graph: its input is the raw x
+    flt = convert(model, target="host", quantization="float32", mode=mode,
+                  representative_data=data, progress=False)
+    assert flt.tflite.input("x").standardization is None
+    assert read_standardization(flt.flatbuffer) is None
+
+
+def test_damaged_standardization_metadata_is_named():
+    from keras_rnnedge.converters.tflite.flatbuffer import (
+        STANDARDIZATION_METADATA,
+        read_standardization,
+        with_standardization,
+    )
+
+    model, data, _ = case(narrow=True)
+    flatbuffer = convert(model, target="host", quantization="float32", representative_data=data,
+                         progress=False).flatbuffer
+    bad = Standardization(offset=[0.0] * F, scale=[1.0] * F)
+    marked = with_standardization(flatbuffer, bad)
+    assert read_standardization(marked).scale.tolist() == [1.0] * F
+    damaged = marked.replace(b'"scale"', b'"scalX"')
+    with pytest.raises(ValueError, match=STANDARDIZATION_METADATA + ".*damaged"):
+        read_standardization(damaged)
 
 
 def test_float_c_takes_raw_inputs():

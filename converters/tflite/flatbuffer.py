@@ -24,6 +24,13 @@ fake-quantize, is calibrated as above. With ``int16x8`` the state input and
 output are calibrated separately and may get slightly different scales: the caller
 re-quantizes the state between steps (:meth:`TensorInfo.requantize`; the emulator and the
 generated sketch do).
+
+A model whose input is standardised (a leading ``Normalization``) and lowered with
+``standardize="caller"`` (the pipeline does so for ``int8`` and ``int16x8``: one input scale
+cannot resolve raw features of different ranges) takes standardised features: the flatbuffer
+records the per-feature offset and scale in its metadata (:data:`STANDARDIZATION_METADATA`),
+:func:`io_map` reads them back into the input's :class:`TensorInfo`, whose :meth:`quantize`
+standardises raw values before quantizing them, and the generated sketch does the same.
 """
 
 from __future__ import annotations
@@ -32,12 +39,13 @@ import dataclasses
 import warnings
 
 from keras_rnnedge._compat import np, tf
-from keras_rnnedge.converters.lowering import ConversionError, LoweredModel
+from keras_rnnedge.converters.lowering import ConversionError, LoweredModel, Standardization
 from keras_rnnedge.converters.tflite.compression import CompressionReport
 from keras_rnnedge.optimize.recurrent import is_quantize_input, is_quantize_wrapper
 
-__all__ = ["CALIBRATION_SEQUENCES", "QUANTIZATIONS", "TensorInfo", "TFLiteModel", "qat_ranges",
-           "to_tflite"]
+__all__ = ["CALIBRATION_SEQUENCES", "QUANTIZATIONS", "STANDARDIZATION_METADATA", "TensorInfo",
+           "TFLiteModel", "qat_ranges", "read_standardization", "to_tflite",
+           "with_standardization"]
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8", "int16x8")
 _NEEDS_DATA = ("int8", "int16x8")
@@ -46,6 +54,9 @@ CALIBRATION_SEQUENCES = 128
 #: Range estimators for a recurrent state: not ``mse``, whose clipping of the extremes is fed
 #: back into every following step (an error the per-tensor measure does not see).
 STATE_ESTIMATORS = ("minmax", "percentile")
+#: Name of the flatbuffer metadata entry holding the input standardisation the caller applies
+#: (JSON ``{"offset": [...], "scale": [...]}``, one value per feature).
+STANDARDIZATION_METADATA = "keras_rnnedge.input_standardization"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +69,9 @@ class TensorInfo:
         shape: the tensor shape.
         dtype: numpy dtype name (``int8``, ``float32``...).
         scale, zero_point: int8/int16 quantization (``0.0``/``0`` for float tensors).
+        standardization: for the input ``x`` of a model that takes standardised features,
+            the per-feature :class:`~keras_rnnedge.converters.lowering.Standardization` that
+            :meth:`quantize` applies to raw values first (``None``: the values go in as given).
     """
 
     name: str
@@ -66,13 +80,33 @@ class TensorInfo:
     dtype: str
     scale: float
     zero_point: int
+    standardization: Standardization | None = None
 
     @property
     def quantized(self) -> bool:
         return self.scale != 0.0
 
+    def to_dict(self) -> dict:
+        """JSON-ready fields (:meth:`from_dict` reads them back)."""
+        out = dataclasses.asdict(dataclasses.replace(self, standardization=None))
+        out["shape"] = list(self.shape)
+        if self.standardization is not None:
+            out["standardization"] = {"offset": self.standardization.offset.tolist(),
+                                      "scale": self.standardization.scale.tolist()}
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TensorInfo:
+        std = values.get("standardization")
+        return cls(**{**values, "shape": tuple(values["shape"]),
+                      "standardization": None if std is None else Standardization(
+                          offset=std["offset"], scale=std["scale"])})
+
     def quantize(self, values: np.ndarray) -> np.ndarray:
-        """Float values → this tensor's dtype (round to nearest, saturate)."""
+        """Float values → this tensor's dtype (standardised first when the tensor has a
+        :attr:`standardization`; round to nearest, saturate)."""
+        if self.standardization is not None:
+            values = self.standardization.apply(values)
         if not self.quantized:
             return np.asarray(values, dtype=self.dtype)
         info = np.iinfo(self.dtype)
@@ -278,7 +312,7 @@ def to_tflite(lowered: LoweredModel, quantization: str = "float32",
     elif quantization == "dynamic":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     elif quantization in _NEEDS_DATA:
-        x_all = _check_data(representative_data, lowered)
+        x_all = lowered.prepare(_check_data(representative_data, lowered))
         x = calibration_sample(x_all, calibration_size or CALIBRATION_SEQUENCES,
                                calibration_seed)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -309,13 +343,73 @@ def to_tflite(lowered: LoweredModel, quantization: str = "float32",
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConversionError(f"The TFLite converter failed on the {lowered.mode} model "
                               f"({quantization}): {first}") from exc
+    if lowered.standardized_input:
+        flatbuffer = with_standardization(flatbuffer, lowered.standardization)
     inputs, outputs = io_map(flatbuffer)
     return TFLiteModel(flatbuffer=flatbuffer, quantization=quantization, inputs=inputs,
                        outputs=outputs, calibration=chosen)
 
 
+def with_standardization(flatbuffer: bytes, standardization: Standardization) -> bytes:
+    """``flatbuffer`` with ``standardization`` recorded as the input standardisation its caller
+    applies (metadata :data:`STANDARDIZATION_METADATA`; interpreters ignore it)."""
+    import json
+
+    from keras_rnnedge.converters.tflite.compression import _schema, _serialize
+
+    schema = _schema()
+    model = schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(json.dumps({
+        "offset": [float(v) for v in standardization.offset],
+        "scale": [float(v) for v in standardization.scale]}).encode(), np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name = STANDARDIZATION_METADATA
+    entry.buffer = len(model.buffers) - 1
+    model.metadata = [m for m in (model.metadata or [])
+                      if m.name not in (STANDARDIZATION_METADATA,
+                                        STANDARDIZATION_METADATA.encode())] + [entry]
+    return _serialize(schema, model, set())
+
+
+def read_standardization(flatbuffer: bytes) -> Standardization | None:
+    """The input standardisation a flatbuffer's caller applies (:func:`with_standardization`),
+    or ``None``.
+
+    Raises:
+        ValueError: the metadata entry is there but unreadable or inconsistent.
+    """
+    import json
+
+    from keras_rnnedge.converters.tflite.compression import _schema
+
+    schema = _schema()
+    model = schema.Model.GetRootAs(bytearray(flatbuffer), 0)
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        if entry.Name() != STANDARDIZATION_METADATA.encode():
+            continue
+        raw = model.Buffers(entry.Buffer()).DataAsNumpy()
+        try:
+            values = json.loads(bytes(raw).decode())
+            std = Standardization(offset=values["offset"], scale=values["scale"])
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"The flatbuffer's metadata {STANDARDIZATION_METADATA!r} is not "
+                             f"a readable input standardisation ({exc}); the file is damaged: "
+                             "convert the model again.") from exc
+        if not (np.all(np.isfinite(std.offset)) and np.all(np.isfinite(std.scale))
+                and np.all(std.scale > 0)):
+            raise ValueError(f"The flatbuffer's metadata {STANDARDIZATION_METADATA!r} holds "
+                             "non-finite or non-positive values; the file is damaged: convert "
+                             "the model again.")
+        return std
+    return None
+
+
 def io_map(flatbuffer: bytes) -> tuple[tuple[TensorInfo, ...], tuple[TensorInfo, ...]]:
-    """Names, positions, shapes and quantization of a converted model's inputs and outputs."""
+    """Names, positions, shapes and quantization of a converted model's inputs and outputs
+    (the input ``x`` with the standardisation the flatbuffer records, if any)."""
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_content=flatbuffer)
@@ -332,4 +426,14 @@ def io_map(flatbuffer: bytes) -> tuple[tuple[TensorInfo, ...], tuple[TensorInfo,
                                     dtype=np.dtype(detail["dtype"]).name, scale=float(scale),
                                     zero_point=int(zero_point)))
         result.append(tuple(sorted(infos, key=lambda t: t.position)))
+    std = read_standardization(flatbuffer)
+    if std is not None:
+        x = next((t for t in result[0] if t.name == "x"), None)
+        if x is None or x.shape[-1] != std.offset.size:
+            raise ValueError(f"The flatbuffer records an input standardisation of "
+                             f"{std.offset.size} features, but its input x is "
+                             f"{None if x is None else list(x.shape)}; the file is damaged: "
+                             "convert the model again.")
+        result[0] = tuple(dataclasses.replace(t, standardization=std) if t.name == "x" else t
+                          for t in result[0])
     return result[0], result[1]

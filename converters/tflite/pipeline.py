@@ -175,8 +175,8 @@ class ConversionResult(ConversionOutput):
             "features": self.lowered.features,
             "timesteps": self.lowered.timesteps,
             "state_sizes": list(self.state_sizes),
-            "inputs": [dataclasses.asdict(t) for t in self.inputs],
-            "outputs": [dataclasses.asdict(t) for t in self.outputs],
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
             "class_names": list(self.class_names),
             "arena_bytes": None if self.audit is None else self.audit.arena_bytes,
             "checks": self.checks,
@@ -188,7 +188,9 @@ class ConversionResult(ConversionOutput):
 
 def _describe(t: TensorInfo) -> str:
     q = f" scale {t.scale:.6g} zp {t.zero_point}" if t.quantized else ""
-    return f"{t.name}[{t.position}] {t.dtype}{list(t.shape)}{q}"
+    std = (" of standardised features (the caller standardises: manifest, metadata, "
+           "model_io.h)" if t.standardization is not None else "")
+    return f"{t.name}[{t.position}] {t.dtype}{list(t.shape)}{q}{std}"
 
 
 def _compression_lines(report: CompressionReport) -> list[str]:
@@ -256,8 +258,8 @@ def load_result(path: str | os.PathLike):
                                   "`rnnedge convert` (manifest.json, model.tflite, ...).")
     try:
         m = json.loads(manifest_path.read_text())
-        inputs = tuple(TensorInfo(**{**t, "shape": tuple(t["shape"])}) for t in m["inputs"])
-        outputs = tuple(TensorInfo(**{**t, "shape": tuple(t["shape"])}) for t in m["outputs"])
+        inputs = tuple(TensorInfo.from_dict(t) for t in m["inputs"])
+        outputs = tuple(TensorInfo.from_dict(t) for t in m["outputs"])
         compression = m.get("compression")
         result = SavedConversion(
             path=root, name=m["name"], target=m["target"], quantization=m["quantization"],
@@ -366,7 +368,8 @@ def convert(model: keras.Model, *, target: str, quantization: str, mode: str = "
                                           timesteps=timesteps, class_names=class_names)
     ident = c_identifier(name or model.name)
     stage("lowering")
-    lowered = lower(model, mode, timesteps=timesteps)
+    lowered = lower(model, mode, timesteps=timesteps,
+                    standardize="caller" if quantization in ("int8", "int16x8") else "graph")
     validation = check_validation_data(validation_data, lowered.features)
     stage(f"converting ({quantization})")
     tfl = to_tflite(lowered, quantization, representative_data,
@@ -555,44 +558,8 @@ def _quality(reference, lowered: LoweredModel, tfl: TFLiteModel, data, policy: D
     advice = ("quantization='int16x8' (16-bit activations and state), quantization-aware "
               "training, or a larger calibration_size")
     report = diagnose(report, cov, saturated, advice)
-    coarse = _coarse_raw_features(lowered, x_info)
-    if coarse is not None and not report.passed:
-        report = dataclasses.replace(report, cause=f"{coarse[0]}; {report.cause}",
-                                     advice=f"{coarse[1]}; {report.advice}")
     enforce(report)
     return report
-
-
-#: Fewer quantization steps than this per standard deviation of a raw feature: the input
-#: quantization of x has erased most of what that feature says.
-_MIN_STEPS_PER_STD = 4
-
-
-def _coarse_raw_features(lowered: LoweredModel, x_info) -> tuple[str, str] | None:
-    """``(cause, advice)`` when the model standardises its input (a leading ``Normalization``)
-    and the one scale of the quantized input ``x`` resolves some raw feature in fewer than
-    :data:`_MIN_STEPS_PER_STD` steps per standard deviation; ``None`` otherwise.
-
-    TFLite quantizes an activation per tensor: raw features of very different ranges share
-    one scale before the model's SUB/MUL standardise them, and the narrow ones are lost.
-    """
-    std = lowered.standardization
-    if std is None or not x_info.quantized or x_info.scale <= 0:
-        return None
-    deviation = 1.0 / std.scale  # the raw features' standard deviations (as adapted)
-    steps = deviation / x_info.scale
-    coarse = np.flatnonzero(steps < _MIN_STEPS_PER_STD)
-    if not coarse.size:
-        return None
-    cause = (f"the input x has one {x_info.dtype} scale ({x_info.scale:.3g} per step) for the "
-             f"raw features, whose standard deviations (the model's Normalization) range from "
-             f"{deviation.min():.3g} to {deviation.max():.3g}: feature(s) "
-             f"{', '.join(map(str, coarse))} get fewer than {_MIN_STEPS_PER_STD} steps per "
-             "standard deviation before the model standardises them")
-    advice = ("convert to standalone C (convert_c quantizes each raw feature with its own "
-              "scale), or standardise the features before the model (train on standardised "
-              "data without the Normalization layer) so that one scale fits them all")
-    return cause, advice
 
 
 @dataclasses.dataclass(frozen=True)
@@ -622,6 +589,7 @@ class _Shim:
 
 
 def _run_lowered(lowered: LoweredModel, x: np.ndarray) -> np.ndarray:
+    x = lowered.prepare(x)
     if lowered.mode != "step":
         return np.concatenate([lowered.model.predict(seq[None], verbose=0) for seq in x])
     outs = []

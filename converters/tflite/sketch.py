@@ -83,6 +83,9 @@ class IOTensor:
         dtype: ``"float32"``, ``"int8"`` or ``"int16"``.
         scale, zero_point: the quantization (``0.0``/``0`` for a float tensor).
         shape: the tensor shape, when known.
+        offset, standard_scale: for the input ``x`` of a model that takes standardised
+            features, the per-feature standardisation ``(x - offset) * standard_scale`` the
+            sketch applies before quantizing (empty: none).
     """
 
     name: str
@@ -91,6 +94,8 @@ class IOTensor:
     scale: float = 0.0
     zero_point: int = 0
     shape: tuple[int, ...] | None = None
+    offset: tuple[float, ...] = ()
+    standard_scale: tuple[float, ...] = ()
 
     def __post_init__(self):
         if self.dtype not in _TYPES:
@@ -103,6 +108,14 @@ class IOTensor:
                              f"but got {self.position!r}.")
         if self.shape is not None:
             object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+        for field in ("offset", "standard_scale"):
+            object.__setattr__(self, field, tuple(float(v) for v in getattr(self, field)))
+        if len(self.offset) != len(self.standard_scale) or not all(
+                math.isfinite(v) for v in self.offset + self.standard_scale) or any(
+                v <= 0 for v in self.standard_scale):
+            raise ValueError(f"Tensor {self.name!r}: expected offset and standard_scale of one "
+                             f"length, finite, with standard_scale > 0, but got {self.offset!r} "
+                             f"and {self.standard_scale!r}.")
         if self.dtype == "float32":
             object.__setattr__(self, "scale", 0.0)
             object.__setattr__(self, "zero_point", 0)
@@ -135,10 +148,15 @@ class IOTensor:
                             f"and zero_point (a TensorInfo), but got {tensor!r} (no "
                             f"{', '.join(missing)}).")
         shape = get("shape")
+        std = get("standardization")
+        offset, standard_scale = ((), ()) if std is None else (
+            tuple(std.offset), tuple(std.scale))
         return cls(name=str(get("name")), position=int(get("position")),
                    dtype=np.dtype(get("dtype")).name, scale=float(get("scale", 0.0) or 0.0),
                    zero_point=int(get("zero_point", 0) or 0),
-                   shape=None if shape is None else tuple(shape))
+                   shape=None if shape is None else tuple(shape),
+                   offset=tuple(get("offset", ()) or offset),
+                   standard_scale=tuple(get("standard_scale", ()) or standard_scale))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,6 +270,9 @@ class SketchSpec:
         x = self.input("x")
         if x.shape and x.shape[-1] != self.features:
             raise ValueError(f"Input x has shape {x.shape} but features={self.features}.")
+        if x.offset and len(x.offset) != self.features:
+            raise ValueError(f"Input x has a standardisation of {len(x.offset)} features but "
+                             f"features={self.features}.")
         if self.mode != "step" and x.shape and len(x.shape) == 3 and x.shape[1] != self.timesteps:
             raise ValueError(f"The {self.mode} model takes windows of {x.shape[1]} samples, but "
                              f"timesteps={self.timesteps}.")
@@ -389,6 +410,21 @@ def model_io_header(spec: SketchSpec) -> str:
         f"constexpr float kInputScale = {_c_float(x.scale)};",
         f"constexpr int kInputZeroPoint = {x.zero_point};",
         "",
+    ]
+    if x.offset:
+        lines += [
+            "// The model takes standardised features: (x[i] - kInputOffset[i]) *",
+            "// kInputStandardScale[i], then quantized with kInputScale and kInputZeroPoint.",
+            "constexpr bool kStandardizedInput = true;",
+            f"constexpr float kInputOffset[kFeatures] = {_arrays(x.offset, _c_float)};",
+            "constexpr float kInputStandardScale[kFeatures] = "
+            f"{_arrays(x.standard_scale, _c_float)};",
+            "",
+        ]
+    else:
+        lines += ["// The model takes the raw features.",
+                  "constexpr bool kStandardizedInput = false;", ""]
+    lines += [
         f"// Output y: {y.dtype}, one score per class.",
         f"constexpr int kOutputPosition = {y.position};",
         f"constexpr float kOutputScale = {_c_float(y.scale)};",
@@ -504,6 +540,13 @@ class _Program:
         self.helpers.add(helper)
         return f"{helper}({value}, {scale}, {zero_point})"
 
+    @staticmethod
+    def sample_value(x: IOTensor) -> str:
+        """Feature ``i`` of the sample as the model takes it (standardised if it must be)."""
+        if not x.offset:
+            return "x[i]"
+        return "(x[i] - io::kInputOffset[i]) * io::kInputStandardScale[i]"
+
     def from_tensor(self, tensor: IOTensor, raw: str, scale: str, zero_point: str) -> str:
         if not tensor.quantized:
             return raw
@@ -561,6 +604,8 @@ class _Program:
         x, y = spec.input("x"), spec.output("y")
         n_states = len(spec.state_sizes)
         x_ctype, x_member = _TYPES[x.dtype][:2]
+        x_value = self.to_tensor(x, self.sample_value(x), "io::kInputScale",
+                                 "io::kInputZeroPoint")
 
         # Bodies first: they register the helpers the preamble must define.
         if step:
@@ -570,8 +615,7 @@ class _Program:
                 "// memory during Invoke.",
                 "static bool run_step(const float* x) {",
                 "  for (int i = 0; i < io::kFeatures; ++i) {",
-                f"    input->data.{x_member}[i] = "
-                f"{self.to_tensor(x, 'x[i]', 'io::kInputScale', 'io::kInputZeroPoint')};",
+                *_fit(f"    input->data.{x_member}[i] = {x_value};"),
                 "  }",
             ]
             for i in range(n_states):
@@ -596,8 +640,7 @@ class _Program:
                 "static void write_sample(const float* x, int t) {",
                 f"  {x_ctype}* window = input->data.{x_member} + t * io::kFeatures;",
                 "  for (int i = 0; i < io::kFeatures; ++i) {",
-                f"    window[i] = "
-                f"{self.to_tensor(x, 'x[i]', 'io::kInputScale', 'io::kInputZeroPoint')};",
+                *_fit(f"    window[i] = {x_value};"),
                 "  }",
                 "}",
                 "",

@@ -25,6 +25,9 @@ constexpr int kInputPosition = 0;
 constexpr float kInputScale = 0.02f;
 constexpr int kInputZeroPoint = 7;
 
+// The model takes the raw features.
+constexpr bool kStandardizedInput = false;
+
 // Output y: int8, one score per class.
 constexpr int kOutputPosition = 0;
 constexpr float kOutputScale = 0.00390625f;

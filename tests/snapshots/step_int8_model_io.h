@@ -25,6 +25,9 @@ constexpr int kInputPosition = 1;
 constexpr float kInputScale = 0.05f;
 constexpr int kInputZeroPoint = -2;
 
+// The model takes the raw features.
+constexpr bool kStandardizedInput = false;
+
 // Output y: int8, one score per class.
 constexpr int kOutputPosition = 0;
 constexpr float kOutputScale = 0.00390625f;
