@@ -195,9 +195,9 @@ def test_int8_model_takes_features_its_caller_standardises(mode, tmp_path):
     result = convert(model, target="host", quantization="int8", mode=mode,
                      representative_data=data, progress=False)
     std = plan_model(model).standardization
+    from_file = next(t for t in io_map(result.flatbuffer)[0] if t.name == "x")
     for recorded in (result.tflite.input("x").standardization,
-                     read_standardization(result.flatbuffer),
-                     next(t for t in io_map(result.flatbuffer)[0] if t.name == "x").standardization):
+                     read_standardization(result.flatbuffer), from_file.standardization):
         np.testing.assert_array_equal(recorded.offset, std.offset)
         np.testing.assert_array_equal(recorded.scale, std.scale)
     assert "standardize" not in [layer.name for layer in result.lowered.model.layers]
