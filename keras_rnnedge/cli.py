@@ -809,6 +809,10 @@ def _add_convert(subparsers) -> None:
                         help="tflite int8/int16x8: store pruned weights as TFLite Micro DECODE "
                         "pruning encodings (bit mask + non-zero values; less flash, the "
                         "decoded matrix in the arena); default: dense")
+    parser.add_argument("--weight-scales", default="per-channel",
+                        choices=("per-channel", "per-tensor"),
+                        help="tflite int8/int16x8: one scale per output channel (default) or "
+                        "per weight matrix (smaller flatbuffer and arena)")
     parser.add_argument("--calibration-seed", type=_SEED, default=0,
                         help="seed of the calibration sample (default: %(default)s)")
     parser.add_argument("--checks", default="raise", choices=("raise", "warn"),
@@ -855,6 +859,9 @@ def _run_convert(args: argparse.Namespace) -> int:
     if args.compression is not None and fmt != "tflite":
         raise CommandError(f"--compression {args.compression} applies to --format tflite; the "
                            "standalone C already stores pruned matrices as CSR")
+    if args.weight_scales != "per-channel" and fmt != "tflite":
+        raise CommandError(f"--weight-scales {args.weight_scales} applies to --format tflite; "
+                           "the standalone C scales each matrix as its integer model needs")
     if args.out.exists() and not args.force:
         raise CommandError(f"output directory {str(args.out)!r} exists; pass --force to "
                            "replace it, or choose another --out")
@@ -884,7 +891,8 @@ def _run_convert(args: argparse.Namespace) -> int:
         else:
             result = convert(model, target=args.target, quantization=args.quantize,
                              mode=args.mode, representative_data=x, name=args.name,
-                             class_names=names, compression=args.compression, **quality)
+                             class_names=names, compression=args.compression,
+                             weight_scales=args.weight_scales, **quality)
         out = result.save(args.out, force=args.force)
     except OutputExistsError as exc:
         raise CommandError(str(exc)) from exc

@@ -380,3 +380,13 @@ def test_convert_compression_prune(tmp_path, capsys):
     assert cli.main(["convert", str(path), "--target", "uno", "--data", str(data),
                      "--compression", "prune", "--out", str(tmp_path / "c")]) == 2
     assert "applies to --format tflite" in capsys.readouterr().err
+    # one scale per weight matrix: smaller still, recorded in the manifest
+    scaled = tmp_path / "per_tensor"
+    assert cli.main(base + ["--compression", "prune", "--weight-scales", "per-tensor",
+                            "--out", str(scaled)]) == 0
+    assert "int8, per-tensor scales" in capsys.readouterr().out
+    assert _json.loads((scaled / "manifest.json").read_text())["weight_scales"] == "per-tensor"
+    assert (scaled / "model.tflite").stat().st_size < (packed / "model.tflite").stat().st_size
+    assert cli.main(["convert", str(path), "--target", "uno", "--data", str(data),
+                     "--weight-scales", "per-tensor", "--out", str(tmp_path / "c2")]) == 2
+    assert "--weight-scales per-tensor applies to --format tflite" in capsys.readouterr().err

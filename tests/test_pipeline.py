@@ -223,3 +223,55 @@ def test_corrupt_tflite_in_a_saved_directory(int8_result_light, tmp_path, capsys
     np.savez(data, x=np.zeros((2, T, F), "float32"))
     assert cli.main(["emulate", str(out), "--data", str(data)]) == 2
     assert "not a TFLite flatbuffer" in capsys.readouterr().err
+
+
+def _weight_scale_counts(flatbuffer: bytes) -> list[int]:
+    """Number of scales of each int8 weight operand of a FULLY_CONNECTED (read from the
+    flatbuffer itself)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
+    fc = [i for i, code in enumerate(model.operatorCodes)
+          if max(code.builtinCode, code.deprecatedBuiltinCode)
+          == schema.BuiltinOperator.FULLY_CONNECTED]
+    sg = model.subgraphs[0]
+    counts = []
+    for op in sg.operators:
+        if op.opcodeIndex in fc:
+            weight = sg.tensors[op.inputs[1]]
+            if weight.type == schema.TensorType.INT8:
+                counts.append(len(weight.quantization.scale))
+    return counts
+
+
+def test_per_tensor_weight_scales_shrink_flatbuffer_and_arena(trained):
+    """weight_scales='per-tensor': one scale per weight matrix in the flatbuffer (read back
+    from it), fewer bytes of flatbuffer and of TFLite Micro arena, and the deployed model still
+    agrees with the float model (checked by convert() on the calibration windows and here)."""
+    from keras_rnnedge.micro_targets.emulate import measure_arena
+
+    model, x, _ = trained
+    results = {scales: convert(model, target="host", quantization="int8",
+                               representative_data=x[:32], weight_scales=scales, progress=False)
+               for scales in ("per-channel", "per-tensor")}
+    counts = {k: _weight_scale_counts(r.flatbuffer) for k, r in results.items()}
+    assert counts["per-tensor"] and set(counts["per-tensor"]) == {1}
+    assert max(counts["per-channel"]) > 1
+    channel, tensor = results["per-channel"], results["per-tensor"]
+    assert len(tensor.flatbuffer) < len(channel.flatbuffer)
+    assert measure_arena(tensor.flatbuffer) < measure_arena(channel.flatbuffer)
+    assert tensor.tflite.weight_scales == "per-tensor"
+    assert "int8, per-tensor scales" in tensor.report()
+    want = np.argmax(model.predict(x, verbose=0), -1)
+    got = np.argmax(emulate(tensor, x, runtime="tflm").outputs, -1)
+    assert np.mean(got == want) >= tolerances.INT8_AGREEMENT
+
+
+def test_weight_scales_are_checked(trained):
+    model, x, _ = trained
+    with pytest.raises(ConversionError, match="per-tensor.*float32.*keeps float weights"):
+        convert(model, target="host", quantization="float32", representative_data=x[:8],
+                weight_scales="per-tensor", progress=False)
+    with pytest.raises(ConversionError, match="weight_scales to be one of"):
+        convert(model, target="host", quantization="int8", representative_data=x[:8],
+                weight_scales="per-row", progress=False)

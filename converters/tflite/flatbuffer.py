@@ -44,11 +44,15 @@ from keras_rnnedge.converters.tflite.compression import CompressionReport
 from keras_rnnedge.optimize.recurrent import is_quantize_input, is_quantize_wrapper
 
 __all__ = ["CALIBRATION_SEQUENCES", "QUANTIZATIONS", "STANDARDIZATION_METADATA", "TensorInfo",
-           "TFLiteModel", "qat_ranges", "read_standardization", "to_tflite",
-           "with_standardization"]
+           "TFLiteModel", "WEIGHT_SCALES", "check_weight_scales", "qat_ranges",
+           "read_standardization", "to_tflite", "with_standardization"]
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8", "int16x8")
 _NEEDS_DATA = ("int8", "int16x8")
+#: How int8 weights are scaled: ``"per-channel"`` (one scale per output channel, the TFLite
+#: converter's default) or ``"per-tensor"`` (one scale per weight: no per-channel scales and
+#: zero points in the flatbuffer, no per-channel multipliers in TFLite Micro's arena).
+WEIGHT_SCALES = ("per-channel", "per-tensor")
 #: Representative sequences sampled for calibration by default (``calibration_size``).
 CALIBRATION_SEQUENCES = 128
 #: Range estimators for a recurrent state: not ``mse``, whose clipping of the extremes is fed
@@ -142,6 +146,8 @@ class TFLiteModel:
     #: ``flatbuffer`` (``None``: not compressed). A flatbuffer with encoded weights runs in
     #: TFLite Micro only.
     compression: CompressionReport | None = None
+    #: One of :data:`WEIGHT_SCALES` (how int8 weights are scaled; moot for float weights).
+    weight_scales: str = "per-channel"
 
     def input(self, name: str) -> TensorInfo:
         return next(t for t in self.inputs if t.name == name)
@@ -160,6 +166,20 @@ def check_quantization(quantization: str, representative_data) -> None:
             "sequences (N, timesteps, features), e.g. a few hundred training windows, to "
             "calibrate activation ranges. Pass representative_data=x_train[:256], or choose "
             "quantization='float32' / 'dynamic'.")
+
+
+def check_weight_scales(weight_scales: str, quantization: str) -> None:
+    """Refuse an unknown ``weight_scales``, or ``"per-tensor"`` for a model with float
+    weights."""
+    if weight_scales not in WEIGHT_SCALES:
+        raise ConversionError(f"Expected weight_scales to be one of "
+                              f"{', '.join(map(repr, WEIGHT_SCALES))}, but got "
+                              f"{weight_scales!r}.")
+    if weight_scales == "per-tensor" and quantization not in ("dynamic",) + _NEEDS_DATA:
+        raise ConversionError(f"weight_scales='per-tensor' scales int8 weights, but "
+                              f"quantization={quantization!r} keeps float weights: use "
+                              "quantization='int8' (or 'int16x8', 'dynamic'), or leave "
+                              "weight_scales at 'per-channel'.")
 
 
 def _check_data(data, lowered: LoweredModel) -> np.ndarray:
@@ -242,7 +262,8 @@ def qat_ranges(model) -> dict[str, tuple[float, float]]:
 
 
 def _int8_calibrated(converter, lowered: LoweredModel, x_all: np.ndarray,
-                     sample: np.ndarray, trained: dict | None = None) -> tuple[bytes, dict]:
+                     sample: np.ndarray, trained: dict | None = None,
+                     per_channel: bool = True) -> tuple[bytes, dict]:
     """Full-int8 flatbuffer: the converter's calibration, then the ranges of ``x`` (on the
     whole representative array) and of each state (its input and output sharing one range,
     on the roll-out states) chosen by :func:`~keras_rnnedge.converters.quality.choose_range`."""
@@ -277,13 +298,15 @@ def _int8_calibrated(converter, lowered: LoweredModel, x_all: np.ndarray,
         chosen[name] = {"range": [float(lo), float(hi)], "estimator": "qat"}
     calibrated = _set_ranges(calibrated, {k: tuple(v["range"]) for k, v in chosen.items()})
     flatbuffer = tf_convert.mlir_quantize(calibrated, fully_quantize=True,
-                                          input_data_type=tf.int8, output_data_type=tf.int8)
+                                          input_data_type=tf.int8, output_data_type=tf.int8,
+                                          disable_per_channel=not per_channel)
     return flatbuffer, chosen
 
 
 def to_tflite(lowered: LoweredModel, quantization: str = "float32",
               representative_data=None, *, calibration_size: int | None = None,
-              calibration_seed: int = 0, trained_ranges: dict | None = None) -> TFLiteModel:
+              calibration_seed: int = 0, trained_ranges: dict | None = None,
+              weight_scales: str = "per-channel") -> TFLiteModel:
     """Convert a lowered model to a TFLite flatbuffer.
 
     Args:
@@ -296,6 +319,8 @@ def to_tflite(lowered: LoweredModel, quantization: str = "float32",
         calibration_seed: seed of the sample.
         trained_ranges: ranges that replace the calibrated ones in an ``int8`` model, by
             tensor name (``x``, ``y``; :func:`qat_ranges` of a QAT model).
+        weight_scales: one of :data:`WEIGHT_SCALES`, for the int8 weights of ``dynamic``,
+            ``int8`` and ``int16x8``.
 
     Returns:
         The :class:`TFLiteModel`.
@@ -303,7 +328,10 @@ def to_tflite(lowered: LoweredModel, quantization: str = "float32",
     from keras_rnnedge.converters.quality import calibration_sample
 
     check_quantization(quantization, representative_data)
+    check_weight_scales(weight_scales, quantization)
+    per_channel = weight_scales == "per-channel"
     converter = tf.lite.TFLiteConverter.from_keras_model(lowered.model)
+    converter._experimental_disable_per_channel = not per_channel
     chosen: dict = {}
     flatbuffer = None
     if quantization == "float16":
@@ -326,7 +354,7 @@ def to_tflite(lowered: LoweredModel, quantization: str = "float32",
             converter.inference_output_type = tf.int8
             try:
                 flatbuffer, chosen = _int8_calibrated(converter, lowered, x_all, x,
-                                                      trained_ranges)
+                                                      trained_ranges, per_channel)
             except Exception as exc:  # the converter's own errors are long MLIR dumps
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 raise ConversionError(f"The TFLite converter failed on the {lowered.mode} "
@@ -347,7 +375,7 @@ def to_tflite(lowered: LoweredModel, quantization: str = "float32",
         flatbuffer = with_standardization(flatbuffer, lowered.standardization)
     inputs, outputs = io_map(flatbuffer)
     return TFLiteModel(flatbuffer=flatbuffer, quantization=quantization, inputs=inputs,
-                       outputs=outputs, calibration=chosen)
+                       outputs=outputs, calibration=chosen, weight_scales=weight_scales)
 
 
 def with_standardization(flatbuffer: bytes, standardization: Standardization) -> bytes:

@@ -52,6 +52,7 @@ from keras_rnnedge.converters.tflite.flatbuffer import (
     TensorInfo,
     TFLiteModel,
     check_quantization,
+    check_weight_scales,
     qat_ranges,
     to_tflite,
 )
@@ -154,6 +155,8 @@ class ConversionResult(ConversionOutput):
             "inputs         " + ", ".join(_describe(t) for t in self.inputs),
             "outputs        " + ", ".join(_describe(t) for t in self.outputs),
         ]
+        if self.quantization in ("dynamic", "int8", "int16x8"):
+            lines.append(f"weights        int8, {self.tflite.weight_scales} scales")
         if self.compression is not None:
             lines += _compression_lines(self.compression)
         if self.lowered.folded:
@@ -181,6 +184,7 @@ class ConversionResult(ConversionOutput):
             "arena_bytes": None if self.audit is None else self.audit.arena_bytes,
             "checks": self.checks,
             "calibration": self.tflite.calibration,
+            "weight_scales": self.tflite.weight_scales,
             "quality": None if self.quality is None else self.quality.to_dict(),
             "compression": None if self.compression is None else self.compression.to_dict(),
         }
@@ -284,7 +288,7 @@ def _check_flatbuffer(flatbuffer: bytes, where) -> None:
 
 @with_stages("converting", 4)
 def convert(model: keras.Model, *, target: str, quantization: str, mode: str = "step",
-            compression: str | None = None,
+            compression: str | None = None, weight_scales: str = "per-channel",
             representative_data=None, name: str | None = None, timesteps: int | None = None,
             class_names=None, validation_data=None, checks: str = "raise",
             max_accuracy_drop: float = 2.0, min_agreement: float = 0.9,
@@ -294,11 +298,11 @@ def convert(model: keras.Model, *, target: str, quantization: str, mode: str = "
 
     Args:
         model: a trained tf_keras model: an optional leading ``Normalization(axis=-1)``
-            (applied inside the converted model, which takes the raw features), recurrent
-            layers (our cells, or stock SimpleRNN/GRU/LSTM) then Dense layers; pruning/QAT
-            wrappers are stripped. An int8 input ``x`` has one scale for all raw features:
-            features of very different ranges lose resolution before the standardisation
-            (the deployment check names them; the standalone C quantizes per feature).
+            (applied inside a float converted model, which takes the raw features; an int8 or
+            int16x8 model takes standardised features, standardised by its caller: the
+            emulator and the sketch, with the constants the flatbuffer, ``manifest.json`` and
+            ``<id>_model_io.h`` record), recurrent layers (our cells, or stock
+            SimpleRNN/GRU/LSTM) then Dense layers; pruning/QAT wrappers are stripped.
         target: a board key of :data:`keras_rnnedge.micro_targets.boards.BOARDS` (``"nano33ble"``,
             ``"uno"``, ..., or ``"host"`` for emulation only).
         quantization: ``"float32"``, ``"float16"``, ``"dynamic"``, ``"int8"`` or ``"int16x8"``.
@@ -315,6 +319,10 @@ def convert(model: keras.Model, *, target: str, quantization: str, mode: str = "
             of tflite-micro-arduino-examples); LiteRT cannot run it. When no weight is worth
             it, the flatbuffer stays as it is, with a
             :class:`~keras_rnnedge.converters.tflite.compression.CompressionWarning`.
+        weight_scales: ``"per-channel"`` (default: one scale per output channel) or
+            ``"per-tensor"`` (one scale per weight matrix: smaller flatbuffer and TFLite
+            Micro arena, about 24 bytes less per output channel of each weight, at some
+            accuracy; ``int8``, ``int16x8`` and ``dynamic``).
         representative_data: input sequences (N, T, F) for calibration; required for int8 and
             int16x8; also used to check each stage against the previous one. Pass the whole
             training set: ``calibration_size`` sequences are sampled across it (seeded), so
@@ -356,6 +364,7 @@ def convert(model: keras.Model, *, target: str, quantization: str, mode: str = "
     if not board.tflm and board.key != "host":
         raise UnsupportedTargetError(target_refusal(board))
     check_quantization(quantization, representative_data)
+    check_weight_scales(weight_scales, quantization)
     _check_compression(compression, quantization)
     if mode not in MODES:
         raise ConversionError(f'Expected mode to be one of {", ".join(map(repr, MODES))}, but '
@@ -374,7 +383,8 @@ def convert(model: keras.Model, *, target: str, quantization: str, mode: str = "
     stage(f"converting ({quantization})")
     tfl = to_tflite(lowered, quantization, representative_data,
                     calibration_size=calibration_size, calibration_seed=calibration_seed,
-                    trained_ranges=qat_ranges(model) if is_qat(model) else None)
+                    trained_ranges=qat_ranges(model) if is_qat(model) else None,
+                    weight_scales=weight_scales)
     dense = None
     if compression is not None:
         dense, tfl = tfl, _compress(tfl)
