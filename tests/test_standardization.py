@@ -236,9 +236,21 @@ def test_damaged_standardization_metadata_is_named():
     bad = Standardization(offset=[0.0] * F, scale=[1.0] * F)
     marked = with_standardization(flatbuffer, bad)
     assert read_standardization(marked).scale.tolist() == [1.0] * F
-    damaged = marked.replace(b'"scale"', b'"scalX"')
-    with pytest.raises(ValueError, match=STANDARDIZATION_METADATA + ".*damaged"):
-        read_standardization(damaged)
+    # the recorded scales are 1.0 (float64 3ff0000000000000): make one of them 0 or cut a byte
+    one = np.float64(1.0).tobytes()
+    zeroed = marked.replace(one * F, np.float64(0.0).tobytes() + one * (F - 1), 1)
+    with pytest.raises(ValueError, match=STANDARDIZATION_METADATA + ".*non-positive.*damaged"):
+        read_standardization(zeroed)
+    # a buffer of the wrong length
+    from ai_edge_litert import schema_py_generated as schema
+
+    from keras_rnnedge.converters.tflite.compression import _serialize
+
+    tree = schema.ModelT.InitFromPackedBuf(bytearray(marked), 0)
+    entry = next(m for m in tree.metadata if m.name == STANDARDIZATION_METADATA.encode())
+    tree.buffers[entry.buffer].data = tree.buffers[entry.buffer].data[:-1]
+    with pytest.raises(ValueError, match=r"holds 79 bytes; expected 16 per input feature"):
+        read_standardization(_serialize(schema, tree, set()))
 
 
 def test_float_c_takes_raw_inputs():

@@ -380,17 +380,15 @@ def to_tflite(lowered: LoweredModel, quantization: str = "float32",
 
 def with_standardization(flatbuffer: bytes, standardization: Standardization) -> bytes:
     """``flatbuffer`` with ``standardization`` recorded as the input standardisation its caller
-    applies (metadata :data:`STANDARDIZATION_METADATA`; interpreters ignore it)."""
-    import json
-
+    applies (metadata :data:`STANDARDIZATION_METADATA`: the offsets then the scales, float64
+    little-endian; interpreters ignore it)."""
     from keras_rnnedge.converters.tflite.compression import _schema, _serialize
 
     schema = _schema()
     model = schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
     buffer = schema.BufferT()
-    buffer.data = np.frombuffer(json.dumps({
-        "offset": [float(v) for v in standardization.offset],
-        "scale": [float(v) for v in standardization.scale]}).encode(), np.uint8)
+    buffer.data = np.frombuffer(np.concatenate(
+        [standardization.offset, standardization.scale]).astype("<f8").tobytes(), np.uint8)
     model.buffers.append(buffer)
     entry = schema.MetadataT()
     entry.name = STANDARDIZATION_METADATA
@@ -408,8 +406,6 @@ def read_standardization(flatbuffer: bytes) -> Standardization | None:
     Raises:
         ValueError: the metadata entry is there but unreadable or inconsistent.
     """
-    import json
-
     from keras_rnnedge.converters.tflite.compression import _schema
 
     schema = _schema()
@@ -419,13 +415,13 @@ def read_standardization(flatbuffer: bytes) -> Standardization | None:
         if entry.Name() != STANDARDIZATION_METADATA.encode():
             continue
         raw = model.Buffers(entry.Buffer()).DataAsNumpy()
-        try:
-            values = json.loads(bytes(raw).decode())
-            std = Standardization(offset=values["offset"], scale=values["scale"])
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(f"The flatbuffer's metadata {STANDARDIZATION_METADATA!r} is not "
-                             f"a readable input standardisation ({exc}); the file is damaged: "
-                             "convert the model again.") from exc
+        size = 0 if isinstance(raw, int) else len(raw)  # DataAsNumpy() gives 0 when empty
+        if size == 0 or size % 16:
+            raise ValueError(f"The flatbuffer's metadata {STANDARDIZATION_METADATA!r} holds "
+                             f"{size} bytes; expected 16 per input feature (offset and scale, "
+                             "float64): the file is damaged: convert the model again.")
+        values = np.frombuffer(bytes(raw), "<f8")
+        std = Standardization(offset=values[:size // 16], scale=values[size // 16:])
         if not (np.all(np.isfinite(std.offset)) and np.all(np.isfinite(std.scale))
                 and np.all(std.scale > 0)):
             raise ValueError(f"The flatbuffer's metadata {STANDARDIZATION_METADATA!r} holds "
