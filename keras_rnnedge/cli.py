@@ -431,6 +431,104 @@ def _add_train(subparsers) -> None:
     parser.set_defaults(run=_run_train)
 
 
+@subcommand
+def _add_search(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "search", help="search cell, size, matrix family, ranks, sparsity for a board (Ray Tune)",
+        description="Train, convert and measure a grid of compressed RNN configurations on Ray "
+        "Tune (keras_rnnedge.search): cell kind x hidden size x recurrent matrix family (and "
+        "ranks) x density x weight bits. A configuration whose weights or state cannot fit "
+        "--target is rejected before training; each trial trains with the project's recipe "
+        "(ASHA stops the trailing ones), converts to integer C for the board (flash and RAM "
+        "from its cross compiler), runs on the host over the validation windows and is timed "
+        "on the board's emulator (simavr cycles, QEMU instructions). Writes a table, a Pareto "
+        "plot and the best fitting model with its conversion to --out. Needs Ray Tune: pip "
+        "install 'keras-rnnedge[search]'.")
+    parser.add_argument("--data", type=Path, required=True, metavar="DATA.npz",
+                        help="x_train/y_train, x_val/y_val (else 10 %% of the training windows), "
+                        "x_test/y_test (optional, only reported)")
+    parser.add_argument("--target", default="uno", help="board key (default: %(default)s)")
+    parser.add_argument("--max-latency-ms", type=_float_option(1e-6, None, "milliseconds > 0"),
+                        default=None, help="time per step on the board (default: no limit)")
+    parser.add_argument("--address", default=None,
+                        help="an existing Ray cluster (ray://host:10001, or auto); default: a "
+                        "local Ray instance")
+    parser.add_argument("--cells", default="fastgrnn,gru,lstm",
+                        help="cell kinds, comma-separated (default: %(default)s)")
+    parser.add_argument("--units", default="16,32,64",
+                        help="hidden sizes, comma-separated (default: %(default)s)")
+    parser.add_argument("--families", default="dense,low_rank",
+                        help="recurrent matrix families, comma-separated (any registered "
+                        "family; default: %(default)s)")
+    parser.add_argument("--ranks", default="4,8",
+                        help="ranks of the low_rank family (default: %(default)s)")
+    parser.add_argument("--densities", default="1,0.5,0.25",
+                        help="fractions of non-zeros kept, 1 = dense (default: %(default)s)")
+    parser.add_argument("--precisions", default="int8",
+                        help="weight bits of the integer C: int8, int16 (default: %(default)s)")
+    parser.add_argument("--trials", type=_POSITIVE, default=None,
+                        help="train at most this many configurations (a seeded random choice; "
+                        "default: all that may fit)")
+    parser.add_argument("--epochs", type=_POSITIVE, default=12,
+                        help="epochs per trial: dense + threshold + sparse, a third each "
+                        "(default: %(default)s)")
+    parser.add_argument("--learning-rate", type=_float_option(1e-7, 10.0, "a rate above 0"),
+                        default=0.01, help="Adam's initial rate (default: %(default)s)")
+    parser.add_argument("--batch-size", type=_POSITIVE, default=64, help="default: %(default)s")
+    parser.add_argument("--cpus-per-trial", type=_float_option(0.01, None, "CPUs above 0"),
+                        default=1.0, help="CPUs Ray reserves per trial (default: %(default)s)")
+    parser.add_argument("--no-early-stopping", action="store_true",
+                        help="run every trial to the end (no ASHA)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the search in --out after a crash")
+    parser.add_argument("--seed", type=_SEED, default=0, help="default: %(default)s")
+    parser.add_argument("--out", type=Path, default=Path("runs/search"), metavar="DIR",
+                        help="results, pareto.png and best/ (default: %(default)s)")
+    parser.set_defaults(run=_run_search)
+
+
+def _csv(text: str, convert, what: str) -> tuple:
+    try:
+        values = tuple(convert(v.strip()) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise CommandError(f"received {text!r}; expected {what}, comma-separated") from None
+    if not values:
+        raise CommandError(f"received {text!r}; expected at least one of {what}")
+    return values
+
+
+def _run_search(args: argparse.Namespace) -> int:
+    from keras_rnnedge.recipe import Recipe
+    from keras_rnnedge.search import Constraints, SearchSpace, search
+
+    data = _train_dataset(args.data, args.seed)
+    densities = tuple(None if d >= 1.0 else d for d in _csv(
+        args.densities, float, "fractions in (0, 1]"))
+    third = max(1, args.epochs // 3)
+    try:
+        space = SearchSpace.of_families(
+            _csv(args.families, str, "family names"), _csv(args.ranks, int, "integer ranks"),
+            cells=_csv(args.cells, str, "cell kinds"),
+            units=_csv(args.units, int, "integer hidden sizes"), densities=densities,
+            precisions=_csv(args.precisions, str, "int8 or int16"))
+        constraints = Constraints(args.target, max_latency_ms=args.max_latency_ms)
+        recipe = Recipe(dense_epochs=third, threshold_epochs=third,
+                        sparse_epochs=max(1, args.epochs - 2 * third),
+                        learning_rate=args.learning_rate, batch_size=args.batch_size,
+                        seed=args.seed)
+        result = search(data, space=space, constraints=constraints, recipe=recipe,
+                        max_trials=args.trials, seed=args.seed, address=args.address,
+                        cpus_per_trial=args.cpus_per_trial,
+                        early_stopping=not args.no_early_stopping, out=args.out,
+                        resume=args.resume, log=lambda line: print(fit_columns(line),
+                                                                    flush=True))
+    except (ValueError, ImportError) as exc:
+        raise CommandError(str(exc)) from exc
+    print()
+    print(result.to_text())
+    return 0 if result.best is not None else 1
+
+
 def _train_dataset(path: Path, seed: int):
     """The :class:`~keras_rnnedge.datasets.Dataset` of a training .npz (checked)."""
     from keras_rnnedge.datasets._core import Dataset, read_npz, stratified_split

@@ -412,10 +412,11 @@ class _Lines(keras.callbacks.Callback):
     """One line per epoch, a bar over the batches (on a terminal), and the history rows."""
 
     def __init__(self, phase: str, epochs: int, log, progress, rows: list, clock: _Clock,
-                 thresholding: HardThresholding | None = None):
+                 thresholding: HardThresholding | None = None, on_epoch=None):
         super().__init__()
         self.phase, self.epochs, self.log, self.progress = phase, epochs, log, progress
         self.rows, self.clock, self.thresholding = rows, clock, thresholding
+        self.on_epoch = on_epoch
         self.bar = None
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -444,6 +445,8 @@ class _Lines(keras.callbacks.Callback):
                  f"{row.get('loss', float('nan')):.4f}  acc {row.get('accuracy', 0):.4f}  "
                  f"val_acc {row.get('val_accuracy', 0):.4f}{extra}  {clock_text(elapsed)}, "
                  f"ETA {clock_text(eta)}")
+        if self.on_epoch is not None:
+            self.on_epoch(dict(row))
 
 
 def clock_text(seconds: float) -> str:
@@ -480,7 +483,8 @@ def _check_data(data) -> None:
 def train(model: keras.Model, data, recipe: Recipe | None = None, *,
           density: float | Mapping[str, float] | None = None, budget_bytes: int | None = None,
           teacher: keras.Model | None = None, log: Callable[[str], None] | None = print,
-          progress: ProgressArg = True) -> TrainResult:
+          progress: ProgressArg = True,
+          on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
     """Train ``model`` on ``data`` with the recipe's phases (see the module docstring).
 
     Args:
@@ -496,6 +500,9 @@ def train(model: keras.Model, data, recipe: Recipe | None = None, *,
             phase.
         log: called with one line per epoch and per phase (``None``: silent).
         progress: a bar over each epoch's batches (:mod:`keras_rnnedge.progress`).
+        on_epoch: called after every epoch with its history row (``phase``, ``epoch``,
+            ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``, ``density``), e.g. to
+            report to a scheduler that stops bad trials early (:mod:`keras_rnnedge.search`).
 
     Returns:
         A :class:`TrainResult`.
@@ -550,7 +557,7 @@ def train(model: keras.Model, data, recipe: Recipe | None = None, *,
             callbacks.append(thresholding)
         best = _BestWeights(first_eligible, recipe.patience)
         callbacks += [best, _Lines(phase, epochs, log, progress, rows, clock,
-                                   thresholding=thresholding)]
+                                   thresholding=thresholding, on_epoch=on_epoch)]
         trained = current
         jit = recipe.jit_compile and phase != "qat"
         if teacher is not None:
