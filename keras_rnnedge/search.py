@@ -604,7 +604,7 @@ def _run_tune(ray, tune, asha, chosen, data, constraints, recipe, seed, address,
             run_config=tune.RunConfig(storage_path=str(out), name=name, verbose=0,
                                       callbacks=[Progress()]))
     grid = tuner.fit()
-    rows = []
+    rows = {}
     for result in grid:
         config = (result.config or {}).get("trial")
         metrics = dict(result.metrics or {})
@@ -616,8 +616,11 @@ def _run_tune(ray, tune, asha, chosen, data, constraints, recipe, seed, address,
         else:
             row.update(status="stopped early", val_accuracy=metrics.get("score"),
                        reason=f"ASHA stopped it in the {metrics.get('phase', '?')} phase")
-        rows.append(row)
-    return rows
+        rows[row["config"]] = row
+    # in the order chosen (Tune's order differs after a restore)
+    return [rows.get(describe_config(c), {"config": describe_config(c), "params": c,
+                                          "status": "error", "reason": "Ray Tune ran no trial"})
+            for c in chosen]
 
 
 _METRIC_KEYS = ("status", "reason", "val_accuracy", "test_accuracy", "density", "flash_bytes",
