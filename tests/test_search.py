@@ -115,6 +115,7 @@ def test_pareto_front_is_the_non_dominated_feasible_set():
     assert front == want and front
 
 
+@pytest.mark.toolchain
 def test_one_trial_is_measured_as_deployed(tiny, tmp_path):
     """Train, convert for the Uno, run: the reported accuracy is the integer model's (NumPy
     oracle of the C) on the validation windows; the latency is simavr's cycles at 16 MHz."""
@@ -146,6 +147,7 @@ def test_one_trial_is_measured_as_deployed(tiny, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.toolchain
 def test_search_on_local_ray(tiny, tmp_path, capsys):
     """A tiny search on a local Ray instance: the 1024-unit configurations are rejected before
     training, the others trained, converted, measured; the table, the Pareto plot and the best
