@@ -911,6 +911,9 @@ def _add_convert(subparsers) -> None:
                         choices=("per-channel", "per-tensor"),
                         help="tflite int8/int16x8: one scale per output channel (default) or "
                         "per weight matrix (smaller flatbuffer and arena)")
+    parser.add_argument("--strip-strings", action="store_true",
+                        help="tflite: drop tensor names and the converter's metadata from the "
+                        "flatbuffer (fewer bytes of flash, the same model)")
     parser.add_argument("--calibration-seed", type=_SEED, default=0,
                         help="seed of the calibration sample (default: %(default)s)")
     parser.add_argument("--checks", default="raise", choices=("raise", "warn"),
@@ -957,6 +960,9 @@ def _run_convert(args: argparse.Namespace) -> int:
     if args.compression is not None and fmt != "tflite":
         raise CommandError(f"--compression {args.compression} applies to --format tflite; the "
                            "standalone C already stores pruned matrices as CSR")
+    if args.strip_strings and fmt != "tflite":
+        raise CommandError("--strip-strings applies to --format tflite; the standalone C has no "
+                           "strings in its model")
     if args.weight_scales != "per-channel" and fmt != "tflite":
         raise CommandError(f"--weight-scales {args.weight_scales} applies to --format tflite; "
                            "the standalone C scales each matrix as its integer model needs")
@@ -990,7 +996,8 @@ def _run_convert(args: argparse.Namespace) -> int:
             result = convert(model, target=args.target, quantization=args.quantize,
                              mode=args.mode, representative_data=x, name=args.name,
                              class_names=names, compression=args.compression,
-                             weight_scales=args.weight_scales, **quality)
+                             weight_scales=args.weight_scales,
+                             strip_strings=args.strip_strings, **quality)
         out = result.save(args.out, force=args.force)
     except OutputExistsError as exc:
         raise CommandError(str(exc)) from exc

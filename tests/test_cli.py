@@ -387,6 +387,12 @@ def test_convert_compression_prune(tmp_path, capsys):
     assert "int8, per-tensor scales" in capsys.readouterr().out
     assert _json.loads((scaled / "manifest.json").read_text())["weight_scales"] == "per-tensor"
     assert (scaled / "model.tflite").stat().st_size < (packed / "model.tflite").stat().st_size
+    # without the strings no interpreter reads: smaller again, compression still checked
+    bare = tmp_path / "stripped"
+    assert cli.main(base + ["--compression", "prune", "--weight-scales", "per-tensor",
+                            "--strip-strings", "--out", str(bare)]) == 0
+    assert "tflm compressed vs uncompressed" in capsys.readouterr().out
+    assert (bare / "model.tflite").stat().st_size < (scaled / "model.tflite").stat().st_size
     assert cli.main(["convert", str(path), "--target", "uno", "--data", str(data),
                      "--weight-scales", "per-tensor", "--out", str(tmp_path / "c2")]) == 2
     assert "--weight-scales per-tensor applies to --format tflite" in capsys.readouterr().err

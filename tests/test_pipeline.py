@@ -275,3 +275,26 @@ def test_weight_scales_are_checked(trained):
     with pytest.raises(ConversionError, match="weight_scales to be one of"):
         convert(model, target="host", quantization="int8", representative_data=x[:8],
                 weight_scales="per-row", progress=False)
+
+
+def test_strip_strings_keeps_the_model_and_drops_its_names(trained):
+    """strip_strings=True: no tensor names, description or converter metadata in the
+    flatbuffer, fewer bytes; the inputs and outputs (signature) unchanged, and TFLite Micro
+    computes the same outputs, bit for bit, as from the unstripped flatbuffer."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    from keras_rnnedge.converters.tflite.flatbuffer import io_map
+
+    model, x, _ = trained
+    plain, stripped = (convert(model, target="host", quantization="int8",
+                               representative_data=x[:32], strip_strings=flag, progress=False)
+                       for flag in (False, True))
+    assert len(stripped.flatbuffer) < len(plain.flatbuffer) - 200
+    tree = schema.ModelT.InitFromPackedBuf(bytearray(stripped.flatbuffer), 0)
+    assert not any(t.name for sg in tree.subgraphs for t in sg.tensors)
+    assert not tree.description
+    assert not any(m.name in (b"CONVERSION_METADATA", b"min_runtime_version")
+                   for m in tree.metadata or [])
+    assert io_map(stripped.flatbuffer) == io_map(plain.flatbuffer)
+    np.testing.assert_array_equal(emulate(stripped, x[:8], runtime="tflm").raw_outputs,
+                                  emulate(plain, x[:8], runtime="tflm").raw_outputs)

@@ -56,6 +56,9 @@ from keras_rnnedge.converters.tflite.flatbuffer import (
     qat_ranges,
     to_tflite,
 )
+from keras_rnnedge.converters.tflite.flatbuffer import (
+    strip_strings as strip_flatbuffer_strings,
+)
 from keras_rnnedge.converters.tflite.sketch import (
     SketchSpec,
     arduino_sketch,
@@ -289,7 +292,8 @@ def _check_flatbuffer(flatbuffer: bytes, where) -> None:
 @with_stages("converting", 4)
 def convert(model: keras.Model, *, target: str, quantization: str, mode: str = "step",
             compression: str | None = None, weight_scales: str = "per-channel",
-            representative_data=None, name: str | None = None, timesteps: int | None = None,
+            strip_strings: bool = False, representative_data=None, name: str | None = None,
+            timesteps: int | None = None,
             class_names=None, validation_data=None, checks: str = "raise",
             max_accuracy_drop: float = 2.0, min_agreement: float = 0.9,
             calibration_size: int | None = None, calibration_seed: int = 0,
@@ -323,6 +327,10 @@ def convert(model: keras.Model, *, target: str, quantization: str, mode: str = "
             ``"per-tensor"`` (one scale per weight matrix: smaller flatbuffer and TFLite
             Micro arena, about 24 bytes less per output channel of each weight, at some
             accuracy; ``int8``, ``int16x8`` and ``dynamic``).
+        strip_strings: drop the strings no interpreter needs (tensor names, the description,
+            the converter's metadata; :func:`~keras_rnnedge.converters.tflite.flatbuffer.
+            strip_strings`) from the flatbuffer: fewer bytes of flash, the same model; the
+            reports then show no weight names.
         representative_data: input sequences (N, T, F) for calibration; required for int8 and
             int16x8; also used to check each stage against the previous one. Pass the whole
             training set: ``calibration_size`` sequences are sampled across it (seeded), so
@@ -385,6 +393,8 @@ def convert(model: keras.Model, *, target: str, quantization: str, mode: str = "
                     calibration_size=calibration_size, calibration_seed=calibration_seed,
                     trained_ranges=qat_ranges(model) if is_qat(model) else None,
                     weight_scales=weight_scales)
+    if strip_strings:
+        tfl = dataclasses.replace(tfl, flatbuffer=strip_flatbuffer_strings(tfl.flatbuffer))
     dense = None
     if compression is not None:
         dense, tfl = tfl, _compress(tfl)
