@@ -15,11 +15,12 @@ validation epoch restored in every phase, selection on the validation split only
 
 Every compressed model is measured as deployed: integer C (int8 weights, Q15 state) on the host
 over every test window, bit-exact with its NumPy oracle (checked), and the int8 TFLite step model
-in TensorFlow Lite Micro over every test window, stored three ways: per-channel weight scales
-(the converter's default), per-tensor scales, and per-tensor with the pruned weights stored as
-TFLM_DECODE encodings (``compression="prune"``; lossless, checked bit for bit against the
-uncompressed model in TFLite Micro by ``convert()`` on the validation windows, so its accuracy
-is the per-tensor model's). The stock LSTM is also converted to TFLite Micro's fused int8 LSTM
+in TensorFlow Lite Micro over every test window, stored four ways: per-channel weight scales
+(the converter's default), per-tensor scales, per-tensor with the pruned weights stored as
+TFLM_DECODE encodings (``compression="prune"``), and that without the strings no interpreter
+reads (``strip_strings=True``). The last two are lossless: their outputs on every validation
+window are checked equal to the per-tensor model's in TFLite Micro, so their accuracy is its
+accuracy. The stock LSTM is also converted to TFLite Micro's fused int8 LSTM
 (UNIDIRECTIONAL_SEQUENCE_LSTM) and run over every test window. The targets of issue "accuracy at
 10-20x smaller": the best compressed int8 model within 1 point of the best stock model at >= 10x
 smaller int8 size; on HAR-6 at a FastGRNN-sized budget (~6 KB) above the landed 91.42 %; a
@@ -112,26 +113,37 @@ def load(task: Task, data_dir, quick: bool):
     return ds
 
 
-#: TFLite Micro storage variants of a compressed model: (label, weight_scales, compression).
-TFLM_VARIANTS = (("per-channel", "per-channel", None), ("per-tensor", "per-tensor", None),
-                 ("per-tensor + prune", "per-tensor", "prune"))
+#: TFLite Micro storage variants of a compressed model: (label, weight_scales, compression,
+#: strip_strings).
+TFLM_VARIANTS = (("per-channel", "per-channel", None, False),
+                 ("per-tensor", "per-tensor", None, False),
+                 ("per-tensor + prune", "per-tensor", "prune", False),
+                 ("per-tensor + prune, stripped", "per-tensor", "prune", True))
 
 
 def tflm_deployed(model, data, *, mode="step", weight_scales="per-channel", compression=None,
-                  accuracy=None) -> dict:
-    """The int8 TFLite model for the Nano 33 BLE in TFLite Micro over every test window (or
-    ``accuracy`` when given: a losslessly compressed twin, checked bit for bit by convert())."""
+                  strip_strings=False, twin=None) -> tuple[dict, object]:
+    """The int8 TFLite model for the Nano 33 BLE in TFLite Micro over every test window; with
+    ``twin`` (``(record, conversion)`` of the same model stored otherwise, losslessly), its
+    accuracy is the twin's after checking both give the same outputs on every validation
+    window (``convert()`` checks a compressed model bit for bit against its uncompressed one
+    too)."""
     t = convert(model, target="nano33ble", quantization="int8", mode=mode,
                 representative_data=data.x_train, weight_scales=weight_scales,
-                compression=compression, validation_data=(data.x_val, data.y_val),
-                checks="warn", progress=False)
-    if accuracy is None:
+                compression=compression, strip_strings=strip_strings,
+                validation_data=(data.x_val, data.y_val), checks="warn", progress=False)
+    if twin is None:
         tflm = emulate(t, data.x_test, runtime="tflm", progress=False)
         accuracy = float(np.mean(tflm.predictions() == data.y_test))
     else:
         assert t.checks.get("tflm compressed vs uncompressed", 0.0) == 0.0, t.checks
+        same = np.array_equal(emulate(t, data.x_val, runtime="tflm", progress=False).raw_outputs,
+                              emulate(twin[1], data.x_val, runtime="tflm",
+                                      progress=False).raw_outputs)
+        assert same, "a lossless storage variant changed the outputs"
+        accuracy = twin[0]["accuracy"]
     return {"accuracy": accuracy, "flatbuffer_bytes": len(t.flatbuffer),
-            "arena_bytes": int(t.audit.arena_bytes)}
+            "arena_bytes": int(t.audit.arena_bytes)}, t
 
 
 def deployed(model, data) -> dict:
@@ -141,12 +153,13 @@ def deployed(model, data) -> dict:
     x_q = c.quantize_input(data.x_test)
     host = run_c(c, x_q, target="host", progress=False)
     oracle = c.int_model.run(data.x_test)
-    variants = {}
-    for label, scales, compression in TFLM_VARIANTS:
-        twin = variants.get(scales) if compression else None
-        variants[label if compression else scales] = tflm_deployed(
-            model, data, weight_scales=scales, compression=compression,
-            accuracy=None if twin is None else twin["accuracy"])
+    variants, done = {}, {}
+    for label, scales, compression, strip in TFLM_VARIANTS:
+        twin = done.get("per-tensor") if (compression or strip) else None
+        variants[label], conversion = tflm_deployed(
+            model, data, weight_scales=scales, compression=compression, strip_strings=strip,
+            twin=twin)
+        done[label] = (variants[label], conversion)
     default = variants["per-channel"]
     return {
         "c_accuracy": float(np.mean(host.predictions() == data.y_test)),
@@ -196,7 +209,7 @@ def run_task(task: Task, data_dir, quick: bool) -> dict:
                                  data.num_classes)
         record, trained = run_one(label, model, data, stock_recipe, deploy=False)
         if kind == "LSTM":  # TFLite Micro's fused int8 LSTM: the baseline of the 1/4 target
-            record["tflm_fused"] = tflm_deployed(trained, data, mode="fused")
+            record["tflm_fused"] = tflm_deployed(trained, data, mode="fused")[0]
         records.append(record)
         stock_models[label] = (record, trained)
     best_label = max(stock_models, key=lambda k: stock_models[k][0]["val_accuracy"])
