@@ -21,7 +21,9 @@ TFLM_DECODE encodings (``compression="prune"``), and that without the strings no
 reads (``strip_strings=True``). The last two are lossless: their outputs on every validation
 window are checked equal to the per-tensor model's in TFLite Micro, so their accuracy is its
 accuracy. The stock LSTM is also converted to TFLite Micro's fused int8 LSTM
-(UNIDIRECTIONAL_SEQUENCE_LSTM) and run over every test window. The targets of issue "accuracy at
+(UNIDIRECTIONAL_SEQUENCE_LSTM), per-channel and per-tensor with the strings stripped, and run
+over every test window; the 1/4 target takes the smaller of the two as its base and the more
+accurate one as its accuracy. The targets of issue "accuracy at
 10-20x smaller": the best compressed int8 model within 1 point of the best stock model at >= 10x
 smaller int8 size; on HAR-6 at a FastGRNN-sized budget (~6 KB) above the landed 91.42 %; a
 FastGRNN TFLite Micro model (flatbuffer + arena) <= 1/4 of the fused int8 LSTM at TFLite Micro
@@ -209,7 +211,11 @@ def run_task(task: Task, data_dir, quick: bool) -> dict:
                                  data.num_classes)
         record, trained = run_one(label, model, data, stock_recipe, deploy=False)
         if kind == "LSTM":  # TFLite Micro's fused int8 LSTM: the baseline of the 1/4 target
-            record["tflm_fused"] = tflm_deployed(trained, data, mode="fused")[0]
+            record["tflm_fused"] = {
+                "per-channel": tflm_deployed(trained, data, mode="fused")[0],
+                "per-tensor, stripped": tflm_deployed(trained, data, mode="fused",
+                                                      weight_scales="per-tensor",
+                                                      strip_strings=True)[0]}
         records.append(record)
         stock_models[label] = (record, trained)
     best_label = max(stock_models, key=lambda k: stock_models[k][0]["val_accuracy"])
@@ -256,8 +262,11 @@ def targets_of(result: dict) -> list[dict]:
                     f"{top['bytes_int8']:,} B vs {result['best_stock']} {100 * best_acc:.2f} % "
                     f"at {best_bytes:,} B ({best_bytes / top['bytes_int8']:.1f}x): "
                     f"{gap:+.2f} points behind (need <= 1.00)"})
-    lstm = next((r["tflm_fused"] for r in result["records"] if "tflm_fused" in r), None)
-    if lstm is not None and compressed:
+    fused = next((r["tflm_fused"] for r in result["records"] if "tflm_fused" in r), None)
+    if fused is not None and compressed:
+        # conservative: the smallest fused LSTM, and the most accurate one
+        lstm = dict(min(fused.values(), key=lambda v: v["flatbuffer_bytes"] + v["arena_bytes"]))
+        lstm["accuracy"] = max(v["accuracy"] for v in fused.values())
         base = lstm["flatbuffer_bytes"] + lstm["arena_bytes"]
         options = [(v["flatbuffer_bytes"] + v["arena_bytes"], r["model"], label, v)
                    for r in compressed for label, v in r["tflm_variants"].items()
@@ -292,11 +301,12 @@ def tflm_table(result: dict) -> list[str]:
     lstm = next((r for r in result["records"] if "tflm_fused" in r), None)
     base = None
     if lstm is not None:
-        f = lstm["tflm_fused"]
-        base = f["flatbuffer_bytes"] + f["arena_bytes"]
-        lines.append(f"| {lstm['model']} | fused int8 LSTM, per-channel | "
-                     f"{100 * f['accuracy']:.2f} | {f['flatbuffer_bytes']:,} | "
-                     f"{f['arena_bytes']:,} | {base:,} | 1.000 |")
+        base = min(f["flatbuffer_bytes"] + f["arena_bytes"] for f in lstm["tflm_fused"].values())
+        for label, f in lstm["tflm_fused"].items():
+            total = f["flatbuffer_bytes"] + f["arena_bytes"]
+            lines.append(f"| {lstm['model']} | fused int8 LSTM, {label} | "
+                         f"{100 * f['accuracy']:.2f} | {f['flatbuffer_bytes']:,} | "
+                         f"{f['arena_bytes']:,} | {total:,} | {total / base:.3f} |")
     for r in result["records"]:
         for label, v in r.get("tflm_variants", {}).items():
             total = v["flatbuffer_bytes"] + v["arena_bytes"]
