@@ -586,8 +586,9 @@ def _run_tune(ray, tune, asha, chosen, data, constraints, recipe, seed, address,
     epochs = sum(recipe.epochs(p) for p in ("dense", "threshold", "sparse", "qat"))
     scheduler = None
     if early_stopping:
+        # every trial finishes its dense phase before it is compared
         scheduler = asha(time_attr="training_iteration", max_t=epochs + 1,
-                         grace_period=max(1, min(recipe.epochs("dense"), epochs) // 2),
+                         grace_period=max(1, min(recipe.epochs("dense"), epochs)),
                          reduction_factor=2)
     path = out / name
     if resume and tune.Tuner.can_restore(str(path)):
