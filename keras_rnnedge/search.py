@@ -544,6 +544,7 @@ def search(data, *, target: str = "uno", space: SearchSpace | None = None,
             reason = precheck(build_model(config, data), config, constraints)
         except ValueError as exc:  # a structure that does not apply to this cell or size
             reason = f"cannot build it: {str(exc).splitlines()[0]}"
+        keras.backend.clear_session()  # the models built to check are not kept
         if reason is not None:
             rows.append({"config": describe_config(config), "params": config,
                          "status": "rejected before training", "reason": reason})
