@@ -7,6 +7,7 @@ the file (other benchmarks' sections, hand-written text) is left as it is.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import shlex
@@ -105,3 +106,21 @@ def target_line(target: dict) -> str:
     """``PASS|FAIL task: target: measured text`` for one evaluated target."""
     verdict = "PASS" if target["passed"] else "FAIL"
     return f"{verdict} {target['task']}: {target['target']}: {target['text']}"
+
+
+def quick_subset(ds, n_train: int = 512, n_val: int = 128, n_test: int = 128, seed: int = 0):
+    """``ds`` (a :class:`~keras_rnnedge.datasets.Dataset`) cut to a seeded random choice of
+    windows per split, in their order: the data of a benchmark's ``--quick`` smoke test."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+
+    def take(x, y, n):
+        index = np.sort(rng.permutation(len(y))[:n])
+        return x[index], y[index]
+
+    x_train, y_train = take(ds.x_train, ds.y_train, n_train)
+    x_val, y_val = take(ds.x_val, ds.y_val, n_val)
+    x_test, y_test = take(ds.x_test, ds.y_test, n_test)
+    return dataclasses.replace(ds, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val,
+                               x_test=x_test, y_test=y_test)

@@ -53,6 +53,7 @@ from benchmarks.common import (  # noqa: E402
     command_line,
     machine_info,
     machine_line,
+    quick_subset,
     target_line,
     write_section,
 )
@@ -100,19 +101,7 @@ def load(task: Task, data_dir, quick: bool):
         ds = load_speech_commands(data_dir, validation_split=0.1, seed=0)
     else:
         ds = load_har(6, validation_split=0.1, seed=0)
-    if quick:
-        rng = np.random.default_rng(0)
-
-        def take(x, y, n):
-            index = np.sort(rng.permutation(len(y))[:n])
-            return x[index], y[index]
-
-        x_train, y_train = take(ds.x_train, ds.y_train, 512)
-        x_val, y_val = take(ds.x_val, ds.y_val, 128)
-        x_test, y_test = take(ds.x_test, ds.y_test, 128)
-        ds = dataclasses.replace(ds, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val,
-                                 x_test=x_test, y_test=y_test)
-    return ds
+    return quick_subset(ds) if quick else ds
 
 
 #: TFLite Micro storage variants of a compressed model: (label, weight_scales, compression,

@@ -29,7 +29,6 @@ Writes ``benchmarks/results/search_pareto.json``, ``docs/search_<task>.png`` and
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import json
 import shutil
@@ -45,10 +44,10 @@ from benchmarks.common import (  # noqa: E402
     command_line,
     machine_info,
     machine_line,
+    quick_subset,
     target_line,
     write_section,
 )
-from keras_rnnedge._compat import np  # noqa: E402
 from keras_rnnedge.datasets import load_har, load_speech_commands  # noqa: E402
 from keras_rnnedge.recipe import Recipe  # noqa: E402
 from keras_rnnedge.search import Constraints, SearchSpace, search  # noqa: E402
@@ -72,19 +71,7 @@ def load(task: str, data_dir, quick: bool):
         ds = load_speech_commands(data_dir, validation_split=0.1, seed=0)
     else:  # subjects held out for validation: the choice among trials tracks the test split
         ds = load_har(6, validation_split=0.1, seed=0, validation_by="subject")
-    if quick:
-        rng = np.random.default_rng(0)
-
-        def take(x, y, n):
-            index = np.sort(rng.permutation(len(y))[:n])
-            return x[index], y[index]
-
-        x_train, y_train = take(ds.x_train, ds.y_train, 512)
-        x_val, y_val = take(ds.x_val, ds.y_val, 128)
-        x_test, y_test = take(ds.x_test, ds.y_test, 128)
-        ds = dataclasses.replace(ds, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val,
-                                 x_test=x_test, y_test=y_test)
-    return ds
+    return quick_subset(ds) if quick else ds
 
 
 def recipe_for(epochs: int) -> Recipe:

@@ -239,14 +239,11 @@ def precheck(model: keras.Model, config: dict, constraints: Constraints) -> str 
     return None
 
 
-def _run_target(board) -> str:
+def _run_target(board) -> str | None:
     """The emulated target that times a board's C (:data:`~keras_rnnedge.micro_targets.crun.
-    RUN_TARGETS`)."""
-    if board.arch == "avr":
-        return "uno"
-    if board.arch == "arm":
-        return "cortex-m0" if "M0" in board.core else "cortex-m4"
-    return "host"
+    RUN_TARGETS`), or ``None`` where no emulator runs its core (the ESP32's Xtensa)."""
+    return {"avr": "uno", "host": "host",
+            "arm": "cortex-m0" if "M0" in board.core else "cortex-m4"}.get(board.arch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -325,12 +322,16 @@ def run_trial(config: dict, data, settings: TrialSettings, *,
         final["c_test_accuracy"] = float(np.mean(test.predictions() == data.y_test))
     latency_reason = None
     run_target = _run_target(board)
-    try:
-        timed = run_c(c, c.quantize_input(data.x_val[:1, :settings.latency_steps]),
-                      target=run_target, progress=False)
-    except (ToolchainMissingError, CompileError) as exc:
-        latency_reason = f"not timed on {run_target}: {str(exc).splitlines()[0]}"
+    timed = None
+    if run_target is None:
+        latency_reason = f"not timed: no emulator runs the {board.display_name}'s {board.core}"
     else:
+        try:
+            timed = run_c(c, c.quantize_input(data.x_val[:1, :settings.latency_steps]),
+                          target=run_target, progress=False)
+        except (ToolchainMissingError, CompileError) as exc:
+            latency_reason = f"not timed on {run_target}: {str(exc).splitlines()[0]}"
+    if timed is not None:
         final.update(per_step=float(timed.per_step), per_step_unit=timed.unit,
                      timed_on=run_target)
         if timed.unit == "seconds":

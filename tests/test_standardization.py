@@ -1,16 +1,18 @@
 """A leading ``keras.layers.Normalization`` travels with the model into every export.
 
 The Keras model takes raw feature vectors and standardises them (``(x - mean) /
-max(sqrt(variance), eps)``); so must the float TFLite models (SUB and MUL after ``x``), the int8
-step model in TFLite Micro, the float C (a local buffer at the start of ``<id>_step``) and the
+max(sqrt(variance), eps)``); so must the float TFLite models (SUB and MUL after ``x``), the
+caller of the int8 TFLite models (the emulator and the sketch, with the constants the flatbuffer
+records), the float C (a local buffer at the start of ``<id>_step``) and the
 integer C (the standardisation composed into its per-feature input quantization). The raw
 features differ by orders of magnitude in scale and offset (feature ``j`` has standard deviation
 ``10**(j - 2)``), so an export that forgot the standardisation would be far off.
 
-Oracles: the Keras model itself (float exports; int8 and integer C within the quantization
-tolerances of tests/test_converters.py and tests/test_intmodel.py), the integer model's NumPy
-oracle (the integer C, bit for bit), and the same integer model derived from a twin model without
-the Normalization on standardised data (the composition of the input quantization).
+Oracles: the Keras model itself (float exports; int8 within the INT8_STANDARDIZED_*
+tolerances of tests/tolerances.py; integer C within those of tests/test_intmodel.py), the
+integer model's NumPy oracle (the integer C, bit for bit), and the same integer model derived
+from a twin model without the Normalization on standardised data (the composition of the input
+quantization).
 """
 
 from __future__ import annotations
@@ -163,13 +165,9 @@ def within_input_range(result, x: np.ndarray) -> np.ndarray:
     return (z / info.standardization.scale + info.standardization.offset).astype(np.float32)
 
 
-def test_int8_step_model_runs_in_tflite_micro():
-    """One int8 scale holds all the raw features of x (TFLite quantizes activations per
-    tensor), so the features are of comparable ranges here; see
-    test_int8_input_cannot_resolve_features_of_very_different_ranges for the others."""
-    model, data, x = case(narrow=True)
-    result = convert(model, target="host", quantization="int8", representative_data=data,
-                     progress=False)
+def assert_tflm_int8_matches_keras(result, model, x) -> None:
+    """The int8 model in TFLite Micro on raw windows against the Keras model on the same
+    windows (their standardised features clipped to the int8 input's range)."""
     want = model.predict(within_input_range(result, x), verbose=0)
     got = emulate(result, x, runtime="tflm").outputs
     assert np.mean(np.argmax(got, -1) == np.argmax(want, -1)) >= tolerances.INT8_AGREEMENT
@@ -179,6 +177,16 @@ def test_int8_step_model_runs_in_tflite_micro():
     error = np.abs(got - want) / y.scale
     assert np.max(error) <= tolerances.INT8_STANDARDIZED_VS_FLOAT_MAX_LSB
     assert np.mean(error) <= tolerances.INT8_STANDARDIZED_VS_FLOAT_MEAN_LSB
+
+
+def test_int8_step_model_runs_in_tflite_micro():
+    """Features of comparable ranges; see
+    test_int8_model_takes_features_its_caller_standardises for features of very different
+    ones."""
+    model, data, x = case(narrow=True)
+    result = convert(model, target="host", quantization="int8", representative_data=data,
+                     progress=False)
+    assert_tflm_int8_matches_keras(result, model, x)
 
 
 @pytest.mark.parametrize("mode", ["step", "unrolled"])
@@ -201,14 +209,7 @@ def test_int8_model_takes_features_its_caller_standardises(mode, tmp_path):
         np.testing.assert_array_equal(recorded.offset, std.offset)
         np.testing.assert_array_equal(recorded.scale, std.scale)
     assert "standardize" not in [layer.name for layer in result.lowered.model.layers]
-    want = model.predict(within_input_range(result, x), verbose=0)
-    got = emulate(result, x, runtime="tflm").outputs
-    assert np.mean(np.argmax(got, -1) == np.argmax(want, -1)) >= tolerances.INT8_AGREEMENT
-    y = next(t for t in result.outputs if t.name == "y")
-    want = np.clip(want, (-128 - y.zero_point) * y.scale, (127 - y.zero_point) * y.scale)
-    error = np.abs(got - want) / y.scale
-    assert np.max(error) <= tolerances.INT8_STANDARDIZED_VS_FLOAT_MAX_LSB
-    assert np.mean(error) <= tolerances.INT8_STANDARDIZED_VS_FLOAT_MEAN_LSB
+    assert_tflm_int8_matches_keras(result, model, x)
     # saved and read back (manifest.json), it runs the same
     result.save(tmp_path / "out")
     saved = load_result(tmp_path / "out")
