@@ -183,6 +183,38 @@ def register_alias(obj) -> None:
     keras.saving.get_custom_objects().setdefault(obj.__name__, obj)
 
 
+def check_levels(levels, units: int) -> tuple[int, ...] | None:
+    """A flexible cell's ``levels``: active units per level, strictly increasing, the last
+    ``units`` (``None``: not flexible)."""
+    if levels is None:
+        return None
+    expected = (f"expected None or a strictly increasing sequence of unit counts in [1, "
+                f"{units}] ending with units={units} (level k runs the first levels[k] units)")
+    try:
+        values = tuple(levels)
+    except TypeError:
+        raise ValueError(f"Received an invalid value for argument levels: {levels!r}; "
+                         f"{expected}.") from None
+    if (not values or any(isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))
+                          for v in values)):
+        raise ValueError(f"Received an invalid value for argument levels: {levels!r}; "
+                         f"{expected}.")
+    values = tuple(int(v) for v in values)
+    if (values[-1] != units or values[0] < 1
+            or any(b <= a for a, b in zip(values, values[1:]))):
+        raise ValueError(f"Received an invalid value for argument levels: {list(values)}; "
+                         f"{expected}.")
+    if len(values) > 255:
+        raise ValueError(f"Received {len(values)} levels; at most 255 (the C step takes the "
+                         "level as a uint8_t).")
+    return values
+
+
+def _nested_shape(input_shape) -> bool:
+    return (isinstance(input_shape, (list, tuple)) and len(input_shape) > 0
+            and isinstance(input_shape[0], (list, tuple, tf.TensorShape)))
+
+
 def check_rate(value, argument: str) -> float:
     """A dropout-like rate in [0, 1)."""
     if (isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number))
@@ -226,6 +258,17 @@ class CompressedCell(DropoutRNNCellMixin, keras.layers.Layer,
 
     Dropout masks are scaled by ``1 / (1 - rate)`` (inverted dropout), so the expected
     activations equal the inference-mode ones.
+
+    Flexible width (``levels=(k_0, ..., units)``; Lambert et al., "Flexible Recurrent Neural
+    Networks", ECML PKDD 2020, method 1): at level ``l`` only the first ``k_l`` units are
+    active, switchable at any step with no new weights. The per-unit state vectors (``h``, an
+    LSTM's ``c``; see :class:`~keras_rnnedge.cells.step.StateVector`) are zeroed beyond
+    ``k_l`` when read and when written, and so is any per-unit vector a later product of the
+    step reads (an LSTMP's ``m``): the inactive units contribute nothing and hold zeros, so a
+    deployment computes only the active rows (and, of a dense matrix reading ``h``, the active
+    columns). A flexible cell runs in :class:`keras_rnnedge.flexible.FlexibleRNN`, which feeds
+    it the level of every step (see :mod:`keras_rnnedge.flexible`); called without a level it
+    runs at the top level (all units, the plain cell).
     """
 
     #: Weights other than the matrices that pruning / QAT act on.
@@ -234,9 +277,13 @@ class CompressedCell(DropoutRNNCellMixin, keras.layers.Layer,
 
     def __init__(self, units: int, *, dropout: float = 0.0, recurrent_dropout: float = 0.0,
                  recurrent_weight_dropout: float = 0.0, zoneout_h: float = 0.0,
-                 zoneout_c: float = 0.0, **kwargs):
+                 zoneout_c: float = 0.0, levels=None, **kwargs):
         super().__init__(**kwargs)
         self.units = check_positive_int(units, "units")
+        self.levels = check_levels(levels, self.units)
+        #: set by FlexibleRNN: the last input channel is the level of the step
+        object.__setattr__(self, "_level_channel", False)
+        object.__setattr__(self, "_unit_mask", None)
         for name, value in zip(TRAINING_AIDS, (dropout, recurrent_dropout,
                                                recurrent_weight_dropout, zoneout_h, zoneout_c)):
             setattr(self, name, check_rate(value, name))
@@ -310,6 +357,51 @@ class CompressedCell(DropoutRNNCellMixin, keras.layers.Layer,
         """One step without the training aids: ``(output, new_states)``."""
         raise NotImplementedError
 
+    # -- flexible width -----------------------------------------------------------------------
+    def step_input_dim(self, input_shape) -> int:
+        """Input features per step from ``build``'s ``input_shape``: without the level channel
+        of a flexible cell in :class:`~keras_rnnedge.flexible.FlexibleRNN`, and the first of a
+        nested ``(x, level)`` input (the step lowering's)."""
+        if _nested_shape(input_shape):
+            return int(input_shape[0][-1])
+        dim = int(input_shape[-1])
+        return dim - 1 if self.levels is not None and self._level_channel else dim
+
+    def level_masks(self) -> np.ndarray:
+        """``(len(levels), units)`` float32: row ``l`` is 1 on the first ``levels[l]`` units."""
+        if self.levels is None:
+            raise ValueError(f"{type(self).__name__} {self.name!r} is not flexible (levels=None).")
+        return (np.arange(self.units)[None, :]
+                < np.asarray(self.levels)[:, None]).astype(np.float32)
+
+    def unit_masked(self, v):
+        """``v`` (one value per unit) with the inactive units of the current level zeroed (a
+        cell applies it to a per-unit vector that a later product of its step reads)."""
+        mask = self._unit_mask
+        return v if mask is None else v * tf.cast(mask, v.dtype)
+
+    def _split_level(self, inputs):
+        """``(x, level or None)`` of a step's inputs."""
+        if isinstance(inputs, (list, tuple)):
+            if len(inputs) != 2:
+                raise ValueError(f"{type(self).__name__} {self.name!r} received {len(inputs)} "
+                                 "inputs per step; expected x or (x, level).")
+            return inputs[0], inputs[1]
+        if self.levels is not None and self._level_channel:
+            return inputs[..., :-1], inputs[..., -1]
+        return inputs, None
+
+    def _per_unit_states(self) -> list[bool]:
+        from keras_rnnedge.cells.step import step_of
+
+        return [v.per_unit for v in step_of(self).state(self)]
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_weight_mask_cache", None)
+        state.pop("_unit_mask", None)
+        return state
+
     @tf.__internal__.tracking.no_automatic_dependency_tracking
     def _create_non_trackable_mask_cache(self):
         super()._create_non_trackable_mask_cache()
@@ -327,16 +419,37 @@ class CompressedCell(DropoutRNNCellMixin, keras.layers.Layer,
             lambda o=o: self._random_generator.dropout(o, rate), o, training=training)
             for o in ones]
 
-    def __getstate__(self):
-        state = super().__getstate__()
-        state.pop("_weight_mask_cache", None)
-        return state
-
     def __setstate__(self, state):
         state["_weight_mask_cache"] = ContextValueCache(self._create_weight_masks)
+        state["_unit_mask"] = None
         super().__setstate__(state)
 
     def call(self, inputs, states, training=None):
+        """:meth:`transition` with the training aids and, for a flexible cell, the level's
+        unit mask (see the class docstring)."""
+        inputs, level = self._split_level(inputs)
+        if level is None:
+            return self._aided_call(inputs, states, training)
+        if self.levels is None:
+            raise ValueError(f"{type(self).__name__} {self.name!r} received a level but is not "
+                             "flexible; create it with levels=(...).")
+        index = tf.clip_by_value(tf.cast(tf.round(tf.reshape(level, [-1])), tf.int32), 0,
+                                 len(self.levels) - 1)
+        mask = tf.gather(tf.constant(self.level_masks()), index)
+        mask = tf.cast(mask, inputs.dtype)
+        states = list(states) if isinstance(states, (list, tuple)) else [states]
+        per_unit = self._per_unit_states()
+        states = [s * mask if unit else s for s, unit in zip(states, per_unit)]
+        object.__setattr__(self, "_unit_mask", mask)
+        try:
+            _, new_states = self._aided_call(inputs, states, training)
+        finally:
+            object.__setattr__(self, "_unit_mask", None)
+        new_states = list(new_states) if isinstance(new_states, (list, tuple)) else [new_states]
+        new_states = [s * mask if unit else s for s, unit in zip(new_states, per_unit)]
+        return new_states[0], new_states
+
+    def _aided_call(self, inputs, states, training=None):
         """:meth:`transition` with the training aids (see the class docstring)."""
         if not any(getattr(self, name) for name in TRAINING_AIDS):
             return self.transition(inputs, states, training=training)
@@ -392,8 +505,11 @@ class CompressedCell(DropoutRNNCellMixin, keras.layers.Layer,
         return self.input_dim
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units,
-                **{name: getattr(self, name) for name in TRAINING_AIDS}}
+        config = {**super().get_config(), "units": self.units,
+                  **{name: getattr(self, name) for name in TRAINING_AIDS}}
+        if self.levels is not None:
+            config["levels"] = list(self.levels)
+        return config
 
 
 def matrix_structure(rank, rank_argument: str, structure, structure_argument: str,

@@ -50,7 +50,7 @@ class _FastBase(CompressedCell):
         self.bias_constraint = keras.constraints.get(bias_constraint)
 
     def build(self, input_shape):
-        input_dim = int(input_shape[-1])
+        input_dim = self.step_input_dim(input_shape)
         self.input_dim = input_dim
         add_matrix(self, "kernel", (input_dim, self.units), self.kernel_initializer,
                    self.kernel_regularizer, self.kernel_constraint)

@@ -111,7 +111,7 @@ class HLSTMCell(LowRankLSTMCell):
             super().build(input_shape)
             self.hidden_bias = None
             return
-        input_dim = int(input_shape[-1])
+        input_dim = self.step_input_dim(input_shape)
         self.input_dim = input_dim
         width = 4 * self.hidden_units
         add_matrix(self, "kernel", (input_dim, width), self.kernel_initializer,

@@ -60,7 +60,7 @@ class _LowRankBase(CompressedCell):
         self.bias_constraint = keras.constraints.get(bias_constraint)
 
     def build(self, input_shape):
-        input_dim = int(input_shape[-1])
+        input_dim = self.step_input_dim(input_shape)
         self.input_dim = input_dim
         width = self._gates * self.units
         add_matrix(self, "kernel", (input_dim, width), self.kernel_initializer,
@@ -340,7 +340,7 @@ class ProjectionLSTMCell(LowRankLSTMCell):
         return self.projection_units + self.units
 
     def build(self, input_shape):
-        input_dim = int(input_shape[-1])
+        input_dim = self.step_input_dim(input_shape)
         self.input_dim = input_dim
         width = self._gates * self.units
         add_matrix(self, "kernel", (input_dim, width), self.kernel_initializer,
@@ -368,7 +368,7 @@ class ProjectionLSTMCell(LowRankLSTMCell):
 
     def transition(self, inputs, states, training=None):
         m, c_new = self._lstm(inputs, states[0], states[1])
-        h_new = matmul(self, m, "projection")
+        h_new = matmul(self, self.unit_masked(m), "projection")
         return h_new, [h_new, c_new]
 
     def get_config(self):

@@ -126,6 +126,9 @@ class StateVector:
             the float forward pass on the calibration data (else it is ``Q``).
         max_frac: upper bound of that calibrated format's fractional bits (``None``: ``Q``).
         doc: what it holds, for the generated C's comments.
+        per_unit: one value per unit of the cell (``units`` values): a flexible cell
+            (``levels=``) zeroes the values of its inactive units; ``False`` for a vector of
+            another axis (an LSTMP's projected ``h``).
     """
 
     name: str
@@ -133,6 +136,7 @@ class StateVector:
     calibrated: bool = False
     max_frac: int | None = None
     doc: str = ""
+    per_unit: bool = True
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -149,6 +153,7 @@ class Node:
     name: str | None = None     # a readable name for generated code
     width: int | None = 0       # values per vector (0: a scalar; None: the input, read whole)
     index: int = -1             # position in the graph
+    per_unit: bool = False      # one value per unit of the cell (see StateVector.per_unit)
 
     def __repr__(self) -> str:
         return f"Node({self.index}: {self.op} {self.key or ''})"
@@ -175,6 +180,11 @@ class StepGraph:
     def products(self) -> list[Node]:
         return [n for n in self.nodes if n.op == "product"]
 
+    def unit_vectors(self) -> list[Node]:
+        """The ``vector`` nodes with one value per unit: a flexible cell zeroes their inactive
+        units (an LSTMP's ``m``), like those of its per-unit state vectors."""
+        return [n for n in self.nodes if n.op == "vector" and n.per_unit]
+
     def calibrated_vectors(self) -> list[Node]:
         """The ``vector`` nodes with a calibrated format of their own (keyed by name)."""
         return [n for n in self.nodes if n.op == "vector" and n.calibrated]
@@ -187,6 +197,7 @@ class StepBuilder:
                  widths: dict[str, int] | None = None):
         self._nodes: list[Node] = []
         self._widths = {m: int((widths or {}).get(m, units)) for m in matrices}
+        self._unit_matrices = {m for m in matrices if m not in (widths or {})}
         self._state = {s.name: s for s in state}
         self._matrices = matrices
         self._units = units
@@ -210,6 +221,8 @@ class StepBuilder:
                 raise ValueError(f"{op!r} combines vectors of {sorted(widths)} values; "
                                  "element-wise operations need one width.")
             attrs["width"] = widths.pop() if widths else 0
+        if "per_unit" not in attrs:
+            attrs["per_unit"] = any(a.per_unit for a in args)
         node = Node(op, tuple(args), index=len(self._nodes), **attrs)
         self._nodes.append(node)
         return node
@@ -227,7 +240,8 @@ class StepBuilder:
         if name not in self._state:
             raise ValueError(f"Expected a state vector name ({', '.join(self._state)}), but got "
                              f"{name!r}.")
-        return self._leaf("state", key=name, width=self._state[name].size)
+        return self._leaf("state", key=name, width=self._state[name].size,
+                          per_unit=self._state[name].per_unit)
 
     def product(self, matrix: str, v: Node, gate: int = 0) -> Node:
         if matrix not in self._matrices:
@@ -236,12 +250,14 @@ class StepBuilder:
         if not 0 <= gate < self._matrices[matrix]:
             raise ValueError(f"Matrix {matrix!r} has {self._matrices[matrix]} gates, but gate "
                              f"{gate} was read.")
-        return self._add("product", v, key=matrix, gate=gate, width=self._widths[matrix])
+        return self._add("product", v, key=matrix, gate=gate, width=self._widths[matrix],
+                         per_unit=matrix in self._unit_matrices)
 
     def bias(self, name: str, gate: int = 0, width: int | None = None) -> Node:
         """Slice ``gate`` (of ``width`` values, ``units`` by default) of bias ``name``."""
         return self._leaf("bias", key=name, gate=gate,
-                          width=self._units if width is None else int(width))
+                          width=self._units if width is None else int(width),
+                          per_unit=width is None)
 
     def scalar(self, name: str, like: str | None = None) -> Node:
         return self._leaf("scalar", key=name, like=like)
@@ -570,7 +586,7 @@ class ProjectionLSTMStep(LSTMStep):
 
     def state(self, cell):
         n, p = int(cell.units), int(cell.projection_units)
-        return (StateVector("h", p, calibrated=True, doc="projected output"),
+        return (StateVector("h", p, calibrated=True, doc="projected output", per_unit=False),
                 StateVector("c", n, calibrated=True, max_frac=LSTM_CELL_FRAC,
                             doc="LSTM cell state"))
 

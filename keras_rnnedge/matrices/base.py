@@ -220,6 +220,15 @@ class MatrixStructure:
     def cost(self, rows: int, cols: int) -> MatrixCost:
         raise NotImplementedError
 
+    def level_macs(self, rows: int, cols: int, active_rows: int, active_cols: int,
+                   read_cols: int) -> int:
+        """MACs of the ``read_cols`` outputs of ``x @ M`` (``M`` ``rows x cols``) that a step
+        reads (its gate blocks) when only the first ``active_rows`` inputs can be non-zero and
+        only ``active_cols`` of those outputs are needed (a flexible cell below its top level).
+        The default claims no saving from the level: the share ``read_cols / cols`` of the whole
+        product; a family whose product skips inactive rows or columns says so."""
+        return self.cost(rows, cols).macs * read_cols // cols
+
     def stages(self, weights: Sequence[np.ndarray]) -> list[Stage]:
         """The product as a chain of :class:`Stage` (what the integer path quantizes and the
         C computes), from the weights in :meth:`weight_names` order."""

@@ -55,5 +55,9 @@ class Dense(MatrixStructure):
     def cost(self, rows: int, cols: int) -> MatrixCost:
         return MatrixCost(params=rows * cols, macs=rows * cols)
 
+    def level_macs(self, rows: int, cols: int, active_rows: int, active_cols: int,
+                   read_cols: int) -> int:
+        return active_rows * active_cols
+
     def stages(self, weights: Sequence[np.ndarray]) -> list[Stage]:
         return [Stage(np.asarray(weights[0], np.float64))]

@@ -79,6 +79,10 @@ class LowRank(MatrixStructure):
         n = self.rank * (rows + cols)
         return MatrixCost(params=n, macs=n)
 
+    def level_macs(self, rows: int, cols: int, active_rows: int, active_cols: int,
+                   read_cols: int) -> int:
+        return self.rank * (active_rows + active_cols)
+
     def stages(self, weights: Sequence[np.ndarray]) -> list[Stage]:
         return [Stage(np.asarray(w, np.float64), source=i) for i, w in enumerate(weights)]
 
