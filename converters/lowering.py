@@ -30,6 +30,7 @@ from keras_rnnedge._compat import keras, np, tf
 from keras_rnnedge.cells import CELL_REGISTRY, CompressedCell
 from keras_rnnedge.cells.base import TRAINING_AIDS
 from keras_rnnedge.cells.step import step_of
+from keras_rnnedge.flexible import WithLevel
 from keras_rnnedge.micro_targets.validate import check_positive_int, check_sequences
 from keras_rnnedge.optimize import is_quantize_input, is_quantize_wrapper, strip_pruning, unwrap
 
@@ -164,7 +165,7 @@ STANDARDIZE = ("graph", "caller")
 # -- reading the trained model ------------------------------------------------------------------
 
 _HEAD_LAYERS = (keras.layers.Dense, keras.layers.Activation, keras.layers.Dropout)
-_SKIPPED = (keras.layers.InputLayer, keras.layers.Dropout)
+_SKIPPED = (keras.layers.InputLayer, keras.layers.Dropout, WithLevel)
 _STOCK_RNN = {keras.layers.LSTM: keras.layers.LSTMCell, keras.layers.GRU: keras.layers.GRUCell,
               keras.layers.SimpleRNN: keras.layers.SimpleRNNCell}
 
@@ -600,10 +601,34 @@ def _lower(plan: ModelPlan, mode: str, timesteps: int | None) -> LoweredModel:
 
 
 def strip_wrappers(model: keras.Model) -> keras.Model:
-    """The model without tfmot pruning or QAT wrappers (float weights kept)."""
+    """The model without tfmot pruning or QAT wrappers (float weights kept), and without the
+    level input of a flexible model (:func:`without_level_input`)."""
     if is_qat(model):
-        return _strip_qat(model)
-    return strip_pruning(model)
+        return without_level_input(_strip_qat(model))
+    return without_level_input(strip_pruning(model))
+
+
+def without_level_input(model: keras.Model) -> keras.Model:
+    """A flexible model (:mod:`keras_rnnedge.flexible`) taking only ``x``: the same (trained)
+    layers, every step at the top level. The converters read the levels from the cells and give
+    the level input back to the exports (the integer oracle and C take a level per step).
+    Models without a :class:`~keras_rnnedge.flexible.WithLevel` layer are returned as they are.
+    """
+    if not isinstance(model, keras.Model) or not model.inputs or len(model.inputs) == 1:
+        return model
+    layers = _flatten(model)
+    if not any(isinstance(unwrap(layer), WithLevel) for layer in layers):
+        return model
+    if len(model.inputs) != 2:
+        raise ConversionError(f"Flexible model {model.name!r} has {len(model.inputs)} inputs; "
+                              "expected two: x (batch, timesteps, features) and the level of "
+                              "every step (batch, timesteps).")
+    x = inputs = keras.Input(model.inputs[0].shape[1:], name="x")
+    for layer in layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        x = layer(x)
+    return keras.Model(inputs, x, name=model.name)
 
 
 def _qat_weight_values(layer) -> dict[str, np.ndarray]:

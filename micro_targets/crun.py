@@ -172,12 +172,37 @@ def _check_windows(x_q, features: int, is_float: bool) -> np.ndarray:
     return x.astype(np.int64)
 
 
-def _host_main(ident: str, features: int, outputs: int, is_float: bool) -> str:
+def _check_levels(levels, x: np.ndarray, c_sources: Mapping[str, str], ident: str
+                  ) -> np.ndarray | None:
+    """``levels`` (``(T,)`` or ``(N, T)``) as ``(N, T)`` int64, checked against the model's
+    ``<ID>_NUM_LEVELS`` (``None`` without levels)."""
+    if levels is None:
+        return None
+    found = re.search(rf"#define {ident.upper()}_NUM_LEVELS (\d+)",
+                      c_sources.get(f"{ident}.h", ""))
+    if found is None:
+        raise ValueError(f"Received levels, but model {ident!r} is not flexible (its C has no "
+                         f"{ident}_step_level); run it without levels.")
+    count = int(found.group(1))
+    lv = np.asarray(levels)
+    if lv.shape not in ((x.shape[1],), x.shape[:2]) or not np.issubdtype(lv.dtype, np.integer):
+        raise ValueError(f"Expected levels as integers of shape ({x.shape[1]},) or "
+                         f"{x.shape[:2]} (one per step), but got {lv.dtype} {lv.shape}.")
+    if lv.size and (lv.min() < 0 or lv.max() >= count):
+        raise ValueError(f"Expected levels in [0, {count - 1}], but got values in "
+                         f"[{lv.min()}, {lv.max()}].")
+    return np.broadcast_to(lv, x.shape[:2]).astype(np.int64)
+
+
+def _host_main(ident: str, features: int, outputs: int, is_float: bool,
+               flexible: bool = False) -> str:
     if is_float:
         x_type, read, y_type, fmt, cast = "float", '"%f", &x[i]', "float", "%.9g", "(double)"
     else:
         x_type, read, y_type, fmt, cast = "int16_t", '"%ld", &v', "int32_t", "%ld", "(long)"
     store = "" if is_float else "\n                x[i] = (int16_t)v;"
+    level = ('            if (scanf("%ld", &lv) != 1) return 5;\n' if flexible else "")
+    call = f"{ident}_step_level(&s, x, (uint8_t)lv)" if flexible else f"{ident}_step(&s, x)"
     return f"""#define _POSIX_C_SOURCE 199309L
 #include <stdio.h>
 #include <stdint.h>
@@ -188,19 +213,20 @@ int main(void) {{
     static {ident}_state_t s;
     {x_type} x[{features}];
     {y_type} y[{outputs}];
-    long n, t, steps, k, i, v = 0;
+    long n, t, steps, k, i, v = 0, lv = 0;
     double seconds = 0.0;
     struct timespec a, b;
     if (scanf("%ld %ld", &n, &steps) != 2) return 3;
     for (k = 0; k < n; ++k) {{
         {ident}_reset(&s);
         for (t = 0; t < steps; ++t) {{
-            for (i = 0; i < {features}; ++i) {{
+{level}            for (i = 0; i < {features}; ++i) {{
                 if (scanf({read}) != 1) return 4;{store}
             }}
             (void)v;
+            (void)lv;
             clock_gettime(CLOCK_MONOTONIC, &a);
-            {ident}_step(&s, x);
+            {call};
             clock_gettime(CLOCK_MONOTONIC, &b);
             seconds += (double)(b.tv_sec - a.tv_sec) + 1e-9 * (double)(b.tv_nsec - a.tv_nsec);
         }}
@@ -215,8 +241,16 @@ int main(void) {{
 """
 
 
-def _target_main(ident: str, windows: np.ndarray, outputs: int, is_float: bool) -> str:
+def _target_main(ident: str, windows: np.ndarray, outputs: int, is_float: bool,
+                 levels: np.ndarray | None = None) -> str:
     n, t, f = windows.shape
+    if levels is None:
+        level_table, call = "", f"{ident}_step(&s, x);"
+    else:
+        items = ", ".join(str(int(v)) for v in levels.ravel())
+        level_table = f"static const uint8_t levels[{n * t}] PROGMEM = {{{items}}};\n\n"
+        call = (f"memcpy_P(&lv, &levels[(uint32_t)n * {t}u + t], 1);\n"
+                f"            {ident}_step_level(&s, x, lv);")
     value = (lambda v: f"{float(v)!r}f") if is_float else (lambda v: str(int(v)))
     rows = ",\n".join("    {" + ", ".join(value(v) for v in row) + "}"
                       for row in windows.reshape(-1, f))
@@ -230,16 +264,18 @@ def _target_main(ident: str, windows: np.ndarray, outputs: int, is_float: bool) 
         "#include <stdio.h>\n#include <stdint.h>\n" + _PROGMEM_PRELUDE
         + f'#include "rnnedge_target.h"\n#include "{ident}.h"\n\n'
         f"static const {x_type} inputs[{n * t}][{f}] PROGMEM = {{\n{rows}\n}};\n\n"
+        + level_table +
         "int main(void) {\n"
         f"    static {ident}_state_t s;\n    static {x_type} x[{f}];\n"
         f"    static {y_type} y[{outputs}];\n"
         "    uint32_t total = 0, t0, t1;\n    uint16_t n, t, i;\n"
+        + ("" if levels is None else "    uint8_t lv;\n") +
         f"    for (n = 0; n < {n}u; ++n) {{\n"
         f"        {ident}_reset(&s);\n"
         f"        for (t = 0; t < {t}u; ++t) {{\n"
         f"            memcpy_P(x, inputs[(uint32_t)n * {t}u + t], sizeof x);\n"
         "            t0 = rnnedge_count();\n"
-        f"            {ident}_step(&s, x);\n"
+        f"            {call}\n"
         "            t1 = rnnedge_count();\n"
         "            total += t1 - t0 - rnnedge_count_overhead();\n"
         "        }\n"
@@ -262,7 +298,7 @@ def _scores(text: str, outputs: int, is_float: bool) -> np.ndarray:
 
 def run_c(converted: Any, x_q, *, target: str,
           progress: ProgressArg = True,
-          timeout: float = 900.0) -> CRunResult:
+          timeout: float = 900.0, levels=None) -> CRunResult:
     """Run the generated C of ``converted`` on int16 windows ``x_q`` ``(N, T, F)``.
 
     Args:
@@ -277,9 +313,11 @@ def run_c(converted: Any, x_q, *, target: str,
             terminal; it moves after each build and run), ``False``, or a callable
             ``f(done, total)`` (:mod:`keras_rnnedge.progress`).
         timeout: seconds for each compilation and each run.
+        levels: a flexible model's level of every step (``(T,)`` or ``(N, T)`` integers),
+            run with ``<id>_step_level``; ``None``: ``<id>_step`` (the top level).
 
     Raises:
-        ValueError: an unknown target or malformed windows.
+        ValueError: an unknown target, malformed windows or levels.
         ToolchainMissingError: the target's compiler or emulator is missing (the message names
             the Debian packages).
         CompileError: the program did not build or run.
@@ -296,12 +334,19 @@ def run_c(converted: Any, x_q, *, target: str,
     x = _check_windows(x_q, converted.features, is_float)
     ident, outputs = converted.name, converted.num_outputs
     files = dict(converted.c_sources)
+    lv = _check_levels(levels, x, files, ident)
     n, t, f = x.shape
     if key == "host":
         value = (lambda v: repr(float(v))) if is_float else str
-        text = f"{n} {t}\n" + "\n".join(" ".join(map(value, w.ravel())) for w in x) + "\n"
+        if lv is None:
+            body = "\n".join(" ".join(map(value, w.ravel())) for w in x)
+        else:
+            body = "\n".join(" ".join(f"{int(lv[k, j])} " + " ".join(map(value, x[k, j]))
+                                       for j in range(t)) for k in range(n))
+        text = f"{n} {t}\n" + body + "\n"
         with progress_bar(progress, "C on the host", n, unit="window") as bar:
-            out = build_and_run_host(files, _host_main(ident, f, outputs, is_float),
+            out = build_and_run_host(files, _host_main(ident, f, outputs, is_float,
+                                                       lv is not None),
                                      stdin=text, timeout=timeout)
             bar.update(n)
         line = next(ln for ln in out.splitlines() if ln.startswith("@seconds"))
@@ -314,7 +359,7 @@ def run_c(converted: Any, x_q, *, target: str,
     else:
         def runner(files, main_c, timeout):
             return build_and_run_arm(harness, files, main_c, timeout=timeout)
-    window_bytes = t * f * (4 if is_float else 2)
+    window_bytes = t * f * (4 if is_float else 2) + (0 if lv is None else t)
     budget = _BATCH_BYTES[harness]
     if harness == "cortex_m0":
         machine = ARM_MACHINES[harness]
@@ -357,7 +402,9 @@ def run_c(converted: Any, x_q, *, target: str,
     with progress_bar(progress, f"C on {key}", n, unit="window") as bar:
         for start in range(0, n, per_batch):
             batch = x[start:start + per_batch]
-            r = runner(files, _target_main(ident, batch, outputs, is_float), timeout=timeout)
+            r = runner(files, _target_main(ident, batch, outputs, is_float,
+                                           None if lv is None else lv[start:start + per_batch]),
+                       timeout=timeout)
             builds += 1
             got = _scores(r.stdout, outputs, is_float)
             scores.append(got / 1e6 if is_float else got)

@@ -428,9 +428,12 @@ class _Emitter:
         self.matrices[symbol] = info
         return info
 
-    def row(self, m: IntMatrix, symbol: str, x: str, row: str) -> str:
+    def row(self, m: IntMatrix, symbol: str, x: str, row: str, length: str | None = None
+            ) -> str:
         """A C expression: the int32 dot product of row ``row`` (a C expression) of ``m`` with
-        the int16 vector ``x`` (``matvec(m, x)[row]``, bit for bit)."""
+        the int16 vector ``x`` (``matvec(m, x)[row]``, bit for bit). ``length``: a C
+        expression bounding the terms of a dense row (``x`` is zero beyond it: a flexible
+        cell's inactive units); other storages read the whole row."""
         info = self.matrix(m, symbol)
         calls = []
         for mode in info["modes"]:
@@ -459,7 +462,7 @@ class _Emitter:
                 wide = "uint16_t" if rows * cols <= 65535 else "uint32_t"
                 base = (info["arr"] if row == "0"
                         else f"{info['arr']} + ({wide})({row}) * {cols}u")
-                calls.append(f"{fn}({base}, {cols}, {x})")
+                calls.append(f"{fn}({base}, {length or cols}, {x})")
             elif info["storage"] in ("csr8", "csr8o"):
                 calls.append(f"{fn}({info['e']}, {info['ptr']}, {row}, {x})")
             else:
@@ -501,11 +504,12 @@ def _stage_source(src: str, m: int, blocks: int, row: str) -> tuple[str, str]:
 
 
 def _mid(em: _Emitter, lin: IntLinear, symbol: str, x: str, x_frac: int,
-         tmp: str) -> tuple[list[str], list[str], str]:
+         tmp: str, length: str | None = None) -> tuple[list[str], list[str], str]:
     """``(declarations, lines, vector)``: lines computing the int16 intermediates of every
     stage of ``lin`` but the last (``v = sat16(shift(stage(v), ...))``: a low-rank matrix's
     rank-``r`` vector ``tmp``; a Kronecker or TT chain's vectors ``tmp1``, ``tmp2``...) and the
-    vector the rows of :func:`_row` then read (``x`` itself for a dense ``lin``)."""
+    vector the rows of :func:`_row` then read (``x`` itself for a dense ``lin``). ``length``:
+    the active length of ``x`` (see :meth:`_Emitter.row`), for the first stage."""
     if len(lin.stages) == 1:
         return [], [], x
     decls, lines, src, frac = [], [], x, x_frac
@@ -516,7 +520,8 @@ def _mid(em: _Emitter, lin: IntLinear, symbol: str, x: str, x_frac: int,
         sym = _stage_symbol(lin, symbol, k)
         decls.append(f"int16_t {dst}[{stage.out_size}];")
         if stage.blocks == 1 and stage.inner == 1:
-            value = _shift(em.row(stage.matrix, sym, src, "j"), stage.matrix.frac + frac - mid)
+            value = _shift(em.row(stage.matrix, sym, src, "j", length if k == 0 else None),
+                           stage.matrix.frac + frac - mid)
             lines.append(f"{{ uint16_t j; for (j = 0; j < {n}; ++j) {dst}[j] = "
                          f"re_sat16({value}); }}")
         else:
@@ -533,14 +538,15 @@ def _mid(em: _Emitter, lin: IntLinear, symbol: str, x: str, x_frac: int,
 
 
 def _row(em: _Emitter, lin: IntLinear, symbol: str, src: str, row: str, x_frac: int,
-         y_frac: int) -> str:
+         y_frac: int, length: str | None = None) -> str:
     """A C expression: ``linear(lin, x, x_frac -> y_frac)[row]`` (int32), ``src`` being what
-    :func:`_mid` returned."""
+    :func:`_mid` returned; ``length`` as in :func:`_mid`, for a one-stage ``lin``."""
     last = lin.stages[-1]
     frac = lin.mid_fracs[-1] if lin.mid_fracs else x_frac
     pointer, matrix_row = _stage_source(src, last.matrix.shape[1], last.blocks, row)
     return _shift(em.row(last.matrix, _stage_symbol(lin, symbol, len(lin.stages) - 1), pointer,
-                         matrix_row), last.matrix.frac + frac - y_frac)
+                         matrix_row, length if len(lin.stages) == 1 and last.blocks == 1
+                         else None), last.matrix.frac + frac - y_frac)
 
 
 def _mulsh(a: str, b: str, s: int, b16: bool = False) -> str:
@@ -836,7 +842,8 @@ def _fits32(lo: int, hi: int) -> bool:
     return INT32_MIN <= lo and hi <= INT32_MAX
 
 
-def _layer_step(em: _Emitter, layer: IntRecurrent, n: int, x: str, q: int) -> list[str]:
+def _layer_step(em: _Emitter, layer: IntRecurrent, n: int, x: str, q: int,
+                level: str | None = None) -> list[str]:
     """The block of ``<id>_step`` updating layer ``n``'s state from input ``x``: its declared
     step (:mod:`keras_rnnedge.cells.step`), expression for expression the oracle's
     (:meth:`IntRecurrent.step`).
@@ -851,8 +858,14 @@ def _layer_step(em: _Emitter, layer: IntRecurrent, n: int, x: str, q: int) -> li
     drops the saturations that cannot act and picks the product kernels: ``re_mulq15`` for a
     ``[0, 2^15]`` times ``[-2^15, 2^15]`` product in Q15, the 16-bit multiplies where a factor
     is an int16, a 64-bit product only where ``int32`` may overflow.
+
+    A flexible layer (``layer.levels``; ``level`` the C expression of the step's level, already
+    clipped) first zeroes its per-unit state vectors beyond the level's active units ``na``,
+    then runs its per-unit loops over ``na`` units and its dense rows reading a per-unit vector
+    over ``na`` terms; the per-unit vectors a later product reads are zeroed beyond ``na``.
     """
     graph, fr, sym = layer.graph, layer.node_fracs, f"l{n}"
+    flexible = layer.levels is not None and level is not None
     bounds = _bounds(layer)
     sched = schedule(graph, lambda matrix, src: len(layer.matrices[matrix].stages) == 1)
     names, taken = {}, set()
@@ -867,6 +880,14 @@ def _layer_step(em: _Emitter, layer: IntRecurrent, n: int, x: str, q: int) -> li
     decls: list[str] = []
     lines: list[str] = []
     sources: dict[tuple, str] = {}  # (matrix, source index) -> what _row reads
+    lengths: dict[tuple, str | None] = {}  # (matrix, source index) -> active terms of its rows
+    if flexible:
+        table = em.array("int16_t", f"{sym}_levels", layer.levels)
+        decls.append(f"const uint16_t na = (uint16_t)RE_RD_I16(&{table}[{level}]);")
+        for vector in graph.state:
+            if vector.per_unit:
+                lines.append(f"for (i = na; i < {vector.size}; ++i) state->{vector.name}{n}[i] "
+                             "= 0;")
 
     def symbol(matrix: str) -> str:
         return f"{sym}_{'recurrent' if matrix == 'recurrent_kernel' else matrix}"
@@ -902,7 +923,8 @@ def _layer_step(em: _Emitter, layer: IntRecurrent, n: int, x: str, q: int) -> li
             src = node.args[0]
             row = "i" if node.gate == 0 else f"{node.gate * node.width} + i"
             return _row(em, layer.matrices[node.key], symbol(node.key),
-                        sources[(node.key, src.index)], row, fr[src.index], q)
+                        sources[(node.key, src.index)], row, fr[src.index], q,
+                        lengths[(node.key, src.index)])
         if op == "bias":
             row = "i" if node.gate == 0 else f"{node.gate * node.width} + i"
             return f"RE_RD_I32(&{bias[node.key]}[{row}])"
@@ -971,11 +993,13 @@ def _layer_step(em: _Emitter, layer: IntRecurrent, n: int, x: str, q: int) -> li
     for p in range(sched.phases):
         for k, (matrix, src) in enumerate(sched.sources[p]):
             tmp = ("wm" if matrix == "kernel" else "um") + (f"{p}{k}" if p or k > 1 else "")
+            length = "na" if flexible and src.per_unit else None
             d, code, read = _mid(em, layer.matrices[matrix], symbol(matrix), vec(src),
-                                 fr[src.index], tmp)
+                                 fr[src.index], tmp, length)
             decls += d
             lines += code
             sources[(matrix, src.index)] = read
+            lengths[(matrix, src.index)] = length
         body, stores = [], []
         local.clear()
         for node in sched.nodes(graph, p):
@@ -999,11 +1023,18 @@ def _layer_step(em: _Emitter, layer: IntRecurrent, n: int, x: str, q: int) -> li
                 else:
                     v = f"re_sat16({v})"
                 body.append(f"{out_name[vector.name]}[i] = {v};")
-        lines += [f"for (i = 0; i < {sched.widths[p]}; ++i) {{", *("    " + s for s in body),
-                  "}"]
+        unit_loop = flexible and any(node.per_unit for node in sched.nodes(graph, p))
+        lines += [f"for (i = 0; i < {'na' if unit_loop else sched.widths[p]}; ++i) {{",
+                  *("    " + s for s in body), "}"]
+        if unit_loop:
+            for node in sched.nodes(graph, p):
+                if node.op == "vector" and node.per_unit:
+                    lines.append(f"for (i = na; i < {node.width}; ++i) {names[node.index]}[i] "
+                                 "= 0;")
     for vector in graph.state:
         if not sched.inplace[vector.name]:
-            lines.append(f"for (i = 0; i < {vector.size}; ++i) state->{vector.name}{n}[i] = "
+            count = "na" if flexible and vector.per_unit else vector.size
+            lines.append(f"for (i = 0; i < {count}; ++i) state->{vector.name}{n}[i] = "
                          f"{vector.name}n[i];")
     head = (f"/* layer {comment_text(layer.name)}: {layer.kind}, {layer.input_dim} -> "
             f"{layer.output_size} */")
@@ -1039,10 +1070,13 @@ def generate_c(int_model: IntModel, name: str, *, progmem: bool = False,
     em = _Emitter(progmem, saturate_all)
     feats, outs = int_model.features, int_model.num_outputs
 
+    num_levels = int_model.num_levels
     step: list[str] = []
     x = "x_q"
+    if num_levels is not None:
+        step.append(f"if (level >= {num_levels}u) level = {num_levels - 1}u;")
     for n, layer in enumerate(int_model.recurrent):
-        step += _layer_step(em, layer, n, x, q)
+        step += _layer_step(em, layer, n, x, q, "level" if num_levels is not None else None)
         x = f"state->h{n}"
 
     predict: list[str] = []
@@ -1087,6 +1121,17 @@ def generate_c(int_model: IntModel, name: str, *, progmem: bool = False,
                           f"Q{layer.formats[vector.name]} */")
     state = "\n".join(fields)
     guard = f"{up}_H_"
+    top_note, level_api = "", ""
+    if num_levels is not None:
+        widths = "; ".join(f"layer {n}: {', '.join(map(str, layer.levels))}"
+                           for n, layer in enumerate(int_model.recurrent) if layer.levels)
+        top_note = f" at the top level ({num_levels - 1})"
+        level_api = (
+            f"/* Flexible width: level l runs the first units of each flexible layer ({widths})"
+            "; a level above the top runs the top; the state carries across a switch. */\n"
+            f"#define {up}_NUM_LEVELS {num_levels}\n"
+            f"void {ident}_step_level({ident}_state_t *state, "
+            f"const int16_t x_q[{up}_NUM_FEATURES], uint8_t level);\n")
     header = (
         f"{banner}\n#ifndef {guard}\n#define {guard}\n\n#include <stdint.h>\n\n"
         "#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n"
@@ -1095,8 +1140,10 @@ def generate_c(int_model: IntModel, name: str, *, progmem: bool = False,
         "/* Recurrent state (int16): per recurrent layer n, its vectors <name>n (h first). */\n"
         f"typedef struct {{\n{state}\n}} {ident}_state_t;\n\n"
         f"void {ident}_reset({ident}_state_t *state);\n"
-        f"/* One time step; x_q[i] = sat16(round((x[i] - offset[i]) * scale[i])). */\n"
+        f"/* One time step; x_q[i] = sat16(round((x[i] - offset[i]) * scale[i]))"
+        f"{top_note}. */\n"
         f"void {ident}_step({ident}_state_t *state, const int16_t x_q[{up}_NUM_FEATURES]);\n"
+        f"{level_api}"
         f"/* Scores in Q{q} (pre-softmax outputs times 2^{q}). */\n"
         f"void {ident}_predict(const {ident}_state_t *state, int32_t scores[{up}_NUM_OUTPUTS]);\n"
         "\n#ifdef RNNEDGE_WITH_FLOAT_INPUT\n"
@@ -1118,8 +1165,14 @@ def generate_c(int_model: IntModel, name: str, *, progmem: bool = False,
         + "".join(f"    for (i = 0; i < {vector.size}; ++i) state->{vector.name}{n}[i] = 0;\n"
                   for n, layer in enumerate(int_model.recurrent) for vector in layer.state)
         + "}\n\n"
-        f"void {ident}_step({ident}_state_t *state, const int16_t x_q[{up}_NUM_FEATURES]) {{\n"
-        "    uint16_t i;\n" + "".join(f"    {s}\n" for s in step) + "}\n\n"
+        + (f"void {ident}_step({ident}_state_t *state, const int16_t x_q[{up}_NUM_FEATURES]) {{\n"
+           "    uint16_t i;\n" + "".join(f"    {s}\n" for s in step) + "}\n\n"
+           if num_levels is None else
+           f"void {ident}_step_level({ident}_state_t *state, "
+           f"const int16_t x_q[{up}_NUM_FEATURES], uint8_t level) {{\n"
+           "    uint16_t i;\n" + "".join(f"    {s}\n" for s in step) + "}\n\n"
+           f"void {ident}_step({ident}_state_t *state, const int16_t x_q[{up}_NUM_FEATURES]) {{\n"
+           f"    {ident}_step_level(state, x_q, {num_levels - 1}u);\n}}\n\n") +
         f"void {ident}_predict(const {ident}_state_t *state, "
         f"int32_t scores[{up}_NUM_OUTPUTS]) {{\n"
         "    uint16_t i;\n" + "".join(f"    {s}\n" for s in predict) + "}\n\n"

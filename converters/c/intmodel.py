@@ -517,6 +517,10 @@ class IntRecurrent:
         activations: role (``activation``, ``recurrent_activation``) → activation name.
         formats: state vector name → its format (``Q`` unless the declaration calibrates it);
             also the format of each calibrated ``vector`` node, by the node's name.
+        levels: a flexible cell's active units per level (``None``: not flexible). At level
+            ``l`` the per-unit state vectors are zeroed beyond ``levels[l]`` before the step,
+            and the new per-unit state vectors and per-unit ``vector`` nodes after they are
+            computed (:mod:`keras_rnnedge.flexible`).
     """
 
     name: str
@@ -531,6 +535,7 @@ class IntRecurrent:
     scalars: dict[str, int]
     activations: dict[str, str]
     formats: dict[str, int]
+    levels: tuple[int, ...] | None = None
 
     def __post_init__(self):
         self.node_fracs = step_formats(self.graph, self.frac, self.formats, self.in_frac,
@@ -583,12 +588,27 @@ class IntRecurrent:
             at += vector.size
         return out
 
-    def step(self, x, state, frac: int | None = None):
-        """The new state (the layout's vectors, concatenated) from input ``x`` (``Q{in_frac}``).
+    def unit_mask(self, level) -> np.ndarray | None:
+        """``(..., units)`` booleans of the active units at ``level`` (an int or an array of
+        one level per batch row; clipped to the levels), ``None`` at the top level."""
+        if self.levels is None or level is None:
+            return None
+        index = np.clip(np.asarray(level, np.int64), 0, len(self.levels) - 1)
+        active = np.asarray(self.levels)[index]
+        return np.arange(self.units) < active[..., None]
 
-        ``x`` and ``state`` may carry leading batch dimensions (the same arithmetic per row)."""
+    def step(self, x, state, frac: int | None = None, level=None):
+        """The new state (the layout's vectors, concatenated) from input ``x`` (``Q{in_frac}``)
+        at ``level`` (a flexible cell; ``None``: the top level).
+
+        ``x`` and ``state`` (and ``level``) may carry leading batch dimensions (the same
+        arithmetic per row)."""
         q, fr = self.frac, self.node_fracs
+        mask = self.unit_mask(level)
         states = self.split_state(np.asarray(state, np.int64))
+        if mask is not None:
+            per_unit = {v.name for v in self.graph.state if v.per_unit}
+            states = {k: np.where(mask, v, 0) if k in per_unit else v for k, v in states.items()}
         vals: dict[int, np.ndarray] = {}
         products: dict[tuple, np.ndarray] = {}
         for node in self.graph.nodes:
@@ -625,13 +645,18 @@ class IntRecurrent:
                 v = sat16(v) if op == "vector" else v
             else:  # sat16, vector
                 v = sat16(a[0])
+            if mask is not None and op == "vector" and node.per_unit:
+                v = np.where(mask, v, 0)
             vals[node.index] = v
         batch = np.asarray(state).shape[:-1]
         new = []
         for vector in self.graph.state:
             out = self.graph.outputs[vector.name]
             v = sat16(shift(vals[out.index], fr[out.index] - self.formats[vector.name]))
-            new.append(np.broadcast_to(v, batch + (vector.size,)))
+            v = np.broadcast_to(v, batch + (vector.size,))
+            if mask is not None and vector.per_unit:
+                v = np.where(mask, v, 0)
+            new.append(v)
         return np.concatenate(new, axis=-1)
 
 
@@ -799,14 +824,27 @@ class IntModel:
         """``sat16(round_half_away((x - offset) * scale))`` in float32 (NaN -> 0), as in C."""
         return quantize_input(x, self.input_offset, self.input_scale)
 
-    def step(self, state: list[np.ndarray], x_q) -> list[np.ndarray]:
+    @property
+    def num_levels(self) -> int | None:
+        """The number of levels of a flexible model (``None``: not flexible): every flexible
+        layer runs the same level index at a step."""
+        counts = {len(layer.levels) for layer in self.recurrent if layer.levels is not None}
+        if not counts:
+            return None
+        if len(counts) > 1:
+            raise ValueError(f"Model {self.name!r} has flexible layers with different numbers "
+                             f"of levels {sorted(counts)}; one level index drives them all.")
+        return counts.pop()
+
+    def step(self, state: list[np.ndarray], x_q, level=None) -> list[np.ndarray]:
         """One time step: the new state, one ``int16``-valued vector per recurrent layer (``h``;
         ``h`` then ``c`` for an LSTM, as in the C state struct). ``state`` and ``x_q`` may carry
-        leading batch dimensions: each row is stepped with the same arithmetic."""
+        leading batch dimensions: each row is stepped with the same arithmetic. ``level``: the
+        level of a flexible model (an int, or one per batch row; ``None``: the top level)."""
         x = np.asarray(x_q, np.int64)
         new = []
         for layer, s in zip(self.recurrent, state):
-            s = layer.step(x, s, self.frac_bits)
+            s = layer.step(x, s, self.frac_bits, level)
             new.append(s)
             x = s[..., :layer.output_size]
         return new
@@ -819,26 +857,42 @@ class IntModel:
             y = layer.apply(y)
         return y
 
-    def run(self, x, batch_size: int = 1024) -> np.ndarray:
+    def run(self, x, batch_size: int = 1024, levels=None) -> np.ndarray:
         """Scores (``int64``, in ``Q``) of float sequences ``(T, F)`` or ``(N, T, F)``.
 
         Up to ``batch_size`` sequences are stepped together (:meth:`step` on a batch): each
-        sequence's scores are those of stepping it alone."""
+        sequence's scores are those of stepping it alone. ``levels``: a flexible model's level
+        of every step, ``(T,)`` or ``(N, T)`` integers (``None``: the top level)."""
         x = np.asarray(x, np.float32)
         if x.ndim not in (2, 3) or x.shape[-1] != self.features:
             raise ValueError(f"Expected sequences of shape (T, {self.features}) or (N, T, "
                              f"{self.features}), but got {x.shape}.")
+        if levels is not None:
+            if self.num_levels is None:
+                raise ValueError(f"Model {self.name!r} is not flexible (no cell with levels=); "
+                                 "run it without levels.")
+            levels = np.asarray(levels)
+            if levels.shape not in ((x.shape[-2],), x.shape[:-1]):
+                raise ValueError(f"Expected levels of shape ({x.shape[-2]},) or "
+                                 f"{x.shape[:-1]} (one level per step), but got "
+                                 f"{levels.shape}.")
+            levels = np.broadcast_to(levels, x.shape[:-1]).astype(np.int64)
+            if levels.min(initial=0) < 0 or levels.max(initial=0) >= self.num_levels:
+                raise ValueError(f"Expected levels in [0, {self.num_levels - 1}], but got "
+                                 f"values in [{levels.min()}, {levels.max()}].")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"Expected batch_size to be a positive integer, but got "
                              f"{batch_size!r}.")
         single = x.ndim == 2
         batch = x[None] if single else x
+        lv = None if levels is None else (levels[None] if single else levels)
         scores = []
         for start in range(0, len(batch), batch_size):
             x_q = self.quantize_input(batch[start:start + batch_size])
             state = self.initial_state(x_q.shape[:1])
             for t in range(x_q.shape[1]):
-                state = self.step(state, x_q[:, t])
+                state = self.step(state, x_q[:, t],
+                                  None if lv is None else lv[start:start + batch_size, t])
             scores.append(self.predict(state))
         out = (np.concatenate(scores) if scores
                else np.zeros((0, self.num_outputs), np.int64))
@@ -1193,7 +1247,7 @@ def quantize_model(model: keras.Model, representative_data, *, weight_bits: int 
             biases={k: _bias(v, q, f"{layer.name}/{k}") for k, v in biases.items()},
             scalars={k: _scalar(v, graph, k, formats, q, f"{layer.name}/{k}")
                      for k, v in scalars.items()},
-            activations=acts, formats=formats))
+            activations=acts, formats=formats, levels=getattr(cell, "levels", None)))
         in_frac = recurrent[-1].out_frac()
 
     dense = [(layer, *_dense_weights(layer), act) for layer, act in head_layers(plan)]
