@@ -1,0 +1,260 @@
+"""Flexible RNNs (keras_rnnedge.flexible): a cell's width switched by a level at every step,
+in Keras, the integer oracle and the generated C (host, and one model on QEMU and simavr)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from keras_rnnedge import keras
+from keras_rnnedge.cells import (
+    FastGRNNCell,
+    LowRankGRUCell,
+    LowRankLSTMCell,
+    ProjectionLSTMCell,
+)
+from keras_rnnedge.converters import convert_c, lower
+from keras_rnnedge.converters.c.intmodel import quantize_model
+from keras_rnnedge.flexible import (
+    FlexibleRNN,
+    ScheduleSequence,
+    WithLevel,
+    level_macs,
+    random_schedules,
+    switch_schedule,
+)
+from keras_rnnedge.micro_targets.crun import run_c
+from tests.cell_examples import cases, make
+from tests.tolerances import REORDER_ATOL
+
+T, F = 10, 3
+
+#: the tiny data sets here are the whole data, on purpose
+pytestmark = pytest.mark.filterwarnings("ignore:Calibration on only")
+
+
+def flexible_model(cell, *, head: int | None = 2, name: str = "flex") -> keras.Model:
+    x = keras.Input((T, F))
+    level = keras.Input((T,))
+    h = FlexibleRNN(cell)(WithLevel()([x, level]))
+    y = keras.layers.Dense(head)(h) if head else h
+    return keras.Model([x, level], y, name=name)
+
+
+def data(n: int = 24, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, T, F)).astype(np.float32)
+
+
+# -- arguments --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("levels, match", [
+    ((2, 5), "ending with units=6"),
+    ((3, 3, 6), "strictly increasing"),
+    ((0, 6), "in \\[1, 6\\]"),
+    ((2.5, 6), "levels"),
+    ("abc", "levels"),
+    ((), "levels"),
+])
+def test_bad_levels_are_refused_with_what_was_expected(levels, match):
+    with pytest.raises(ValueError, match=match):
+        FastGRNNCell(6, levels=levels)
+
+
+def test_flexible_rnn_refuses_a_cell_without_levels():
+    with pytest.raises(ValueError, match="levels=None"):
+        FlexibleRNN(FastGRNNCell(6))
+    with pytest.raises(ValueError, match="expected a keras_rnnedge cell"):
+        FlexibleRNN(keras.layers.LSTMCell(6))
+
+
+def test_schedules():
+    s = switch_schedule(3, 8, 5, 0, 2)
+    assert s.shape == (3, 8) and (s[:, :5] == 0).all() and (s[:, 5:] == 2).all()
+    assert (switch_schedule(1, 8, 0, 0, 2) == 2).all()
+    assert (switch_schedule(1, 8, 8, 0, 2) == 0).all()
+    r = random_schedules(400, 20, 3, seed=1)
+    assert r.dtype == np.int32 and set(np.unique(r)) == {0, 1, 2}
+    switched = (r != r[:, :1]).any(axis=1)
+    assert 0.2 < switched.mean() < 0.5  # half switch, to another level 2/3 of the time
+    for row in r:  # at most one switch per sequence
+        assert np.count_nonzero(np.diff(row)) <= 1
+    with pytest.raises(ValueError, match="switch step"):
+        switch_schedule(1, 8, 9, 0, 1)
+
+
+# -- Keras ------------------------------------------------------------------------------------
+
+def test_a_level_is_the_smaller_cell_with_the_leading_weights():
+    """Independent oracle: an LSTM at a constant level k is keras.layers.LSTM(k) with the rows
+    and gate columns of its first k units."""
+    units, k = 7, 3
+    cell = LowRankLSTMCell(units, levels=(k, units))
+    model = flexible_model(cell, head=None)
+    x = data(8)
+    kernel, recurrent, bias = (cell.kernel.numpy(), cell.recurrent_kernel.numpy(),
+                               cell.bias.numpy())
+    cols = np.concatenate([np.arange(g * units, g * units + k) for g in range(4)])
+    small = keras.layers.LSTM(k)
+    small(x)
+    small.set_weights([kernel[:, cols], recurrent[:k][:, cols], bias[cols]])
+    got = model([x, switch_schedule(8, T, 0, 0, 0)]).numpy()
+    np.testing.assert_allclose(got[:, :k], small(x).numpy(), atol=REORDER_ATOL)
+    assert not got[:, k:].any()
+    top = model([x, switch_schedule(8, T, 0, 1, 1)]).numpy()
+    plain = keras.layers.RNN(LowRankLSTMCell.from_config(
+        {**cell.get_config(), "levels": None}))
+    plain(x)
+    plain.set_weights(model.layers[3].get_weights())
+    np.testing.assert_allclose(top, plain(x).numpy(), atol=REORDER_ATOL)
+
+
+def test_a_switch_carries_the_state_of_the_active_units():
+    """From level a to b at step t: the first t steps are those of level a alone, then the
+    state carries on with the units beyond b zeroed (checked step by step against the cell run
+    at a constant level from the carried state)."""
+    cell = FastGRNNCell(6, levels=(2, 4, 6), u_rank=3)
+    model = flexible_model(cell, head=None)
+    x = data(4)
+    for a, b in ((2, 0), (0, 2), (1, 2)):
+        t = 6
+        got = model([x, switch_schedule(4, T, t, a, b)]).numpy()
+        h = np.zeros((4, 6), np.float32)
+        for step in range(T):
+            level = a if step < t else b
+            out, _ = cell(np.concatenate([x[:, step], np.full((4, 1), level, np.float32)], -1),
+                          [h])
+            k = cell.levels[level]
+            assert not np.asarray(out)[:, k:].any()
+            h = np.asarray(out)
+        np.testing.assert_allclose(got, h, atol=REORDER_ATOL)
+
+
+def test_saved_model_keeps_its_levels_and_trains_with_schedules(tmp_path):
+    cell = LowRankGRUCell(6, levels=(2, 6), recurrent_rank=3)
+    model = flexible_model(cell)
+    x, y = data(16), np.random.default_rng(1).integers(0, 2, 16)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = model.fit(ScheduleSequence(x, y, num_levels=2, batch_size=8), epochs=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    path = str(tmp_path / "flex.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    s = random_schedules(16, T, 2, seed=3)
+    np.testing.assert_array_equal(loaded([x, s]).numpy(), model([x, s]).numpy())
+    assert loaded.layers[3].cell.levels == (2, 6)
+
+
+def test_level_macs_count_the_active_rows_and_columns():
+    cell = LowRankLSTMCell(8, levels=(2, 8), recurrent_rank=3)
+    flexible_model(cell)
+    # kernel dense 3 x 32: 3 x 4k; recurrent rank 3: 3 (k + 4k)
+    assert level_macs(cell, 0) == 3 * 8 + 3 * (2 + 8)
+    assert level_macs(cell, 1) == cell.compression_stats().macs_per_step == 3 * 32 + 3 * 40
+    with pytest.raises(ValueError, match="level in \\[0, 1\\]"):
+        level_macs(cell, 2)
+
+
+# -- the integer oracle, every cell x family ----------------------------------------------------
+
+def _flexible_config(config: dict) -> dict:
+    units = config["units"]
+    return {**config, "levels": (max(1, units // 2), units)}
+
+
+@pytest.mark.parametrize("case_id, name, config", cases(), ids=[c[0] for c in cases()])
+def test_integer_oracle_follows_the_levels_of_every_cell_and_family(case_id, name, config):
+    """Keras (float) against the int16-weight integer oracle on switching schedules; the levels
+    change the output by much more than the quantization error, so ignoring them fails."""
+    cell = make(name, _flexible_config(config))
+    model = flexible_model(cell)
+    x = data(48)
+    im = quantize_model(model, x, weight_bits=16)
+    s = random_schedules(48, T, 2, seed=2, switch_fraction=1.0)
+    want = model([x, s]).numpy()
+    got = im.dequantize(im.run(x, levels=s))
+    err = np.abs(got - want).max()
+    top = im.dequantize(im.run(x))
+    assert err < 0.02 + 0.01 * np.abs(want).max(), err
+    assert np.abs(top - want).max() > 3 * err, "the levels changed nothing"
+
+
+def test_the_model_converts_without_its_level_input_at_the_top_level():
+    cell = FastGRNNCell(6, levels=(3, 6))
+    model = flexible_model(cell)
+    x = data(4)
+    lowered = lower(model, "step")
+    assert lowered.inputs[0] == "x"
+    seq = lower(model, "unrolled").model
+    np.testing.assert_allclose(seq.predict(x[:1], verbose=0),
+                               model([x[:1], switch_schedule(1, T, 0, 1, 1)]).numpy(),
+                               atol=REORDER_ATOL)
+
+
+def test_oracle_refuses_levels_it_cannot_run():
+    model = flexible_model(FastGRNNCell(6, levels=(3, 6)))
+    im = quantize_model(model, data(8))
+    with pytest.raises(ValueError, match="levels in \\[0, 1\\]"):
+        im.run(data(2), levels=np.full((2, T), 2))
+    with pytest.raises(ValueError, match="one level per step"):
+        im.run(data(2), levels=np.zeros(T + 1, int))
+    plain = keras.Sequential([keras.Input((T, F)), keras.layers.RNN(FastGRNNCell(6)),
+                              keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match="not flexible"):
+        quantize_model(plain, data(8)).run(data(2), levels=np.zeros(T, int))
+
+
+# -- the generated C ----------------------------------------------------------------------------
+
+KINDS = {
+    "fastgrnn_lowrank": lambda: FastGRNNCell(8, levels=(2, 5, 8), u_rank=3),
+    "lstm": lambda: LowRankLSTMCell(8, levels=(2, 8)),
+    "gru_reset_before": lambda: LowRankGRUCell(6, levels=(3, 6), reset_after=False),
+    "lstmp": lambda: ProjectionLSTMCell(8, projection_units=4, levels=(4, 8)),
+}
+
+
+def _converted(kind: str):
+    model = flexible_model(KINDS[kind]())
+    x = data(32)
+    return convert_c(model, target="host", representative_data=x, checks="warn",
+                     progress=False), x
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_c_step_level_is_bit_exact_with_the_oracle_on_the_host(kind):
+    c, x = _converted(kind)
+    im = c.int_model
+    s = random_schedules(len(x), T, im.num_levels, seed=4, switch_fraction=1.0)
+    header = c.c_sources[f"{c.name}.h"]
+    assert f"#define FLEX_NUM_LEVELS {im.num_levels}" in header
+    assert "flex_step_level(flex_state_t *state" in header
+    r = run_c(c, c.quantize_input(x), target="host", levels=s, progress=False)
+    np.testing.assert_array_equal(r.scores, im.run(x, levels=s))
+    top = run_c(c, c.quantize_input(x), target="host", progress=False)
+    np.testing.assert_array_equal(top.scores, im.run(x))
+    assert not np.array_equal(r.scores, top.scores)
+
+
+def test_run_c_refuses_levels_of_a_model_that_is_not_flexible():
+    plain = keras.Sequential([keras.Input((T, F)), keras.layers.RNN(FastGRNNCell(4)),
+                              keras.layers.Dense(2)], name="plain")
+    c = convert_c(plain, target="host", representative_data=data(16), checks="warn",
+                  progress=False)
+    with pytest.raises(ValueError, match="not flexible"):
+        run_c(c, c.quantize_input(data(2)), target="host", levels=np.zeros(T, int),
+              progress=False)
+
+
+@pytest.mark.parametrize("target", ["cortex-m4", "uno"])
+def test_c_step_level_on_emulated_targets_costs_less_at_lower_levels(target):
+    """One representative (low-rank FastGRNN) on QEMU and simavr: bit-exact on a switching
+    schedule, and the step's instructions/cycles grow with the level."""
+    c, x = _converted("fastgrnn_lowrank")
+    im = c.int_model
+    x = x[:6]
+    s = random_schedules(len(x), T, im.num_levels, seed=5, switch_fraction=1.0)
+    r = run_c(c, c.quantize_input(x), target=target, levels=s, progress=False)
+    np.testing.assert_array_equal(r.scores, im.run(x, levels=s))
+    costs = [run_c(c, c.quantize_input(x[:1]), target=target, progress=False,
+                   levels=np.full(T, level)).per_step for level in range(im.num_levels)]
+    assert costs[0] < costs[1] < costs[2], costs
