@@ -135,6 +135,10 @@ class LoweredModel:
         standardized_input: ``True`` when ``model`` leaves ``standardization`` to its caller
             (``lower(..., standardize="caller")``): its ``x`` is the standardised features,
             and :meth:`prepare` turns raw windows into them.
+        num_levels: a flexible model's number of levels (:mod:`keras_rnnedge.flexible`): its
+            step model takes the step's level as the int32 input ``level`` (after ``x``; a
+            level above the top runs the top); ``None`` otherwise, and for unrolled/fused
+            models (the top level).
     """
 
     model: keras.Model
@@ -147,6 +151,15 @@ class LoweredModel:
     folded: tuple[str, ...] = ()
     standardization: Standardization | None = None
     standardized_input: bool = False
+    num_levels: int | None = None
+
+    def step_inputs(self, x_t, states, level: int | None = None) -> list:
+        """The inputs of one call of a step model, in its order: ``x_t`` ``(1, F)``, a flexible
+        model's level (``None``: the top level), the states."""
+        if self.num_levels is None:
+            return [x_t, *states]
+        top = self.num_levels - 1 if level is None else int(level)
+        return [x_t, np.array([[top]], np.int32), *states]
 
     def prepare(self, x) -> np.ndarray:
         """Raw input windows as :attr:`model` takes them (float32): standardised when the
@@ -697,9 +710,26 @@ def _standardize(plan: ModelPlan, x):
     return _Standardize(plan.standardization, name="standardize")(x)
 
 
+def plan_levels(plan: ModelPlan) -> int | None:
+    """The number of levels of a flexible model (``None``: no flexible layer); every flexible
+    layer must have the same number (one level index drives them all)."""
+    counts = {len(layer.cell.levels) for layer in plan.recurrent
+              if getattr(layer.cell, "levels", None) is not None}
+    if len(counts) > 1:
+        raise ConversionError(f"Model {plan.name!r} has flexible layers with different numbers "
+                              f"of levels {sorted(counts)}; one level index drives them all: "
+                              "give every flexible cell as many levels.")
+    return counts.pop() if counts else None
+
+
 def _lower_step(plan: ModelPlan) -> LoweredModel:
     x = keras.Input((plan.features,), batch_size=1, name="x")
     inputs, state_inputs, state_outputs, folded, sizes = [x], [], [], [], []
+    num_levels = plan_levels(plan)
+    level = None
+    if num_levels is not None:
+        level = keras.Input((1,), batch_size=1, name="level", dtype="int32")
+        inputs.append(level)
     h = _standardize(plan, x)
     for i, layer in enumerate(plan.recurrent):
         states = []
@@ -708,7 +738,9 @@ def _lower_step(plan: ModelPlan) -> LoweredModel:
             states.append(s)
             state_inputs.append(s)
             sizes.append(size)
-        h, new_states, f = _lowering_for(layer)(layer, h, states, name=f"cell_{i}")
+        flexible = level is not None and getattr(layer.cell, "levels", None) is not None
+        h, new_states, f = _lowering_for(layer)(layer, [h, level] if flexible else h, states,
+                                                name=f"cell_{i}")
         folded += f
         state_outputs += new_states
     y = _copy_head(plan, h)
@@ -717,10 +749,12 @@ def _lower_step(plan: ModelPlan) -> LoweredModel:
                   for i, s in enumerate(state_outputs)]
     lowered = keras.Model(inputs + state_inputs, outs, name="step")
     return LoweredModel(model=lowered, mode="step",
-                        inputs=("x",) + tuple(f"state_{i}" for i in range(len(sizes))),
+                        inputs=("x",) + (("level",) if level is not None else ())
+                        + tuple(f"state_{i}" for i in range(len(sizes))),
                         outputs=("y",) + tuple(f"state_{i}_out" for i in range(len(sizes))),
                         state_sizes=tuple(sizes), timesteps=None, features=plan.features,
-                        folded=tuple(folded), standardization=plan.standardization)
+                        folded=tuple(folded), standardization=plan.standardization,
+                        num_levels=num_levels)
 
 
 def _lower_sequence(plan: ModelPlan, steps: int, *, unroll: bool, mode: str) -> LoweredModel:

@@ -321,7 +321,7 @@ class _Lockstep:
 
 def emulate(converted: _Converted, x, *, runtime: str = "litert",
             arena_bytes: int | None = None,
-            progress: ProgressArg = True) -> EmulationResult:
+            progress: ProgressArg = True, levels=None) -> EmulationResult:
     """Run ``converted`` on every sequence of ``x`` on the host.
 
     Every input is checked before the first invoke: ``x`` (finite values, the model's
@@ -339,12 +339,14 @@ def emulate(converted: _Converted, x, *, runtime: str = "litert",
         progress: a bar over the sequences on stderr (``True``, drawn when stderr is a
             terminal), ``False``, or a callable ``f(done, total)``
             (:mod:`keras_rnnedge.progress`).
+        levels: a flexible step model's level of every step (``(T,)`` or ``(N, T)``
+            integers; :mod:`keras_rnnedge.flexible`); ``None`` runs the top level.
 
     Returns:
         An :class:`EmulationResult`.
 
     Raises:
-        ValueError: bad ``x``, ``runtime`` or ``arena_bytes``, a truncated or corrupt
+        ValueError: bad ``x``, ``levels``, ``runtime`` or ``arena_bytes``, a truncated or corrupt
             flatbuffer (the message names the file when ``converted`` was read from one), or a
             LiteRT runtime for a model that uses operators only TFLite Micro has
             (:data:`TFLM_ONLY_OPS`: weights compressed with ``compression="prune"``).
@@ -352,9 +354,32 @@ def emulate(converted: _Converted, x, *, runtime: str = "litert",
     _check_runtime(runtime, arena_bytes)
     check_progress(progress)
     x = _check_windows(converted, x)
+    lv = _check_levels(converted, x, levels)
     where = _where(converted)
     runner = _open(check_flatbuffer(converted.flatbuffer, where), runtime, arena_bytes, where)
-    return _emulate(converted, x, runner, runtime, progress)
+    return _emulate(converted, x, runner, runtime, progress, lv)
+
+
+#: The level a flexible step model runs without a schedule (the graph clips it to the top).
+TOP_LEVEL = 255
+
+
+def _check_levels(converted: _Converted, x: np.ndarray, levels) -> np.ndarray | None:
+    """``levels`` as ``(N, T)`` int32, or ``None`` (the top level)."""
+    has_level = any(t.name == "level" for t in converted.inputs)
+    if levels is None:
+        return None
+    if not has_level:
+        raise ValueError("Received levels, but the model has no level input (it is not a "
+                         "flexible step model); run it without levels.")
+    lv = np.asarray(levels)
+    if lv.shape not in ((x.shape[1],), x.shape[:2]) or not np.issubdtype(lv.dtype, np.integer):
+        raise ValueError(f"Expected levels as integers of shape ({x.shape[1]},) or "
+                         f"{x.shape[:2]} (one per step), but got {lv.dtype} {lv.shape}.")
+    if lv.size and (lv.min() < 0 or lv.max() > TOP_LEVEL):
+        raise ValueError(f"Expected levels in [0, {TOP_LEVEL}], but got values in "
+                         f"[{lv.min()}, {lv.max()}].")
+    return np.broadcast_to(lv, x.shape[:2]).astype(np.int32)
 
 
 def emulate_against(converted: _Converted, reference: bytes, x, *, runtime: str = "tflm",
@@ -407,16 +432,17 @@ def _check_windows(converted: _Converted, x) -> np.ndarray:
 
 
 def _emulate(converted: _Converted, x: np.ndarray, runner, runtime: str,
-             progress: ProgressArg) -> EmulationResult:
+             progress: ProgressArg, levels: np.ndarray | None = None) -> EmulationResult:
     x_info = next(t for t in converted.inputs if t.name == "x")
     y_info = next(t for t in converted.outputs if t.name == "y")
     arena = runner.arena_bytes
     raw, timings = [], []
     with progress_bar(progress, f"emulating ({runtime})", len(x), unit="window") as bar:
-        for seq in x:
+        for k, seq in enumerate(x):
             runner.reset()
             if converted.mode == "step":
-                y, seconds = _run_steps(converted, runner, seq, x_info)
+                y, seconds = _run_steps(converted, runner, seq, x_info,
+                                        None if levels is None else levels[k])
             else:
                 runner.set(x_info.position, x_info.quantize(seq[None]))
                 start = time.perf_counter()
@@ -432,17 +458,22 @@ def _emulate(converted: _Converted, x: np.ndarray, runner, runtime: str,
                            arena_bytes=arena)
 
 
-def _run_steps(converted: _Converted, runner, seq: np.ndarray, x_info: _Tensor):
+def _run_steps(converted: _Converted, runner, seq: np.ndarray, x_info: _Tensor,
+               levels: np.ndarray | None = None):
     state_in = [next(t for t in converted.inputs if t.name == f"state_{i}")
                 for i in range(len(converted.state_sizes))]
     state_out = [next(t for t in converted.outputs if t.name == f"state_{i}_out")
                  for i in range(len(converted.state_sizes))]
     y_info = next(t for t in converted.outputs if t.name == "y")
+    level_info = next((t for t in converted.inputs if t.name == "level"), None)
     states = [info.quantize(np.zeros(info.shape, np.float32)) for info in state_in]
     seconds = []
     y = None
     for t in range(seq.shape[0]):
         runner.set(x_info.position, x_info.quantize(seq[t:t + 1]))
+        if level_info is not None:
+            level = TOP_LEVEL if levels is None else int(levels[t])
+            runner.set(level_info.position, np.full(level_info.shape, level, np.int32))
         for info, value in zip(state_in, states):
             runner.set(info.position, value)
         start = time.perf_counter()

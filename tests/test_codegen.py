@@ -287,9 +287,15 @@ def step_decode_spec(**changes) -> SketchSpec:
     return step_spec(**{"resolver_methods": ("AddDecode",) + METHODS, **changes})
 
 
+def step_flexible_spec(**changes) -> SketchSpec:
+    """The step model of a flexible RNN: an int32 ``level`` input (position 3)."""
+    inputs = step_spec().inputs + (TensorInfo("level", 3, (1, 1), "int32", 0.0, 0),)
+    return step_spec(**{"inputs": inputs, **changes})
+
+
 SPECS = {"step_int8": step_spec, "step_int16": step_int16_spec, "fused_int8": fused_spec,
          "unrolled_float32": unrolled_float_spec, "step_int8_decode": step_decode_spec,
-         "step_int8_standardized": step_std_spec}
+         "step_int8_standardized": step_std_spec, "step_int8_flexible": step_flexible_spec}
 
 
 # -- the spec --------------------------------------------------------------------------------------
@@ -601,9 +607,11 @@ unsigned long millis();
 // The fields of TfLiteTensor the sketch uses, with TFLite's names and enum values.
 typedef enum TfLiteStatus { kTfLiteOk = 0, kTfLiteError = 1 } TfLiteStatus;
 typedef enum {
-  kTfLiteNoType = 0, kTfLiteFloat32 = 1, kTfLiteInt16 = 7, kTfLiteInt8 = 9
+  kTfLiteNoType = 0, kTfLiteFloat32 = 1, kTfLiteInt32 = 2, kTfLiteInt16 = 7, kTfLiteInt8 = 9
 } TfLiteType;
-typedef union TfLitePtrUnion { float* f; int8_t* int8; int16_t* i16; void* data; } TfLitePtrUnion;
+typedef union TfLitePtrUnion {
+  float* f; int8_t* int8; int16_t* i16; int32_t* i32; void* data;
+} TfLitePtrUnion;
 typedef struct TfLiteQuantizationParams {
   float scale;
   int32_t zero_point;
@@ -713,8 +721,9 @@ class MicroInterpreter {
 # fused LSTM (only in fused mode). After each Invoke every input tensor is overwritten with junk,
 # as TFLite Micro may reuse input memory for intermediate tensors.
 HIGH_LOW = {"int8": (100, -100), "int16": (20000, -20000), "float32": (0.875, 0.0625)}
-TF_TYPES = {"float32": "kTfLiteFloat32", "int8": "kTfLiteInt8", "int16": "kTfLiteInt16"}
-C_TYPES = {"float32": "float", "int8": "int8_t", "int16": "int16_t"}
+TF_TYPES = {"float32": "kTfLiteFloat32", "int8": "kTfLiteInt8", "int16": "kTfLiteInt16",
+            "int32": "kTfLiteInt32"}
+C_TYPES = {"float32": "float", "int8": "int8_t", "int16": "int16_t", "int32": "int32_t"}
 
 HARNESS = r"""
 #include <Arduino.h>
@@ -766,14 +775,18 @@ static TfLiteTensor g_outputs[kNumOut];
 static long g_counter = 0;
 static bool g_allocated = false;
 
-static int elem_size(TfLiteType t) { return t == kTfLiteFloat32 ? 4 : (t == kTfLiteInt16 ? 2 : 1); }
+static int elem_size(TfLiteType t) {
+  return t == kTfLiteFloat32 || t == kTfLiteInt32 ? 4 : (t == kTfLiteInt16 ? 2 : 1);
+}
 static double get(const TfLiteTensor& t, int i) {
   if (t.type == kTfLiteFloat32) return t.data.f[i];
+  if (t.type == kTfLiteInt32) return t.data.i32[i];
   if (t.type == kTfLiteInt16) return t.data.i16[i];
   return t.data.int8[i];
 }
 static void put(TfLiteTensor& t, int i, double v) {
   if (t.type == kTfLiteFloat32) { t.data.f[i] = static_cast<float>(v); return; }
+  if (t.type == kTfLiteInt32) { t.data.i32[i] = static_cast<int32_t>(v); return; }
   const double lo = t.type == kTfLiteInt16 ? -32768 : -128;
   const double hi = t.type == kTfLiteInt16 ? 32767 : 127;
   v = v < lo ? lo : (v > hi ? hi : v);
@@ -877,6 +890,8 @@ def harness(spec: SketchSpec, *, tensor_spec: SketchSpec | None = None) -> str:
             return model.features * (1 if step else model.timesteps)
         if t.name == "y":
             return model.num_classes
+        if t.name == "level":
+            return 1
         return model.state_sizes[int(t.name.split("_")[1])]
 
     n_states = len(model.state_sizes)
@@ -1434,3 +1449,36 @@ def test_runtime_files_are_what_the_generators_inline():
     assert body in source
     with pytest.raises(FileNotFoundError):
         runtime_text("missing.h")
+
+
+@needs_gxx
+def test_sketch_of_a_flexible_model_switches_its_level_over_serial(tmp_path):
+    """"L<n>" lines set the int32 level input of every later Invoke (255, the top, before the
+    first); junk after L is refused; samples are unaffected (the emulator's caller, LSB for
+    LSB)."""
+    spec = step_flexible_spec()
+    windows = sample_windows(spec, 2)
+    _, parsed = serial_text(windows)
+    lines, want_levels, level = [], [], 255
+    for w, window in enumerate(parsed):
+        for t, sample in enumerate(window):
+            if (w, t) == (0, 2):
+                lines.append("L0")
+                level = 0
+            if (w, t) == (1, 1):
+                lines += ["level 3", "Lx"]
+                level = 3
+            lines.append(",".join(f"{v:.9g}" for v in sample))
+            want_levels.append(level)
+    run = run_sketch(tmp_path, spec, "\n".join(lines) + "\n")
+    assert "level 0" in run.stdout and "level 3" in run.stdout
+    assert "Ignored a level: expected L0, L1, ..." in run.stdout
+    trace = parse_trace(run.stderr, spec)
+    position = spec.input("level").position
+    assert [int(invoke[position][0]) for invoke in trace] == want_levels
+    _, expected_trace = oracle(spec, parsed)
+    x = spec.input("x").position
+    for got, want in zip(trace, expected_trace):
+        np.testing.assert_array_equal(got[x], want[x].reshape(-1))
+    io_h = arduino_sketch(spec)[f"{spec.name}/{spec.name}_model_io.h"]
+    assert "constexpr bool kFlexible = true;" in io_h and "kLevelPosition = 3;" in io_h

@@ -258,3 +258,100 @@ def test_c_step_level_on_emulated_targets_costs_less_at_lower_levels(target):
     costs = [run_c(c, c.quantize_input(x[:1]), target=target, progress=False,
                    levels=np.full(T, level)).per_step for level in range(im.num_levels)]
     assert costs[0] < costs[1] < costs[2], costs
+
+
+def test_c_sketch_switches_levels_over_serial(tmp_path):
+    """The standalone C sketch of a flexible model, built on the host against a stand-in
+    Arduino core: lines "L<n>" switch the level mid-window; each window's class is the oracle's
+    under the same schedule."""
+    import os
+    import shutil
+    import subprocess
+
+    from tests.test_cexport import FAKE_ARDUINO, SKETCH_MAIN
+
+    if shutil.which("g++") is None or shutil.which("gcc") is None:
+        pytest.fail("gcc/g++ are needed to build the sketch on the host")
+    model = flexible_model(FastGRNNCell(8, levels=(2, 5, 8), u_rank=3), head=3, name="flexs")
+    x = data(32, seed=7)
+    result = convert_c(model, target="uno", representative_data=x, checks="warn",
+                       progress=False, class_names=["a", "b", "c"])
+    folder = tmp_path / "sketch"
+    folder.mkdir()
+    for rel, text in result.files.items():
+        if rel.startswith("arduino/flexs/"):
+            (folder / os.path.basename(rel)).write_text(text)
+    assert "Send a line `L<n>`".lower() in (folder / "README.md").read_text().lower()
+    (folder / "Arduino.h").write_text(FAKE_ARDUINO)
+    (folder / "main.cpp").write_text(SKETCH_MAIN)
+    subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-c", "flexs.c"],
+                   cwd=folder, check=True)
+    build = subprocess.run(["g++", "-std=c++11", "-Wall", "-Wextra", "-Werror", "-I", ".",
+                            "-x", "c++", "flexs.ino", "-x", "none", "main.cpp", "flexs.o",
+                            "-o", "sketch"], cwd=folder, capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    windows = x[:3]
+    switches = {(0, 4): 0, (1, 0): 1, (1, 7): 2, (2, 2): 0, (2, 3): 9}  # (window, step): level
+    lines, schedule, level = ["L7"], np.zeros((3, T), int), 2  # L7: out of range, ignored
+    for k, w in enumerate(windows):
+        for t, step in enumerate(w):
+            if (k, t) in switches:
+                lines.append(f"L{switches[(k, t)]}")
+                if switches[(k, t)] < 3:
+                    level = switches[(k, t)]
+            schedule[k, t] = level
+            lines.append(",".join(repr(float(v)) for v in step))
+    run = subprocess.run(["./sketch"], cwd=folder, input="\n".join(lines) + "\n",
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    im = result.int_model
+    want = [["a", "b", "c"][int(np.argmax(im.run(w, levels=s)))]
+            for w, s in zip(windows, schedule)]
+    got = [line.split(": ")[1].split()[0] for line in run.stdout.splitlines()
+           if line.startswith("window ")]
+    assert got == want
+    assert run.stdout.count("Ignored a level: expected L0 to L2") == 2
+    assert "level 0" in run.stdout and "level 1" in run.stdout
+    scores = [float(line.split()[-1]) for line in run.stdout.splitlines()
+              if line.startswith("window ")]
+    want_scores = [im.dequantize(im.run(w, levels=s)).max() for w, s in zip(windows, schedule)]
+    top_scores = [im.dequantize(im.run(w)).max() for w in windows]
+    np.testing.assert_allclose(scores, want_scores, atol=1e-4)  # printed with 4 decimals
+    assert np.abs(np.subtract(top_scores, want_scores)).max() > 1e-3  # the schedule mattered
+
+
+# -- TFLite ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("quantization, atol", [("float32", 1e-5), ("int8", None)])
+def test_tflite_step_model_takes_the_level_of_every_step(quantization, atol, tmp_path):
+    """The step model's int32 input ``level`` (LiteRT and TFLite Micro) against Keras on
+    switching schedules; without levels it runs the top level; the sketch drives the level."""
+    from keras_rnnedge.converters import convert
+    from keras_rnnedge.micro_targets.emulate import emulate
+
+    model = flexible_model(FastGRNNCell(8, levels=(2, 5, 8), u_rank=3), head=3, name="flext")
+    x = data(48, seed=8)
+    s = random_schedules(48, T, 3, seed=9, switch_fraction=1.0)
+    want = model([x, s]).numpy()
+    result = convert(model, target="nano33ble", quantization=quantization, mode="step",
+                     representative_data=x, checks="warn", progress=False)
+    level = next(t for t in result.inputs if t.name == "level")
+    assert level.dtype == "int32" and level.shape == (1, 1)
+    y = next(t for t in result.outputs if t.name == "y")
+    tol = atol if atol is not None else 4 * y.scale  # a few output LSB (int8 states, 10 steps)
+    for runtime in ("litert", "tflm"):
+        got = emulate(result, x, levels=s, runtime=runtime, progress=False).outputs
+        np.testing.assert_allclose(got, want, atol=tol)
+    top = emulate(result, x, progress=False).outputs
+    np.testing.assert_allclose(top, model([x, np.full((48, T), 2)]).numpy(), atol=tol)
+    assert np.abs(top - want).max() > 5 * tol
+    io_h = next(text for rel, text in result.files.items() if rel.endswith("_model_io.h"))
+    assert "constexpr bool kFlexible = true;" in io_h
+    ino = next(text for rel, text in result.files.items() if rel.endswith(".ino"))
+    assert "level_input->data.i32[0] = level;" in ino
+    result.save(tmp_path / "flext")
+    with pytest.raises(ValueError, match="no level input"):
+        emulate(convert(keras.Sequential([keras.Input((T, F)), keras.layers.RNN(
+            FastGRNNCell(4)), keras.layers.Dense(2)]), target="host", mode="step",
+            quantization="float32", representative_data=x, checks="warn", progress=False), x, levels=s,
+            progress=False)

@@ -630,7 +630,8 @@ def convert_c(model: keras.Model, *, target: str, representative_data, precision
                                   num_outputs=info.num_outputs, frac_bits=info.frac_bits,
                                   timesteps=int(window), input_offset=info.input_offset,
                                   input_scale=info.input_scale, class_names=names,
-                                  board_name=board.display_name).items():
+                                  board_name=board.display_name,
+                                  num_levels=None if im is None else im.num_levels).items():
             files[f"arduino/{rel}"] = text
     if board.arch == "arm":
         expected = (im.run(data[0]) if im is not None

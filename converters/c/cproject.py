@@ -42,7 +42,8 @@ _CORTEX_M4_SUPPORT = ("startup.c", "link.ld", "rnnedge_target.h")
 
 def c_sketch(ident: str, model_files: dict[str, str], *, features: int, num_outputs: int,
              frac_bits: int | None, timesteps: int, input_offset, input_scale,
-             class_names: Sequence[str] = (), board_name: str = "") -> dict[str, str]:
+             class_names: Sequence[str] = (), board_name: str = "",
+             num_levels: int | None = None) -> dict[str, str]:
     """The Arduino sketch folder for the standalone C model: ``{"<id>/<file>": text}``.
 
     Args:
@@ -55,6 +56,9 @@ def c_sketch(ident: str, model_files: dict[str, str], *, features: int, num_outp
             (ignored for the float build).
         class_names: printed instead of class numbers when given (one per output).
         board_name: for the comments and the README.
+        num_levels: a flexible model's levels (its C has ``<id>_step_level``): the sketch
+            starts at the top level and a Serial line ``L<n>`` (or ``level <n>``) switches to
+            level ``n`` from the next sample on, mid-window too (the state carries across).
 
     Raises:
         ValueError: an inconsistent argument (named).
@@ -71,12 +75,37 @@ def c_sketch(ident: str, model_files: dict[str, str], *, features: int, num_outp
                          f"and {scale.size}.")
     if class_names and len(class_names) != num_outputs:
         raise ValueError(f"Expected {num_outputs} class names, but got {len(class_names)}.")
+    if num_levels is not None and (not isinstance(num_levels, int) or not 1 <= num_levels <= 255):
+        raise ValueError(f"Expected num_levels to be None or an integer in [1, 255], but got "
+                         f"{num_levels!r}.")
     cases = [f"    case {k}: Serial.print(F({_c_string(n)})); break;"
              for k, n in enumerate(class_names)]
     up = ident.upper()
+    step_call = (f"{ident}_step(&state, {{}});" if num_levels is None
+                 else f"{ident}_step_level(&state, {{}}, level);")
+    level_code = [] if num_levels is None else [
+        f"// Flexible width: the level of the next steps (0..{num_levels - 1}; the top runs every",
+        "// unit). A Serial line \"L<n>\" sets it; the state carries across a switch.",
+        f"static uint8_t level = {num_levels - 1};",
+        "static void set_level(const char* line) {",
+        "  const char* p = line;",
+        "  while (*p != '\\0' && (*p < '0' || *p > '9')) ++p;",
+        "  char* end = nullptr;",
+        "  const long value = strtol(p, &end, 10);",
+        f"  if (end == p || value < 0 || value >= {up}_NUM_LEVELS) {{",
+        '    Serial.print(F("Ignored a level: expected L0 to L"));',
+        f"    Serial.println({up}_NUM_LEVELS - 1);",
+        "    return;",
+        "  }",
+        "  level = static_cast<uint8_t>(value);",
+        '  Serial.print(F("level "));',
+        "  Serial.println(static_cast<int>(value));",
+        "}",
+        "",
+    ]
     if is_float:
         quantization, quantize_fn = [], []
-        step_lines = ["  if (!read_sample(x)) return;", f"  {ident}_step(&state, x);"]
+        step_lines = ["  if (!read_sample(x)) return;", "  " + step_call.format("x")]
         score_type = "float"
         score_line = "  Serial.println(scores[best], 4);"
     else:
@@ -99,7 +128,7 @@ def c_sketch(ident: str, model_files: dict[str, str], *, features: int, num_outp
             ""]
         step_lines = ["  int16_t x_q[io::kFeatures];", "  if (!read_sample(x)) return;",
                       "  for (int i = 0; i < io::kFeatures; ++i) x_q[i] = quantize(x[i], i);",
-                      f"  {ident}_step(&state, x_q);"]
+                      "  " + step_call.format("x_q")]
         score_type = "int32_t"
         score_line = (f"  Serial.println(static_cast<float>(scores[best]) / "
                       f"{float(1 << frac_bits)!r}f, 4);")
@@ -136,7 +165,8 @@ def c_sketch(ident: str, model_files: dict[str, str], *, features: int, num_outp
         "static unsigned long steps = 0;",
         "static unsigned long window_count = 0;",
         "",
-        *serial_sample_reader(),
+        *level_code,
+        *serial_sample_reader(levels=num_levels is not None),
         *quantize_fn,
         "static void print_class(int k) {",
         "  switch (k) {",
@@ -191,6 +221,14 @@ def c_sketch(ident: str, model_files: dict[str, str], *, features: int, num_outp
         f"line of {features} comma-separated values per time step (same units and order as the "
         f"training data). After {timesteps} lines it prints `window N: <class> <score>` and "
         "starts a new window. Replace `read_sample()` with your sensor code.",
+        *([] if num_levels is None else [
+            "",
+            f"Flexible model: {num_levels} levels of width (level `l` runs the first units of "
+            f"each flexible layer, see `{ident}.h`). It starts at the top level "
+            f"({num_levels - 1}); send a line `L<n>` (for example `L0`) to run the next samples "
+            "at level n, within a window too: the state carries across the switch. Call "
+            f"`{ident}_step_level(&state, x_q, level)` from your own code to switch from it "
+            "(battery level, load)."]),
         "",
         "Check it on the host first: `rnnedge run <dir> --target uno --data test.npz` runs the "
         "same C in simavr (ATmega328P) and reports cycles per step.",

@@ -201,20 +201,27 @@ def _check_data(data, lowered: LoweredModel) -> np.ndarray:
 def _step_samples(lowered: LoweredModel, x: np.ndarray, record: list | None = None):
     """Calibration samples of a step model: every (x_t, state) of the float roll-out over the
     full length of each sequence; the states reached are appended to ``record`` (one list per
-    state) when given."""
+    state) when given. A flexible model's sequences run random level schedules with switches
+    (seeded), so that the ranges cover every level."""
+    from keras_rnnedge.flexible import random_schedules
+
     model = lowered.model
     n_states = len(lowered.state_sizes)
+    levels = (None if lowered.num_levels is None else
+              random_schedules(len(x), x.shape[1], lowered.num_levels, seed=0))
 
     @tf.function
     def step(inputs):
         return model(inputs)
 
-    for seq in x:
+    for k, seq in enumerate(x):
         states = [np.zeros((1, s), np.float32) for s in lowered.state_sizes]
         for t in range(seq.shape[0]):
             sample = {"x": seq[t:t + 1], **{f"state_{i}": states[i] for i in range(n_states)}}
+            if levels is not None:
+                sample["level"] = np.array([[levels[k, t]]], np.int32)
             yield sample
-            outs = step([sample["x"], *states])
+            outs = step([sample[name] for name in lowered.inputs])
             states = [o.numpy() for o in outs[1:]]
             if record is not None:
                 for i, s in enumerate(states):

@@ -617,7 +617,7 @@ def _run_lowered(lowered: LoweredModel, x: np.ndarray) -> np.ndarray:
         states = [np.zeros((1, s), np.float32) for s in lowered.state_sizes]
         y = None
         for t in range(seq.shape[0]):
-            result = lowered.model([seq[t:t + 1], *states])
+            result = lowered.model(lowered.step_inputs(seq[t:t + 1], states))
             y, states = result[0].numpy(), [r.numpy() for r in result[1:]]
         outs.append(y)
     return np.concatenate(outs)

@@ -67,6 +67,7 @@ _TYPES = {
     "float32": ("float", "f", "kTfLiteFloat32", None, None),
     "int8": ("int8_t", "int8", "kTfLiteInt8", -128, 127),
     "int16": ("int16_t", "i16", "kTfLiteInt16", -32768, 32767),
+    "int32": ("int32_t", "i32", "kTfLiteInt32", None, None),
 }
 _RESOLVER_METHOD = re.compile(r"Add[A-Z][A-Za-z0-9]*")
 
@@ -116,7 +117,7 @@ class IOTensor:
             raise ValueError(f"Tensor {self.name!r}: expected offset and standard_scale of one "
                              f"length, finite, with standard_scale > 0, but got {self.offset!r} "
                              f"and {self.standard_scale!r}.")
-        if self.dtype == "float32":
+        if self.dtype in ("float32", "int32"):  # not quantized (int32: a flexible level)
             object.__setattr__(self, "scale", 0.0)
             object.__setattr__(self, "zero_point", 0)
             return
@@ -251,8 +252,18 @@ class SketchSpec:
                              f"{self.num_classes} outputs; give one name per output.")
         setattr_(self, "class_names", names or tuple(f"class_{i}" for i in range(num_classes)))
 
+    @property
+    def flexible(self) -> bool:
+        """The step model of a flexible RNN: its int32 input ``level`` sets the width of each
+        step (:mod:`keras_rnnedge.flexible`)."""
+        return any(t.name == "level" for t in self.inputs)
+
     def _check_io(self) -> None:
-        expected_in = ["x"] + [f"state_{i}" for i in range(len(self.state_sizes))]
+        if self.flexible and self.mode != "step":
+            raise ValueError(f"Only a step model takes a level input; this {self.mode} model "
+                             "has one.")
+        expected_in = (["x"] + (["level"] if self.flexible else [])
+                       + [f"state_{i}" for i in range(len(self.state_sizes))])
         expected_out = ["y"] + [f"state_{i}_out" for i in range(len(self.state_sizes))]
         if self.mode != "step" and self.state_sizes:
             raise ValueError(f"A {self.mode} model keeps its state inside; expected no "
@@ -424,6 +435,17 @@ def model_io_header(spec: SketchSpec) -> str:
     else:
         lines += ["// The model takes the raw features.",
                   "constexpr bool kStandardizedInput = false;", ""]
+    if spec.flexible:
+        lines += [
+            "// Input level (int32): the flexible model's width for this step (0 = the fewest",
+            "// units; a level above the top runs the top). The state carries across a switch.",
+            "constexpr bool kFlexible = true;",
+            f"constexpr int kLevelPosition = {spec.input('level').position};",
+            "",
+        ]
+    else:
+        lines += ["// No level input (not a flexible model).", "constexpr bool kFlexible = false;",
+                  ""]
     lines += [
         f"// Output y: {y.dtype}, one score per class.",
         f"constexpr int kOutputPosition = {y.position};",
@@ -458,11 +480,20 @@ def model_io_header(spec: SketchSpec) -> str:
     return "\n".join(lines)
 
 
-def serial_sample_reader() -> list[str]:
+def serial_sample_reader(levels: bool = False) -> list[str]:
     """C++ lines defining ``parse_sample`` and ``read_sample(float* x)``: one sample per line of
     ``io::kFeatures`` comma-separated numbers from ``Serial`` (needs ``io::kFeatures`` and
-    ``kLineLength``). Shared by the TFLite Micro sketch and the standalone C sketch."""
-    return [
+    ``kLineLength``). Shared by the TFLite Micro sketch and the standalone C sketch. With
+    ``levels`` (a flexible model), a line starting with ``L`` (``L0``, ``level 2``) goes to
+    ``set_level(line)``, which the sketch defines, instead of being a sample."""
+    level_lines = [
+        "    if (line[0] == 'L' || line[0] == 'l') {  // \"L<n>\" or \"level <n>\": switch level",
+        "      set_level(line);",
+        "      continue;",
+        "    }",
+    ] if levels else []
+    declaration = ["static void set_level(const char* line);", ""] if levels else []
+    return [*declaration,
         "// Parse one line of io::kFeatures comma-separated numbers into x.",
         "static bool parse_sample(const char* line, float* x) {",
         "  const char* p = line;",
@@ -515,6 +546,7 @@ def serial_sample_reader() -> list[str]:
         "      return false;",
         "    }",
         "    if (empty) continue;",
+        *level_lines,
         "    return parse_sample(line, x);",
         "  }",
         "  return false;",
@@ -618,6 +650,8 @@ class _Program:
                 *_fit(f"    input->data.{x_member}[i] = {x_value};"),
                 "  }",
             ]
+            if spec.flexible:
+                sample_code.append("  level_input->data.i32[0] = level;")
             for i in range(n_states):
                 member = _TYPES[spec.input(f"state_{i}").dtype][1]
                 self.helpers.add("memcpy")
@@ -760,6 +794,13 @@ class _Program:
         for i in range(len(spec.state_sizes)):
             lines += [f"static TfLiteTensor* state_{i}_input = nullptr;",
                       f"static TfLiteTensor* state_{i}_output = nullptr;"]
+        if spec.flexible:
+            lines += [
+                "static TfLiteTensor* level_input = nullptr;",
+                "// The level of the next steps: starts at the top (the graph clips it); a Serial",
+                "// line \"L<n>\" sets it.",
+                "static int32_t level = 255;",
+            ]
         for i in range(len(spec.state_sizes)):
             ctype = _TYPES[spec.input(f"state_{i}").dtype][0]
             lines.append(f"// State {i} for the next step, quantized as the input state_{i}.")
@@ -773,7 +814,26 @@ class _Program:
         return lines
 
     def read_sample_code(self) -> list[str]:
-        return serial_sample_reader()
+        if not self.spec.flexible:
+            return serial_sample_reader()
+        return [
+            "// \"L<n>\" (or \"level <n>\") on Serial: run the next steps at level n.",
+            "static void set_level(const char* line) {",
+            "  const char* p = line;",
+            "  while (*p != '\\0' && (*p < '0' || *p > '9')) ++p;",
+            "  char* end = nullptr;",
+            "  const long value = strtol(p, &end, 10);",
+            "  if (end == p || value > 255) {",
+            '    Serial.println("Ignored a level: expected L0, L1, ...");',
+            "    return;",
+            "  }",
+            "  level = static_cast<int32_t>(value);",
+            '  Serial.print("level ");',
+            "  Serial.println(static_cast<int>(value));",
+            "}",
+            "",
+            *serial_sample_reader(levels=True),
+        ]
 
     def check_code(self) -> list[str]:
         return [
@@ -846,6 +906,8 @@ class _Program:
         for i in range(len(spec.state_sizes)):
             lines += [f"  state_{i}_input = interpreter->input(io::kStateInputPositions[{i}]);",
                       f"  state_{i}_output = interpreter->output(io::kStateOutputPositions[{i}]);"]
+        if spec.flexible:
+            lines.append("  level_input = interpreter->input(io::kLevelPosition);")
 
         def check(var, label, tensor, count, scale, zp):
             ctype, _, tftype = _TYPES[tensor.dtype][:3]
@@ -862,6 +924,8 @@ class _Program:
                                 s_in, z_in))
             checks.append(check(f"state_{i}_output", f"state_{i}_out", tout,
                                 f"io::kStateSizes[{i}]", s_out, z_out))
+        if spec.flexible:
+            checks.append(check("level_input", "level", spec.input("level"), "1", "0.0f", "0"))
         lines.append("  const bool tensors_match =")
         for k, c in enumerate(checks):
             lines += [c[0], c[1] + (";" if k == len(checks) - 1 else " &&")]

@@ -433,8 +433,10 @@ class CompressedCell(DropoutRNNCellMixin, keras.layers.Layer,
         if self.levels is None:
             raise ValueError(f"{type(self).__name__} {self.name!r} received a level but is not "
                              "flexible; create it with levels=(...).")
-        index = tf.clip_by_value(tf.cast(tf.round(tf.reshape(level, [-1])), tf.int32), 0,
-                                 len(self.levels) - 1)
+        level = tf.reshape(level, [-1])
+        if not level.dtype.is_integer:
+            level = tf.round(level)
+        index = tf.clip_by_value(tf.cast(level, tf.int32), 0, len(self.levels) - 1)
         mask = tf.gather(tf.constant(self.level_masks()), index)
         mask = tf.cast(mask, inputs.dtype)
         states = list(states) if isinstance(states, (list, tuple)) else [states]

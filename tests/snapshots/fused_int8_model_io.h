@@ -28,6 +28,9 @@ constexpr int kInputZeroPoint = 7;
 // The model takes the raw features.
 constexpr bool kStandardizedInput = false;
 
+// No level input (not a flexible model).
+constexpr bool kFlexible = false;
+
 // Output y: int8, one score per class.
 constexpr int kOutputPosition = 0;
 constexpr float kOutputScale = 0.00390625f;
