@@ -350,8 +350,9 @@ def test_tflite_step_model_takes_the_level_of_every_step(quantization, atol, tmp
     ino = next(text for rel, text in result.files.items() if rel.endswith(".ino"))
     assert "level_input->data.i32[0] = level;" in ino
     result.save(tmp_path / "flext")
+    plain = convert(keras.Sequential([keras.Input((T, F)), keras.layers.RNN(FastGRNNCell(4)),
+                                      keras.layers.Dense(2)]),
+                    target="host", mode="step", quantization="float32", representative_data=x,
+                    checks="warn", progress=False)
     with pytest.raises(ValueError, match="no level input"):
-        emulate(convert(keras.Sequential([keras.Input((T, F)), keras.layers.RNN(
-            FastGRNNCell(4)), keras.layers.Dense(2)]), target="host", mode="step",
-            quantization="float32", representative_data=x, checks="warn", progress=False), x, levels=s,
-            progress=False)
+        emulate(plain, x, levels=s, progress=False)
