@@ -30,7 +30,7 @@ from keras_rnnedge._compat import keras, np, tf
 from keras_rnnedge.cells import CELL_REGISTRY, CompressedCell
 from keras_rnnedge.cells.base import TRAINING_AIDS
 from keras_rnnedge.cells.step import step_of
-from keras_rnnedge.flexible import WithLevel
+from keras_rnnedge.flexible import SwitchingCell, WithLevel
 from keras_rnnedge.micro_targets.validate import check_positive_int, check_sequences
 from keras_rnnedge.optimize import is_quantize_input, is_quantize_wrapper, strip_pruning, unwrap
 
@@ -336,7 +336,7 @@ def plan_model(model: keras.Model) -> ModelPlan:
             if head:
                 raise _unsupported(inner, "a recurrent layer after the head")
             if isinstance(cell, keras.layers.StackedRNNCells) or not (
-                    isinstance(cell, CompressedCell) or _has_lowering(cell)):
+                    isinstance(cell, (CompressedCell, SwitchingCell)) or _has_lowering(cell)):
                 raise _unsupported(inner, f"no lowering for cell {type(cell).__name__}")
             if getattr(inner, "go_backwards", False) or getattr(inner, "return_state", False):
                 raise _unsupported(inner, "go_backwards/return_state are not supported")
@@ -526,6 +526,12 @@ def _has_lowering(cell) -> bool:
 
 
 def _lowering_for(layer):
+    if isinstance(layer.cell, SwitchingCell):
+        raise ConversionError(
+            f"Layer {layer.name!r} runs a SwitchingCell (a different model at each level): it "
+            "converts to standalone C only (convert_c, rnnedge convert --format c), which runs "
+            "one model per level. A TFLite model has no per-step choice of model; for TFLite use "
+            "one flexible cell (levels=), whose step model takes the level as an input.")
     fn = next((LOWERINGS[k] for k in type(layer.cell).__mro__ if k in LOWERINGS), None)
     if fn is None and step_of(layer.cell) is not None:
         fn = lower_cell_step

@@ -26,12 +26,13 @@ generated C take a level per step (``IntModel.run(x, levels=...)``, ``<id>_step_
 from __future__ import annotations
 
 from keras_rnnedge._compat import keras, np, register, tf
-from keras_rnnedge.cells.base import CompressedCell
+from keras_rnnedge.cells.base import CompressedCell, fresh
 from keras_rnnedge.cells.step import step_of
 
 __all__ = [
     "FlexibleRNN",
     "ScheduleSequence",
+    "SwitchingCell",
     "WithLevel",
     "level_macs",
     "random_schedules",
@@ -83,14 +84,142 @@ class FlexibleRNN(keras.layers.RNN):
     every step as its last channel (the output of :class:`WithLevel`)."""
 
     def __init__(self, cell, **kwargs):
-        if not isinstance(cell, CompressedCell) or cell.levels is None:
+        if not isinstance(cell, SwitchingCell) and (
+                not isinstance(cell, CompressedCell) or cell.levels is None):
             raise ValueError(
                 f"FlexibleRNN received {type(cell).__name__}"
                 f"{'' if not isinstance(cell, CompressedCell) else ' with levels=None'}; "
                 "expected a keras_rnnedge cell created with levels=(...), for example "
-                "FastGRNNCell(64, levels=(16, 32, 64)).")
+                "FastGRNNCell(64, levels=(16, 32, 64)), or a SwitchingCell.")
         object.__setattr__(cell, "_level_channel", True)
         super().__init__(cell, **kwargs)
+
+
+def _state_sizes(cell) -> list[int]:
+    return [int(v) for v in np.atleast_1d(cell.state_size)]
+
+
+@register
+class SwitchingCell(keras.layers.Layer):
+    """Method 2 of Lambert et al. (2020): cells of different cost that take over from one
+    another within a sequence, through a learned state mapping.
+
+    Level ``l`` runs ``cells[l]`` alone (order them by cost). When the level switches from
+    ``p`` to ``l``, the state of ``cells[p]`` (its state vectors concatenated) is mapped into
+    the state of ``cells[l]`` by a learned affine map ``s_l = s_p M_pl + b_pl`` (one per ordered
+    pair), then ``cells[l]`` steps from it; the inactive cells hold zeros. Train it in a
+    :class:`FlexibleRNN` with random switch points (:class:`ScheduleSequence`), which teach the
+    maps. The output is every cell's ``h`` concatenated, the inactive ones zero, so a Dense
+    head after it keeps one block of output weights per cell.
+
+    The standalone C (:func:`keras_rnnedge.converters.convert_c`) runs one integer model per
+    cell and the integer maps at a switch (:mod:`keras_rnnedge.converters.c.switching`).
+
+    Args:
+        cells: two or more keras_rnnedge cells (not flexible themselves), any kinds and sizes.
+        map_initializer: initializer of the map matrices (biases start at zero).
+    """
+
+    def __init__(self, cells, *, map_initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        cells = [keras.layers.deserialize(c) if isinstance(c, dict) else c for c in cells]
+        if len(cells) < 2 or any(not isinstance(c, CompressedCell) or c.levels is not None
+                                 for c in cells):
+            raise ValueError(
+                f"SwitchingCell received {[type(c).__name__ for c in cells]}; expected two or "
+                "more keras_rnnedge cells without levels= (one per level, by cost), for example "
+                "[FastGRNNCell(16), LowRankGRUCell(64)].")
+        self.cells = cells
+        self.levels = tuple(range(len(cells)))
+        self.map_initializer = keras.initializers.get(map_initializer)
+        object.__setattr__(self, "_level_channel", False)
+
+    @property
+    def state_size(self):
+        return [n for c in self.cells for n in _state_sizes(c)] + [1]
+
+    @property
+    def output_size(self):
+        return sum(int(c.output_size) for c in self.cells)
+
+    def pairs(self) -> list[tuple[int, int]]:
+        """The ``(from, to)`` level pairs, each with its map."""
+        return [(p, k) for p in self.levels for k in self.levels if p != k]
+
+    def build(self, input_shape):
+        if isinstance(input_shape, (list, tuple)) and input_shape and isinstance(
+                input_shape[0], (list, tuple, tf.TensorShape)):
+            dim = int(input_shape[0][-1])
+        else:
+            dim = int(input_shape[-1]) - (1 if self._level_channel else 0)
+        for cell in self.cells:
+            if not cell.built:
+                cell.build(tf.TensorShape([None, dim]))
+        self.maps = {}
+        for p, k in self.pairs():
+            size_p, size_k = sum(_state_sizes(self.cells[p])), sum(_state_sizes(self.cells[k]))
+            self.maps[(p, k)] = (
+                self.add_weight(name=f"map_{p}_{k}", shape=(size_p, size_k),
+                                initializer=fresh(self.map_initializer)),
+                self.add_weight(name=f"map_bias_{p}_{k}", shape=(size_k,),
+                                initializer="zeros"))
+        self.built = True
+
+    def map_weights(self) -> dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]:
+        """``(from, to)`` → ``(M, b)`` as NumPy arrays."""
+        return {pair: (m.numpy(), b.numpy()) for pair, (m, b) in self.maps.items()}
+
+    def call(self, inputs, states, training=None):
+        if isinstance(inputs, (list, tuple)):
+            x, level = inputs
+        elif self._level_channel:
+            x, level = inputs[..., :-1], inputs[..., -1]
+        else:
+            x, level = inputs, None
+        states = list(states)
+        prev_code = states[-1]  # 0: no step yet, else the previous level + 1
+        groups, at = [], 0
+        for cell in self.cells:
+            n = len(_state_sizes(cell))
+            groups.append(states[at:at + n])
+            at += n
+        top = len(self.cells) - 1
+        if level is None:
+            index = tf.fill(tf.shape(x)[:1], top)
+        else:
+            level = tf.reshape(level, [-1])
+            if not level.dtype.is_integer:
+                level = tf.round(level)
+            index = tf.clip_by_value(tf.cast(level, tf.int32), 0, top)
+        prev = tf.cast(tf.round(tf.reshape(prev_code, [-1])), tf.int32) - 1
+        flat = [tf.concat(g, axis=-1) for g in groups]
+        new_states, outputs = [], []
+        for k, cell in enumerate(self.cells):
+            keep = tf.cast((prev == k) | (prev < 0), x.dtype)[:, None]
+            start = flat[k] * keep
+            for p in self.levels:
+                if p != k:
+                    m, b = self.maps[(p, k)]
+                    came = tf.cast(prev == p, x.dtype)[:, None]
+                    start = start + came * (tf.matmul(flat[p], m) + b)
+            sizes = _state_sizes(cell)
+            parts = tf.split(start, sizes, axis=-1)
+            out, new = cell(x, parts if len(parts) > 1 else parts[0], training=training)
+            new = list(new) if isinstance(new, (list, tuple)) else [new]
+            active = tf.cast(tf.equal(index, k), x.dtype)[:, None]
+            new_states += [s * active for s in new]
+            outputs.append(out * active)
+        new_states.append(tf.cast(index + 1, x.dtype)[:, None])
+        return tf.concat(outputs, axis=-1), new_states
+
+    def get_initial_state(self, inputs=None, batch_size=None, dtype=None):
+        dtype = dtype or self.compute_dtype or tf.float32
+        return [tf.zeros([batch_size, n], dtype=dtype) for n in self.state_size]
+
+    def get_config(self):
+        return {**super().get_config(),
+                "cells": [keras.layers.serialize(c) for c in self.cells],
+                "map_initializer": keras.initializers.serialize(self.map_initializer)}
 
 
 def random_schedules(n: int, timesteps: int, num_levels: int, *, seed: int | None = 0,
@@ -162,6 +291,11 @@ def level_macs(cell: CompressedCell, level: int) -> int:
     its needed outputs (the gate rows of active units), as its family computes it
     (:meth:`~keras_rnnedge.matrices.MatrixStructure.level_macs`; families that cannot skip
     rows or columns count their whole product)."""
+    if isinstance(cell, SwitchingCell):
+        if not 0 <= int(level) < len(cell.levels):
+            raise ValueError(f"Expected a level in [0, {len(cell.levels) - 1}], but got "
+                             f"{level!r}.")
+        return int(cell.cells[int(level)].compression_stats().macs_per_step)
     if not isinstance(cell, CompressedCell) or cell.levels is None:
         raise ValueError(f"Expected a flexible keras_rnnedge cell (levels=...), but got "
                          f"{type(cell).__name__}.")

@@ -596,6 +596,12 @@ def convert_c(model: keras.Model, *, target: str, representative_data, precision
     ident = c_identifier(name or model.name)
     reference = strip_wrappers(model)
     stage(f"quantizing ({precision})")
+    from keras_rnnedge.converters.c.switching import switching_layer
+
+    if precision == "float32" and switching_layer(reference) is not None:
+        raise ConversionError(
+            f"Model {reference.name!r} has a SwitchingCell (flexible RNN, method 2): its C is "
+            "integer only; convert with precision='int8' or 'int16'.")
     try:
         if precision == "float32":
             im = None

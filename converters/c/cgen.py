@@ -1061,6 +1061,10 @@ def generate_c(int_model: IntModel, name: str, *, progmem: bool = False,
     Raises:
         TypeError: ``int_model`` is not an ``IntModel``.
     """
+    from keras_rnnedge.converters.c.switching import SwitchingIntModel, generate_switching_c
+
+    if isinstance(int_model, SwitchingIntModel):
+        return generate_switching_c(int_model, name, progmem=progmem, saturate_all=saturate_all)
     if not isinstance(int_model, IntModel):
         raise TypeError(f"Expected int_model to be an IntModel, but got "
                         f"{type(int_model).__name__}.")

@@ -1111,12 +1111,20 @@ def quantize_model(model: keras.Model, representative_data, *, weight_bits: int 
         calibration_seed: seed of that sample.
 
     Returns:
-        The :class:`IntModel`.
+        The :class:`IntModel` (a :class:`~.switching.SwitchingIntModel` for a model with a
+        :class:`~keras_rnnedge.flexible.SwitchingCell`).
 
     Raises:
         ValueError: an unsupported layer, cell or activation (named), a weight whose range
             cannot be represented at ``weight_bits`` (named, with its range), bad options.
     """
+    from keras_rnnedge.converters.c import switching
+
+    if isinstance(model, keras.Model) and switching.switching_layer(model) is not None:
+        return switching.quantize_switching(
+            model, representative_data, weight_bits=weight_bits, frac_bits=frac_bits,
+            cell_frac_bits=cell_frac_bits, calibration_size=calibration_size,
+            calibration_seed=calibration_seed)
     if weight_bits not in (8, 16):
         raise ValueError(f"Expected weight_bits to be 8 or 16, but got {weight_bits!r}.")
     if isinstance(frac_bits, bool) or not isinstance(frac_bits, int) or not 1 <= frac_bits <= 15:
