@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from keras_rnnedge.cells import FastGRNNCell, ProjectionLSTMCell
 from keras_rnnedge.converters.c.cgen import generate_c
 from keras_rnnedge.converters.c.cgen_float import generate_float_c
 from keras_rnnedge.converters.c.intmodel import quantize_model
@@ -72,6 +73,15 @@ def sources(tmp_path_factory) -> list[Path]:
             models[f"keras_{name}_q{q}"] = quantize_model(
                 model, data.astype("float32"), weight_bits=8 if name.endswith("int8") else 16,
                 frac_bits=q, cell_frac_bits=cell)
+    from tests.test_flexible import data as flexible_data
+    from tests.test_flexible import flexible_model, switching_model
+
+    flexible = {"flex_fastgrnn": flexible_model(FastGRNNCell(8, levels=(2, 5, 8), u_rank=3)),
+                "flex_lstmp": flexible_model(ProjectionLSTMCell(8, projection_units=4,
+                                                                levels=(4, 8))),
+                "switch": switching_model()}
+    for name, model in flexible.items():  # flexible RNNs, methods 1 and 2
+        models[f"keras_{name}"] = quantize_model(model, flexible_data(32))
     files = {}
     for name, im in models.items():
         files.update(generate_c(im, name))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from keras_rnnedge import keras
+from keras_rnnedge import keras, tf
 from keras_rnnedge.cells import (
     FastGRNNCell,
     LowRankGRUCell,
@@ -18,6 +18,7 @@ from keras_rnnedge.converters.c.intmodel import quantize_model
 from keras_rnnedge.flexible import (
     FlexibleRNN,
     ScheduleSequence,
+    SwitchingCell,
     WithLevel,
     level_macs,
     random_schedules,
@@ -356,3 +357,84 @@ def test_tflite_step_model_takes_the_level_of_every_step(quantization, atol, tmp
                     checks="warn", progress=False)
     with pytest.raises(ValueError, match="no level input"):
         emulate(plain, x, levels=s, progress=False)
+
+
+# -- method 2: SwitchingCell ------------------------------------------------------------------------
+
+def switching_model(name: str = "switch") -> keras.Model:
+    cell = SwitchingCell([FastGRNNCell(4, u_rank=2), LowRankLSTMCell(8, recurrent_rank=3),
+                          LowRankGRUCell(6, reset_after=False)])
+    return flexible_model(cell, head=3, name=name)
+
+
+def test_switching_cell_runs_one_cell_per_step_and_maps_the_state_at_a_switch():
+    """Independent check in NumPy of the Keras layer: a constant level is that cell alone with
+    its block of the head; a switch feeds the next cell s_p M + b (the maps read back)."""
+    model = switching_model()
+    cell = model.layers[3].cell
+    x = data(6)
+    kernel, bias = model.layers[-1].get_weights()
+    blocks = np.cumsum([0] + [int(c.output_size) for c in cell.cells])
+    for level, sub in enumerate(cell.cells):
+        alone = keras.layers.RNN(sub)(x).numpy()
+        want = alone @ kernel[blocks[level]:blocks[level + 1]] + bias
+        got = model([x, switch_schedule(6, T, 0, level, level)]).numpy()
+        np.testing.assert_allclose(got, want, atol=REORDER_ATOL)
+    # from level 0 (FastGRNN, state h) to level 1 (LSTM, states h, c) at step 4
+    first = keras.layers.RNN(cell.cells[0])(x[:, :4]).numpy()
+    m, b = cell.map_weights()[(0, 1)]
+    start = first @ m + b
+    rnn = keras.layers.RNN(cell.cells[1])
+    after = rnn(tf.constant(x[:, 4:]), initial_state=[tf.constant(start[:, :8]),
+                                                      tf.constant(start[:, 8:])]).numpy()
+    got = model([x, switch_schedule(6, T, 4, 0, 1)]).numpy()
+    np.testing.assert_allclose(got, after @ kernel[blocks[1]:blocks[2]] + bias, atol=1e-4)
+    assert level_macs(cell, 0) == cell.cells[0].compression_stats().macs_per_step
+
+
+def test_switching_cell_saves_trains_and_refuses_what_it_cannot_run(tmp_path):
+    model = switching_model()
+    x, y = data(16), np.random.default_rng(2).integers(0, 3, 16)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(ScheduleSequence(x, y, num_levels=3, batch_size=8), epochs=1, verbose=0)
+    path = str(tmp_path / "switch.keras")
+    model.save(path)
+    s = random_schedules(16, T, 3, seed=3, switch_fraction=1.0)
+    np.testing.assert_array_equal(keras.models.load_model(path)([x, s]).numpy(),
+                                  model([x, s]).numpy())
+    with pytest.raises(ValueError, match="two or more keras_rnnedge cells without levels"):
+        SwitchingCell([FastGRNNCell(4)])
+    with pytest.raises(ValueError, match="two or more"):
+        SwitchingCell([FastGRNNCell(4, levels=(2, 4)), FastGRNNCell(8)])
+    from keras_rnnedge.converters import ConversionError
+    with pytest.raises(ConversionError, match="standalone C only"):
+        lower(model, "step")
+    with pytest.raises(ConversionError, match="integer only"):
+        convert_c(model, target="host", representative_data=x, precision="float32",
+                  progress=False)
+
+
+def test_switching_oracle_follows_keras_on_switching_schedules():
+    model = switching_model()
+    x = data(48)
+    im = quantize_model(model, x, weight_bits=16)
+    assert im.num_levels == 3 and len(im.maps) == 6
+    s = random_schedules(48, T, 3, seed=6, switch_fraction=1.0)
+    want = model([x, s]).numpy()
+    err = np.abs(im.dequantize(im.run(x, levels=s)) - want).max()
+    assert err < 0.02 + 0.01 * np.abs(want).max(), err
+    assert np.abs(im.dequantize(im.run(x)) - want).max() > 3 * err
+
+
+@pytest.mark.parametrize("target", ["host", "cortex-m4", "uno"])
+def test_switching_c_is_bit_exact_with_its_oracle(target):
+    model = switching_model()
+    x = data(32)
+    c = convert_c(model, target="uno", representative_data=x, checks="warn", progress=False)
+    im = c.int_model
+    n = 32 if target == "host" else 6
+    s = random_schedules(n, T, 3, seed=7, switch_fraction=1.0)
+    r = run_c(c, c.quantize_input(x[:n]), target=target, levels=s, progress=False)
+    np.testing.assert_array_equal(r.scores, im.run(x[:n], levels=s))
+    assert sorted(n for n in c.c_sources if n.endswith(".c")) == [
+        f"{c.name}.c", *(f"{c.name}_m{k}.c" for k in range(3))]

@@ -275,20 +275,17 @@ def quantize_switching(model: keras.Model, representative_data, *, weight_bits: 
     return SwitchingIntModel(name=stripped.name, models=models, maps=maps)
 
 
-_READS = """#if defined(__AVR__)
-#include <avr/pgmspace.h>
-#define RS_RD_I8(p) ((int8_t)pgm_read_byte(p))
-#define RS_RD_I16(p) ((int16_t)pgm_read_word(p))
-#define RS_RD_I32(p) ((int32_t)pgm_read_dword(p))
-#else
-#ifndef PROGMEM
-#define PROGMEM
-#endif
-#define RS_RD_I8(p) (*(p))
-#define RS_RD_I16(p) (*(p))
-#define RS_RD_I32(p) (*(p))
-#endif
-"""
+def _reads(bits: int, progmem: bool) -> str:
+    """The reads of the maps' weights (``int<bits>_t``) and biases (from flash on the AVR with
+    ``progmem``)."""
+    if not progmem:
+        return "#define RS_RD_W(p) (*(p))\n#define RS_RD_I32(p) (*(p))\n"
+    weight = ("#define RS_RD_W(p) ((int8_t)pgm_read_byte(p))" if bits == 8
+              else "#define RS_RD_W(p) ((int16_t)pgm_read_word(p))")
+    return ("#if defined(__AVR__)\n#include <avr/pgmspace.h>\n" + weight + "\n"
+            "#define RS_RD_I32(p) ((int32_t)pgm_read_dword(p))\n#else\n#ifndef PROGMEM\n"
+            "#define PROGMEM\n#endif\n#define RS_RD_W(p) (*(p))\n"
+            "#define RS_RD_I32(p) (*(p))\n#endif\n")
 
 
 def _c_shift(expr: str, s: int) -> str:
@@ -330,7 +327,7 @@ def generate_switching_c(sim: SwitchingIntModel, name: str, *, progmem: bool = F
         f"#define {up}_NUM_LEVELS {sim.num_levels}", "",
         "typedef struct {",
         *(f"    {s}_state_t m{k};" for k, s in enumerate(subs)),
-        "    uint8_t level; /* the level of the last step, 255 before the first */",
+        "    uint16_t level; /* the level of the last step, 255 before the first */",
         f"}} {ident}_state_t;", "",
         f"void {ident}_reset({ident}_state_t *state);",
         f"/* One time step at the top level ({top}). */",
@@ -345,7 +342,7 @@ def generate_switching_c(sim: SwitchingIntModel, name: str, *, progmem: bool = F
         f"int16_t x_q[{up}_NUM_FEATURES]);", "#endif", "",
         "#ifdef __cplusplus", "}", "#endif", "", f"#endif /* {up}_H_ */", ""])
     attr = " PROGMEM" if progmem else ""
-    body = [f'#include "{ident}.h"', "", _READS,
+    body = [f'#include "{ident}.h"', "", _reads(sim.weight_bits, progmem),
             "static int32_t rs_sat32(int64_t v) {",
             "    return v > INT32_MAX ? INT32_MAX : (v < INT32_MIN ? INT32_MIN : (int32_t)v);",
             "}", "",
@@ -357,7 +354,7 @@ def generate_switching_c(sim: SwitchingIntModel, name: str, *, progmem: bool = F
         w = mp.linear.u
         rows, cols = w.shape
         ctype = f"int{w.bits}_t"
-        rd = "RS_RD_I8" if w.bits == 8 else "RS_RD_I16"
+        rd = "RS_RD_W"
         values = ", ".join(str(int(v)) for v in w.values.ravel())
         body.append(f"static const {ctype} {sym}_w[{rows * cols}]{attr} = {{{values}}};")
         bias = np.concatenate(mp.biases)
