@@ -321,7 +321,7 @@ def test_c_sketch_switches_levels_over_serial(tmp_path):
     assert np.abs(np.subtract(top_scores, want_scores)).max() > 1e-3  # the schedule mattered
 
 
-# -- TFLite ---------------------------------------------------------------------------------------
+# -- TFLite --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("quantization, atol", [("float32", 1e-5), ("int8", None)])
 def test_tflite_step_model_takes_the_level_of_every_step(quantization, atol, tmp_path):
@@ -359,7 +359,7 @@ def test_tflite_step_model_takes_the_level_of_every_step(quantization, atol, tmp
         emulate(plain, x, levels=s, progress=False)
 
 
-# -- method 2: SwitchingCell ------------------------------------------------------------------------
+# -- method 2: SwitchingCell ---------------------------------------------------------------------
 
 def switching_model(name: str = "switch") -> keras.Model:
     cell = SwitchingCell([FastGRNNCell(4, u_rank=2), LowRankLSTMCell(8, recurrent_rank=3),
