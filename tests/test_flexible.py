@@ -438,3 +438,30 @@ def test_switching_c_is_bit_exact_with_its_oracle(target):
     np.testing.assert_array_equal(r.scores, im.run(x[:n], levels=s))
     assert sorted(n for n in c.c_sources if n.endswith(".c")) == [
         f"{c.name}.c", *(f"{c.name}_m{k}.c" for k in range(3))]
+
+
+def test_flexible_model_prunes_and_trains_quantization_aware():
+    """tfmot pruning and QAT on a flexible model trained on level schedules, then the C with
+    its levels (the oracle of the stripped model, bit for bit)."""
+    import tensorflow_model_optimization as tfmot
+
+    from keras_rnnedge.optimize import prune_low_magnitude, quantize_model, strip_pruning
+
+    x, y = data(32), np.random.default_rng(4).integers(0, 2, 32)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    s = random_schedules(8, T, 3, seed=8, switch_fraction=1.0)
+    pruned = prune_low_magnitude(flexible_model(FastGRNNCell(8, levels=(2, 5, 8), u_rank=3)),
+                                 sparsity=0.5)
+    pruned.compile("adam", loss)
+    pruned.fit(ScheduleSequence(x, y, num_levels=3, batch_size=8), epochs=1, verbose=0,
+               callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+    qat = quantize_model(flexible_model(LowRankGRUCell(6, levels=(3, 6))))
+    qat.compile("adam", loss)
+    qat.fit(ScheduleSequence(x, y, num_levels=2, batch_size=8), epochs=1, verbose=0)
+    for model, levels in ((strip_pruning(pruned), s), (qat, np.minimum(s, 1))):
+        c = convert_c(model, target="host", representative_data=x, checks="warn",
+                      progress=False)
+        r = run_c(c, c.quantize_input(x[:8]), target="host", levels=levels, progress=False)
+        np.testing.assert_array_equal(r.scores, c.int_model.run(x[:8], levels=levels))
+    kernel = strip_pruning(pruned).layers[3].cell.recurrent_kernel_u.numpy()
+    assert np.mean(kernel == 0) >= 0.4

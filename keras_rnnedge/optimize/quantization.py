@@ -43,6 +43,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from keras_rnnedge._compat import keras, register, tfmot
+from keras_rnnedge.flexible import WithLevel
 from keras_rnnedge.optimize._tfmot import PruneLowMagnitude, QuantizeAnnotate, QuantizeWrapper
 from keras_rnnedge.optimize.recurrent import (
     cell_variable,
@@ -126,7 +127,7 @@ def _annotate_layer(layer, quantize_config_for_others):
     if is_recurrent(layer):
         return _qk.quantize_annotate_layer(layer, quantize_config=CellQuantizeConfig())
     config = quantize_config_for_others.get(layer.name) if quantize_config_for_others else None
-    if config is None and isinstance(layer, keras.layers.Normalization):
+    if config is None and isinstance(layer, (keras.layers.Normalization, WithLevel)):
         return layer  # no tfmot config: an unannotated layer stays float, as it is
     return _qk.quantize_annotate_layer(layer, quantize_config=config)
 
