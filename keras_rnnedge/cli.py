@@ -1024,8 +1024,38 @@ def _add_emulate(subparsers) -> None:
                         help="tflm: the TensorFlow Lite Micro interpreter (as on the board); "
                         "litert: LiteRT with the reference kernels TFLite Micro ports; "
                         "litert-optimized: LiteRT's default kernels (default: %(default)s)")
+    _add_level(parser)
     _add_sampling(parser, default="all")
     parser.set_defaults(run=_run_emulate)
+
+
+def _add_level(parser) -> None:
+    parser.add_argument("--level", type=int, default=None, metavar="L",
+                        help="a flexible model (keras_rnnedge.flexible): run every step at level "
+                        "L (0 = the cheapest; default: the top level)")
+
+
+def _keras_predict(source: keras.Model, x: np.ndarray, level: int | None) -> np.ndarray:
+    """The Keras model's outputs, a flexible model's at ``level`` (``None``: the top)."""
+    from keras_rnnedge.flexible import WithLevel, with_level_input
+
+    if level is not None and any(isinstance(layer, WithLevel) for layer in source.layers):
+        both = with_level_input(source)  # x and the level of every step
+        return both.predict([x, np.full(x.shape[:2], level, np.float32)], verbose=0)
+    if len(source.inputs) == 2:
+        return source.predict([x, np.full(x.shape[:2], 255, np.float32)], verbose=0)
+    if level is not None:
+        raise CommandError(f"--level {level}: model {source.name!r} is not flexible (it has "
+                           "no level input); leave --level out.")
+    return source.predict(x, verbose=0)
+
+
+def _levels(level: int | None, x: np.ndarray):
+    if level is None:
+        return None
+    if level < 0:
+        raise CommandError(f"--level {level}: expected a level >= 0.")
+    return np.full(x.shape[:2], level, np.int64)
 
 
 def _add_sampling(parser: argparse.ArgumentParser, default: str) -> None:
@@ -1096,13 +1126,14 @@ def _run_emulate(args: argparse.Namespace) -> int:
                        timesteps=None if converted.mode == "step" else converted.timesteps,
                        source=source, mode=converted.mode)
     try:  # checks the flatbuffer first (TFLite Micro does not verify a model it loads)
-        result = emulate(converted, x, runtime=args.runtime, progress=True)
+        result = emulate(converted, x, runtime=args.runtime, progress=True,
+                         levels=_levels(args.level, x))
     except ValueError as exc:
         raise CommandError(str(exc)) from exc
-    keras_out = source.predict(x, verbose=0)
+    keras_out = _keras_predict(source, x, args.level)
     pred = result.predictions()
     print(f"model            {converted.name} ({converted.mode}, {converted.quantization}) "
-          f"on {args.runtime}")
+          f"on {args.runtime}" + ("" if args.level is None else f", level {args.level}"))
     _print_windows(x, y, args)
     if y is not None:
         print(f"accuracy         {100 * np.mean(pred == y):.2f} % (Keras: "
@@ -1157,6 +1188,7 @@ def _add_run(subparsers) -> None:
                         "avr-gcc in simavr, ATmega328P at 16 MHz (exact cycles)")
     parser.add_argument("--data", type=Path, required=True,
                         help=".npz with x_test/y_test (or x/y); `rnnedge data` writes one")
+    _add_level(parser)
     _add_sampling(parser, default="all on the host; 8 on cortex-m4, cortex-m0 and uno, which "
                   "run at emulation speed")
     parser.set_defaults(run=_run_run)
@@ -1175,15 +1207,16 @@ def _run_run(args: argparse.Namespace) -> int:
                        timesteps=None, source=source, mode="standalone C")
     x_q = converted.quantize_input(x)
     try:
-        result = run_c(converted, x_q, target=args.target, progress=True)
+        levels = _levels(args.level, x)
+        result = run_c(converted, x_q, target=args.target, progress=True, levels=levels)
         host = result if args.target == "host" else run_c(converted, x_q, target="host",
-                                                          progress=True)
+                                                          progress=True, levels=levels)
     except (ValueError, FileNotFoundError, CompileError) as exc:  # ToolchainMissingError...
         raise CommandError(str(exc)) from exc
     pred = result.predictions()
-    keras_pred = source.predict(x, verbose=0).argmax(-1)
+    keras_pred = _keras_predict(source, x, args.level).argmax(-1)
     print(f"model            {converted.name} (standalone C, {converted.precision} weights) on "
-          f"{args.target}")
+          f"{args.target}" + ("" if args.level is None else f", level {args.level}"))
     _print_windows(x, y, args)
     if y is not None:
         print(f"accuracy         {100 * np.mean(pred == y):.2f} % (Keras: "

@@ -37,6 +37,7 @@ __all__ = [
     "level_macs",
     "random_schedules",
     "switch_schedule",
+    "with_level_input",
 ]
 
 #: The level a :class:`WithLevel` appends when it gets no level input (cells clip it to their
@@ -220,6 +221,26 @@ class SwitchingCell(keras.layers.Layer):
         return {**super().get_config(),
                 "cells": [keras.layers.serialize(c) for c in self.cells],
                 "map_initializer": keras.initializers.serialize(self.map_initializer)}
+
+
+def with_level_input(model: keras.Model) -> keras.Model:
+    """A flexible model (a chain of layers with :class:`WithLevel`) taking ``[x, level]``: the
+    same layers, every :class:`WithLevel` given the level input (``(batch, timesteps)``). A
+    model that already takes both inputs is returned as it is."""
+    layers = []
+    for layer in model.layers:
+        layers += layer.layers if isinstance(layer, keras.Model) else [layer]
+    if not any(isinstance(layer, WithLevel) for layer in layers):
+        raise ValueError(f"Model {model.name!r} has no WithLevel layer: it is not flexible.")
+    if len(model.inputs) == 2:
+        return model
+    x = inputs = keras.Input(model.inputs[0].shape[1:], name="x")
+    level = keras.Input(model.inputs[0].shape[1:2], name="level")
+    for layer in layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        x = layer([x, level]) if isinstance(layer, WithLevel) else layer(x)
+    return keras.Model([inputs, level], x, name=model.name)
 
 
 def random_schedules(n: int, timesteps: int, num_levels: int, *, seed: int | None = 0,

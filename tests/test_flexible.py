@@ -465,3 +465,34 @@ def test_flexible_model_prunes_and_trains_quantization_aware():
         np.testing.assert_array_equal(r.scores, c.int_model.run(x[:8], levels=levels))
     kernel = strip_pruning(pruned).layers[3].cell.recurrent_kernel_u.numpy()
     assert np.mean(kernel == 0) >= 0.4
+
+
+def test_cli_converts_a_flexible_model_and_runs_it_at_a_level(tmp_path, capsys):
+    """`rnnedge convert` of a saved flexible model, then `rnnedge run --level` / `rnnedge
+    emulate --level`: the C's predictions at level 0 are the oracle's at level 0."""
+    from keras_rnnedge import cli
+
+    model = flexible_model(FastGRNNCell(8, levels=(2, 5, 8), u_rank=3), head=3, name="flexcli")
+    path = tmp_path / "flexcli.keras"
+    model.save(path)
+    x = data(40, seed=11)
+    y = np.random.default_rng(0).integers(0, 3, 40)
+    npz = tmp_path / "d.npz"
+    np.savez(npz, x_train=x, y_train=y, x_test=x[:12], y_test=y[:12])
+    out = tmp_path / "c"
+    assert cli.main(["convert", str(path), "--target", "uno", "--format", "c", "--data",
+                     str(npz), "--out", str(out), "--checks", "warn"]) == 0
+    capsys.readouterr()
+    assert cli.main(["run", str(out), "--target", "host", "--data", str(npz), "--level",
+                     "0"]) == 0
+    text = capsys.readouterr().out
+    import re
+
+    assert "level 0" in text
+    assert float(re.search(r"agreement\s+([\d.]+) %", text).group(1)) >= 75  # vs Keras at 0
+    tfl = tmp_path / "t"
+    assert cli.main(["convert", str(path), "--target", "nano33ble", "--data", str(npz),
+                     "--out", str(tfl), "--checks", "warn"]) == 0
+    capsys.readouterr()
+    assert cli.main(["emulate", str(tfl), "--data", str(npz), "--level", "1"]) == 0
+    assert "level 1" in capsys.readouterr().out
