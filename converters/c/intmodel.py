@@ -698,10 +698,13 @@ def step_formats(graph: StepGraph, q: int, formats: dict[str, int], in_frac: int
 
 def float_forward(graph: StepGraph, matrices: dict[str, np.ndarray], chains: dict[str, list],
                   biases: dict[str, np.ndarray], scalars: dict[str, float],
-                  activations: dict[str, str], x: np.ndarray):
+                  activations: dict[str, str], x: np.ndarray,
+                  unit_mask: np.ndarray | None = None):
     """The float step of ``graph`` over sequences ``x`` ``(N, T, F)`` with the true activations
     (the calibration pass): the outputs ``h`` ``(N, T, H)``, the peak ``|.|`` of every node,
-    and per matrix the peak of each intermediate of its float stages (``chains``)."""
+    and per matrix the peak of each intermediate of its float stages (``chains``).
+    ``unit_mask`` ``(N, T, units)``: a flexible cell's active units at every step (its
+    per-unit state vectors and vectors zeroed beyond them, as the oracle does)."""
     state = {s.name: np.zeros((x.shape[0], s.size)) for s in graph.state}
     peaks = np.zeros(len(graph.nodes))
     chain_peaks = {m: [0.0] * (len(stages) - 1) for m, stages in chains.items()}
@@ -740,11 +743,16 @@ def float_forward(graph: StepGraph, matrices: dict[str, np.ndarray], chains: dic
                 v = _FLOAT_ACT[activations[node.key]](a[0])
             else:  # rescale, sat16, vector: the identity in float
                 v = a[0]
+                if unit_mask is not None and op == "vector" and node.per_unit:
+                    v = np.where(unit_mask[:, t], v, 0.0)
             vals[node.index] = v
             peaks[node.index] = max(peaks[node.index], float(np.max(np.abs(v))) if np.size(v)
                                     else 0.0)
         state = {s.name: np.broadcast_to(vals[graph.outputs[s.name].index],
                                          (x.shape[0], s.size)) for s in graph.state}
+        if unit_mask is not None:
+            state = {s.name: np.where(unit_mask[:, t], v, 0.0) if s.per_unit else v
+                     for s, v in zip(graph.state, state.values())}
         outputs.append(state["h"])
     return np.stack(outputs, axis=1), peaks, chain_peaks
 
@@ -1212,8 +1220,17 @@ def quantize_model(model: keras.Model, representative_data, *, weight_bits: int 
         else:
             x_in = x_float
         scalars = declared.scalars(cell, w)
+        unit_mask = None
+        if getattr(cell, "levels", None) is not None:  # calibrate over every level, switching
+            from keras_rnnedge.flexible import random_schedules
+
+            schedule = random_schedules(x_in.shape[0], x_in.shape[1], len(cell.levels),
+                                        seed=calibration_seed)
+            unit_mask = (np.arange(int(cell.units))
+                         < np.asarray(cell.levels)[schedule][..., None])
         x_float, peaks, chain_peaks = float_forward(
-            graph, dense, {b: c[0] for b, c in chains.items()}, biases, scalars, acts, x_in)
+            graph, dense, {b: c[0] for b, c in chains.items()}, biases, scalars, acts, x_in,
+            unit_mask)
         for node in graph.nodes:
             if node.op == "act" and node.clip and acts[node.key] == "relu":
                 if peaks[node.index] > 1.0:
