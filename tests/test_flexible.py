@@ -3,6 +3,8 @@ in Keras, the integer oracle and the generated C (host, and one model on QEMU an
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -496,3 +498,54 @@ def test_cli_converts_a_flexible_model_and_runs_it_at_a_level(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(["emulate", str(tfl), "--data", str(npz), "--level", "1"]) == 0
     assert "level 1" in capsys.readouterr().out
+
+
+def test_deployment_check_covers_every_level(monkeypatch):
+    """convert_c measures the deployed model against the float one at every level: a level
+    that the integer model gets wrong is refused, by name."""
+    from keras_rnnedge.converters import DeploymentQualityError
+    from keras_rnnedge.converters.c.intmodel import IntModel
+
+    model = flexible_model(FastGRNNCell(8, levels=(2, 5, 8), u_rank=3), head=3)
+    x = data(64, seed=12)
+    y = np.argmax(model([x, np.full((64, T), 2)]).numpy(), -1)
+    convert_c(model, target="host", representative_data=x, validation_data=(x, y),
+              progress=False)  # passes at every level
+    run = IntModel.run
+
+    def wrong_at_level_1(self, x, batch_size=1024, levels=None):
+        scores = run(self, x, batch_size, levels)
+        if levels is not None and np.all(np.asarray(levels) == 1):
+            return np.roll(scores, 1, axis=-1)  # another class
+        return scores
+
+    monkeypatch.setattr(IntModel, "run", wrong_at_level_1)
+    with pytest.raises(DeploymentQualityError, match="at level 1"):
+        convert_c(model, target="host", representative_data=x, validation_data=(x, y),
+                  progress=False)
+
+
+def test_tflite_deployment_check_covers_every_level(monkeypatch):
+    """convert() measures TFLite Micro against the float model at every level: a level the
+    int8 model gets wrong is refused, by name."""
+    from keras_rnnedge.converters import DeploymentQualityError, convert
+    from keras_rnnedge.micro_targets import emulate as emulation
+
+    model = flexible_model(FastGRNNCell(8, levels=(2, 5, 8), u_rank=3), head=3)
+    x = data(48, seed=13)
+    y = np.argmax(model([x, np.full((48, T), 2)]).numpy(), -1)
+    options = dict(target="nano33ble", quantization="float32", mode="step",
+                   representative_data=x, validation_data=(x, y), progress=False)
+    assert convert(model, **options).quality.passed
+    run = emulation.emulate
+
+    def wrong_at_level_0(converted, x, **kwargs):
+        result = run(converted, x, **kwargs)
+        levels = kwargs.get("levels")
+        if levels is not None and np.all(np.asarray(levels) == 0):
+            return dataclasses.replace(result, outputs=np.roll(result.outputs, 1, axis=-1))
+        return result
+
+    monkeypatch.setattr(emulation, "emulate", wrong_at_level_0)
+    with pytest.raises(DeploymentQualityError, match="at level 0"):
+        convert(model, **options)

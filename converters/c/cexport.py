@@ -503,7 +503,23 @@ def _c_quality(im: IntModel | None, info: CModelInfo, sources: dict[str, str], i
               "calibration_size")
     report = diagnose(report, cov, saturated, advice)
     enforce(report)
+    if im is not None and getattr(im, "num_levels", None) and validation is not None:
+        _check_levels(im, model, x, y, policy, what, source)
     return report
+
+
+def _check_levels(im, model: keras.Model, x: np.ndarray, y, policy: DeploymentCheck, what: str,
+                  source: str) -> None:
+    """A flexible model's levels below the top: the deployed model at each level against the
+    float model at that level, with the same thresholds as the top level."""
+    from keras_rnnedge.flexible import with_level_input
+
+    both = with_level_input(model)
+    for level in range(im.num_levels - 1):
+        levels = np.full(x.shape[:2], level)
+        float_out = np.asarray(both.predict([x, levels.astype(np.float32)], verbose=0))
+        enforce(measure(float_out, im.run(x, levels=levels), y, policy,
+                        f"{what} at level {level}", source))
 
 
 def _saturation(im: IntModel, x: np.ndarray) -> dict[str, float]:

@@ -579,6 +579,16 @@ def _quality(reference, lowered: LoweredModel, tfl: TFLiteModel, data, policy: D
               "training, or a larger calibration_size")
     report = diagnose(report, cov, saturated, advice)
     enforce(report)
+    if lowered.num_levels is not None and validation is not None:
+        # a flexible model's levels below the top, with the same thresholds
+        from keras_rnnedge.flexible import with_level_input
+
+        both = with_level_input(reference)
+        for level in range(lowered.num_levels - 1):
+            levels = np.full(x.shape[:2], level)
+            float_level = both.predict([x, levels.astype(np.float32)], verbose=0)
+            got = emulate(_Shim(tfl, lowered), x, runtime=runtime, levels=levels).outputs
+            enforce(measure(float_level, got, y, policy, f"{what} at level {level}", source))
     return report
 
 
